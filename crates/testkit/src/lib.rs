@@ -1,0 +1,1 @@
+//! Test harnesses shared by the crates' tests and the end-to-end tests. Never a dependency of a tool.
