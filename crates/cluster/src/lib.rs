@@ -1,1 +1,22 @@
-//! TODO
+//! The cluster side of the pipelines, through `kube`: where Falco listens, which version the
+//! API server runs, whether it is ready, what the kubelet's mirror pod says, the AuditSink object,
+//! and Falco's logs. Every call is one or two plain requests, so the crate can be tested against a
+//! server that replays recorded API responses.
+
+mod audit_sink;
+mod connect;
+mod error;
+mod falco;
+mod health;
+mod logs;
+mod mirror_pod;
+mod probe;
+
+pub use audit_sink::{AUDIT_SINK_NAME, Applied};
+pub use connect::{Cluster, ClusterOptions};
+pub use error::ClusterError;
+pub use falco::{FalcoEndpoint, FalcoFlavour};
+pub use health::Readiness;
+pub use logs::PodLog;
+pub use mirror_pod::MirrorPod;
+pub use probe::ProbeConfigMap;

@@ -1,1 +1,3 @@
-//! TODO
+mod error;
+mod yaml;
+pub use error::{PatchError, Pos, Located};

@@ -1,1 +1,145 @@
-fn main() {}
+//! `render`: GNU envsubst, byte-exact by default. Argument handling and exit codes only; the
+//! work is in the library.
+
+mod cli;
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use render::{AtomicFile, Options, Origin, RenderError, Vars};
+
+use cli::Cli;
+
+fn main() -> ExitCode {
+    // SAFETY: called before any other thread exists. GNU envsubst dies of SIGPIPE when the
+    // reader of a pipe goes away (exit status 141 in the shell); Rust ignores it by default.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = match Cli::parse_from_env() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            for line in format!("{e:#}").lines() {
+                eprintln!("render: {line}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.version {
+        let version = concat!(
+            "render ",
+            env!("CARGO_PKG_VERSION"),
+            " (compatible with GNU envsubst 0.21)\n"
+        );
+        return write_stdout(version.as_bytes());
+    }
+    if cli.help {
+        return write_stdout(Cli::help_text().as_bytes());
+    }
+    if cli.format.len() > 1 {
+        bail!("too many arguments");
+    }
+    let format = cli.format.first().map(|f| f.as_bytes());
+    if cli.variables {
+        let Some(format) = format else {
+            bail!("missing arguments");
+        };
+        let mut listing = Vec::new();
+        for name in render::shell_format_variables(format) {
+            listing.extend_from_slice(name.as_bytes());
+            listing.push(b'\n');
+        }
+        return write_stdout(&listing);
+    }
+
+    let opts = Options {
+        strict: cli.strict,
+        no_empty: cli.no_empty,
+        defaults: cli.defaults,
+        only: format.map(render::shell_format_variables),
+    };
+    let mut vars = Vars::from_env();
+    for path in &cli.env_files {
+        vars.load_env_file(path)?;
+    }
+    for (name, value) in cli.set {
+        vars.set(name, value);
+    }
+
+    let (input, origin) = match &cli.input {
+        Some(path) => (
+            File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+            Origin::File(path.clone()),
+        ),
+        None => {
+            let stdin = io::stdin().as_fd().try_clone_to_owned();
+            let stdin = stdin.map_err(|source| RenderError::Read {
+                origin: Origin::Stdin,
+                source,
+            })?;
+            (File::from(stdin), Origin::Stdin)
+        }
+    };
+
+    match &cli.output {
+        Some(path) => {
+            let mut file = AtomicFile::create(path)?;
+            render::render_stream(input, &mut file, &vars, &opts, &origin)?;
+            file.commit()?;
+        }
+        // Nothing may reach the pipe unless the whole render succeeds.
+        None if opts.can_fail() => {
+            let mut rendered = Vec::new();
+            render::render_stream(input, &mut rendered, &vars, &opts, &origin)?;
+            write_stdout(&rendered)?;
+        }
+        None => render::render_stream(input, Stdout::open(), &vars, &opts, &origin)?,
+    }
+    Ok(())
+}
+
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut stdout = Stdout::open();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .map_err(RenderError::Write)?;
+    Ok(())
+}
+
+/// Standard output as a plain file descriptor: no line buffering or locking in the way of large
+/// writes. A closed stdout fails only when something is written, as GNU's close_stdout does.
+struct Stdout(io::Result<File>);
+
+impl Stdout {
+    fn open() -> Self {
+        Stdout(io::stdout().as_fd().try_clone_to_owned().map(File::from))
+    }
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.0 {
+            Ok(file) => file.write(buf),
+            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,250 @@
+//! Audit events as the API server's webhook backend sends them, and decoding of request bodies.
+//!
+//! Only the fields the line format and the filters need are typed; the event's original JSON is
+//! kept verbatim so that `--json` output loses nothing the API server sent.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// The `audit.k8s.io` versions Falco accepts; v1beta1 was removed in Kubernetes 1.24 but older
+/// clusters still send it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiVersion {
+    V1,
+    V1Beta1,
+}
+
+impl ApiVersion {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "audit.k8s.io/v1" => Some(Self::V1),
+            "audit.k8s.io/v1beta1" => Some(Self::V1Beta1),
+            _ => None,
+        }
+    }
+}
+
+/// The point in the request's life at which the API server emitted the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Stage {
+    RequestReceived,
+    ResponseStarted,
+    ResponseComplete,
+    Panic,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::RequestReceived => "RequestReceived",
+            Stage::ResponseStarted => "ResponseStarted",
+            Stage::ResponseComplete => "ResponseComplete",
+            Stage::Panic => "Panic",
+        }
+    }
+}
+
+/// How much of the request the policy asked the API server to record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Level {
+    None,
+    Metadata,
+    Request,
+    RequestResponse,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct User {
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// What the request was about; absent for non-resource URLs such as `/version`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRef {
+    pub resource: Option<String>,
+    pub subresource: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub api_group: Option<String>,
+    pub api_version: Option<String>,
+}
+
+/// One audit event: the typed fields plus the JSON it came from.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub api_version: ApiVersion,
+    pub audit_id: String,
+    pub stage: Stage,
+    pub level: Level,
+    pub verb: String,
+    pub request_uri: String,
+    pub user: User,
+    pub object_ref: Option<ObjectRef>,
+    /// The HTTP status the API server answered, once a response exists.
+    pub response_code: Option<u16>,
+    raw: Box<RawValue>,
+}
+
+impl Event {
+    /// The event's JSON exactly as it was received (one line: the API server sends compact JSON,
+    /// and pretty input is compacted by the receiver).
+    pub fn raw_json(&self) -> &str {
+        self.raw.get()
+    }
+
+    /// `pods`, `pods/log`, or `None` for non-resource requests.
+    pub fn resource(&self) -> Option<String> {
+        let object = self.object_ref.as_ref()?;
+        let resource = object.resource.as_deref()?;
+        Some(match object.subresource.as_deref() {
+            Some(sub) => format!("{resource}/{sub}"),
+            None => resource.to_owned(),
+        })
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        self.object_ref.as_ref()?.namespace.as_deref()
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.object_ref.as_ref()?.name.as_deref()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireEvent {
+    #[serde(rename = "auditID")]
+    audit_id: String,
+    stage: Stage,
+    level: Level,
+    verb: String,
+    #[serde(rename = "requestURI")]
+    request_uri: String,
+    #[serde(default)]
+    user: User,
+    object_ref: Option<ObjectRef>,
+    response_status: Option<WireStatus>,
+}
+
+#[derive(Deserialize)]
+struct WireStatus {
+    code: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Head {
+    kind: Option<String>,
+    api_version: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ListBody<'a> {
+    #[serde(borrow, default)]
+    items: Vec<&'a RawValue>,
+}
+
+/// Why a request body is not an audit event batch; the text is what the client gets with the 400.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("body is not UTF-8 (invalid byte at offset {offset})")]
+    NotUtf8 { offset: usize },
+    #[error("invalid JSON at line {line}, column {column}: {message}")]
+    Json { line: usize, column: usize, message: String },
+    #[error("missing \"kind\": expected \"EventList\" or \"Event\"")]
+    MissingKind,
+    #[error("unsupported kind {found:?}: expected \"EventList\" or \"Event\"")]
+    Kind { found: String },
+    #[error("unsupported apiVersion {found:?}: expected \"audit.k8s.io/v1\" or \"audit.k8s.io/v1beta1\"")]
+    ApiVersion { found: String },
+    #[error("items[{index}] at line {line}, column {column}: {message}")]
+    Item { index: usize, line: usize, column: usize, message: String },
+}
+
+/// Decodes an `EventList` or a single `Event` of `audit.k8s.io/v1` or `v1beta1`.
+pub fn decode(body: &[u8]) -> Result<Vec<Event>, DecodeError> {
+    let text = std::str::from_utf8(body).map_err(|e| DecodeError::NotUtf8 { offset: e.valid_up_to() })?;
+    let head: Head = serde_json::from_str(text).map_err(json_error)?;
+    let api_version = match head.api_version.as_deref() {
+        Some(v) => ApiVersion::parse(v).ok_or_else(|| DecodeError::ApiVersion { found: v.to_owned() })?,
+        None => return Err(DecodeError::ApiVersion { found: String::new() }),
+    };
+    match head.kind.as_deref() {
+        Some("EventList") => {
+            let list: ListBody = serde_json::from_str(text).map_err(json_error)?;
+            list.items
+                .into_iter()
+                .enumerate()
+                .map(|(index, item)| {
+                    event(api_version, item).map_err(|e| {
+                        let (line, column) = absolute_position(text, item.get(), &e);
+                        DecodeError::Item { index, line, column, message: message_of(&e) }
+                    })
+                })
+                .collect()
+        }
+        Some("Event") => {
+            let raw: &RawValue = serde_json::from_str(text).map_err(json_error)?;
+            Ok(vec![event(api_version, raw).map_err(json_error)?])
+        }
+        Some(other) => Err(DecodeError::Kind { found: other.to_owned() }),
+        None => Err(DecodeError::MissingKind),
+    }
+}
+
+fn event(api_version: ApiVersion, raw: &RawValue) -> Result<Event, serde_json::Error> {
+    let wire: WireEvent = serde_json::from_str(raw.get())?;
+    Ok(Event {
+        api_version,
+        audit_id: wire.audit_id,
+        stage: wire.stage,
+        level: wire.level,
+        verb: wire.verb,
+        request_uri: wire.request_uri,
+        user: wire.user,
+        object_ref: wire.object_ref,
+        response_code: wire.response_status.and_then(|s| s.code),
+        raw: compact(raw)?,
+    })
+}
+
+/// Pretty-printed input must not break the one-event-per-line output.
+fn compact(raw: &RawValue) -> Result<Box<RawValue>, serde_json::Error> {
+    if raw.get().contains('\n') {
+        let value: serde_json::Value = serde_json::from_str(raw.get())?;
+        RawValue::from_string(value.to_string())
+    } else {
+        Ok(raw.to_owned())
+    }
+}
+
+fn json_error(e: serde_json::Error) -> DecodeError {
+    DecodeError::Json { line: e.line(), column: e.column(), message: message_of(&e) }
+}
+
+/// serde_json appends " at line L column C" to its messages; the position is reported separately.
+fn message_of(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(cut) => text[..cut].to_owned(),
+        None => text,
+    }
+}
+
+/// Translates an error position inside `item` (a slice of `body`) into a body position.
+fn absolute_position(body: &str, item: &str, e: &serde_json::Error) -> (usize, usize) {
+    let start = (item.as_ptr() as usize).saturating_sub(body.as_ptr() as usize).min(body.len());
+    let before = body.get(..start).unwrap_or("");
+    let start_line = before.matches('\n').count() + 1;
+    let start_column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    if e.line() <= 1 {
+        (start_line, start_column + e.column().saturating_sub(1))
+    } else {
+        (start_line + e.line() - 1, e.column())
+    }
+}

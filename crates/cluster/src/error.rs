@@ -1,0 +1,87 @@
+use std::path::PathBuf;
+
+/// What went wrong talking to the cluster, with enough context to act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot load kubeconfig{}: {source}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    Kubeconfig {
+        path: Option<PathBuf>,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("cannot reach the API server at {server}: {source}")]
+    Unreachable {
+        server: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("the API server refused our credentials (HTTP {code}) when {action}: {message}")]
+    Unauthorized {
+        action: String,
+        code: u16,
+        message: String,
+    },
+    #[error("{action}: HTTP {code}: {message}")]
+    Api {
+        action: String,
+        code: u16,
+        message: String,
+    },
+    #[error("Service {namespace}/{name} not found; deploy Falco first, or name its Service with --falco-service/--falco-namespace, or pass --falco-url")]
+    FalcoServiceMissing { namespace: String, name: String },
+    #[error("Service {namespace}/{name} exposes no Falco audit port (8765 for the Falco webserver, 9765 for the k8saudit plugin); its ports are: {ports}")]
+    NoAuditPort {
+        namespace: String,
+        name: String,
+        ports: String,
+    },
+    #[error("Service {namespace}/{name} {problem}")]
+    UnusableService {
+        namespace: String,
+        name: String,
+        problem: String,
+    },
+    #[error("several kube-apiserver mirror pods ({names}); say which node with --node")]
+    AmbiguousMirrorPod { names: String },
+    #[error("the API server does not serve auditregistration.k8s.io/v1alpha1: it lacks --runtime-config=auditregistration.k8s.io/v1alpha1=true (and AuditSink exists only in Kubernetes 1.13-1.18)")]
+    AuditRegistrationNotServed,
+    #[error("the AuditSink manifest is not valid YAML: {0}")]
+    AuditSinkManifest(#[from] serde_norway::Error),
+}
+
+impl ClusterError {
+    /// Sorts a kube error into "could not connect", "not allowed" and "the server said no",
+    /// because each of those needs a different fix from the user.
+    pub(crate) fn from_kube(action: impl Into<String>, server: &str, error: kube::Error) -> Self {
+        match error {
+            kube::Error::Api(status) => {
+                let action = action.into();
+                if status.code == 401 || status.code == 403 {
+                    ClusterError::Unauthorized {
+                        action,
+                        code: status.code,
+                        message: status.message,
+                    }
+                } else {
+                    ClusterError::Api {
+                        action,
+                        code: status.code,
+                        message: status.message,
+                    }
+                }
+            }
+            other => ClusterError::Unreachable {
+                server: server.to_string(),
+                source: other,
+            },
+        }
+    }
+
+    /// The HTTP status the API server answered with, if it answered at all.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            ClusterError::Api { code, .. } | ClusterError::Unauthorized { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,42 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{
+    Api,
+    api::{DeleteParams, ObjectMeta, PostParams},
+};
+
+use crate::{Cluster, ClusterError};
+
+/// A uniquely named ConfigMap whose create and delete must show up as audit events.
+#[derive(Debug, Clone)]
+pub struct ProbeConfigMap {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Cluster {
+    pub async fn create_and_delete_probe(&self, probe: &ProbeConfigMap) -> Result<(), ClusterError> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &probe.namespace);
+        let object = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(probe.name.clone()),
+                labels: Some(BTreeMap::from([(
+                    "app.kubernetes.io/created-by".to_string(),
+                    "k8s-audit-verify".to_string(),
+                )])),
+                ..ObjectMeta::default()
+            },
+            data: Some(BTreeMap::from([("probe".to_string(), "audit".to_string())])),
+            ..ConfigMap::default()
+        };
+        let what = format!("ConfigMap {}/{}", probe.namespace, probe.name);
+        api.create(&PostParams::default(), &object)
+            .await
+            .map_err(|e| self.error(format!("creating {what}"), e))?;
+        api.delete(&probe.name, &DeleteParams::default())
+            .await
+            .map_err(|e| self.error(format!("deleting {what}"), e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,200 @@
+//! The cluster calls against a server that replays recorded Kubernetes API responses.
+
+use cluster::{Applied, Cluster, ClusterError, ClusterOptions, Readiness};
+use testkit::replay::{Reply, ReplayServer};
+
+fn recorded(name: &str) -> String {
+    let path = format!("{}/tests/recorded/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+async fn connect(server: &ReplayServer, dir: &tempfile::TempDir) -> Cluster {
+    let options = ClusterOptions {
+        kubeconfig: Some(server.write_kubeconfig(dir.path())),
+        context: None,
+    };
+    Cluster::connect(&options).await.expect("kubeconfig loads")
+}
+
+#[tokio::test]
+async fn version_and_credentials() {
+    let server = ReplayServer::start();
+    server.route("GET", "/version", [Reply::json(200, recorded("version-1.20.2.json"))]);
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = connect(&server, &dir).await;
+    assert_eq!(cluster.version().await.unwrap(), "v1.20.2");
+
+    let refusing = ReplayServer::start();
+    refusing.route("GET", "/version", [Reply::json(401, recorded("unauthorized.json"))]);
+    let dir = tempfile::tempdir().unwrap();
+    let err = connect(&refusing, &dir).await.version().await.unwrap_err();
+    assert!(matches!(err, ClusterError::Unauthorized { code: 401, .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "the API server refused our credentials (HTTP 401) when reading /version: Unauthorized"
+    );
+}
+
+#[tokio::test]
+async fn falco_service_lookup() {
+    let server = ReplayServer::start();
+    server.route(
+        "GET",
+        "/api/v1/namespaces/default/services/falco-service",
+        [Reply::json(200, recorded("service-falco.json"))],
+    );
+    server.route(
+        "GET",
+        "/api/v1/namespaces/falco/services/falco-service",
+        [Reply::json(404, recorded("service-falco-not-found.json"))],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = connect(&server, &dir).await;
+    let endpoint = cluster
+        .falco_endpoint("default", "falco-service", false)
+        .await
+        .unwrap();
+    assert_eq!(endpoint.url(), "http://10.0.0.134:8765/k8s_audit");
+
+    let err = cluster
+        .falco_endpoint("falco", "falco-service", false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClusterError::FalcoServiceMissing { .. }), "{err:?}");
+    assert!(err.to_string().contains("--falco-url"), "{err}");
+}
+
+#[tokio::test]
+async fn readiness_goes_from_refused_to_ready() {
+    let server = ReplayServer::start();
+    server.route(
+        "GET",
+        "/readyz",
+        [
+            Reply::Drop,
+            Reply::json(500, recorded("readyz-etcd-failed.txt")),
+            Reply::json(200, "ok"),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = connect(&server, &dir).await;
+    assert!(matches!(cluster.readiness().await, Readiness::Unreachable(_)));
+    match cluster.readiness().await {
+        Readiness::NotReady(why) => assert!(why.contains("etcd failed"), "{why}"),
+        other => panic!("expected NotReady, got {other:?}"),
+    }
+    assert_eq!(cluster.readiness().await, Readiness::Ready);
+}
+
+#[tokio::test]
+async fn readiness_falls_back_to_healthz_on_old_servers() {
+    let server = ReplayServer::start();
+    server.route("GET", "/readyz", [Reply::json(404, "404 page not found")]);
+    server.route("GET", "/healthz", [Reply::json(200, "ok")]);
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = connect(&server, &dir).await;
+    assert_eq!(cluster.readiness().await, Readiness::Ready);
+    let paths: Vec<String> = server.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(paths, ["/readyz", "/healthz"]);
+}
+
+#[tokio::test]
+async fn unreachable_server_is_not_ready() {
+    // A port nobody listens on: bind, note it, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user: {{}}\n"),
+    )
+    .unwrap();
+    let cluster = Cluster::connect(&ClusterOptions {
+        kubeconfig: Some(kubeconfig),
+        context: None,
+    })
+    .await
+    .unwrap();
+    assert!(matches!(cluster.readiness().await, Readiness::Unreachable(_)));
+    let err = cluster.version().await.unwrap_err();
+    assert!(matches!(err, ClusterError::Unreachable { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn mirror_pod_hash_and_command() {
+    let server = ReplayServer::start();
+    server.route(
+        "GET",
+        "/api/v1/namespaces/kube-system/pods",
+        [Reply::json(200, recorded("pods-kube-apiserver.json"))],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = connect(&server, &dir).await;
+    let pod = cluster.apiserver_mirror_pod(None).await.unwrap().expect("one mirror pod");
+    assert_eq!(pod.name, "kube-apiserver-node1");
+    assert_eq!(pod.config_hash.as_deref(), Some("4f1d2b0c9e8a7d6c5b4a39281706f5e4"));
+    assert_eq!(pod.command[0], "kube-apiserver");
+    assert!(pod.command.contains(&"--audit-webhook-batch-max-wait=5s".to_string()));
+}
+
+const SINK: &str = "apiVersion: auditregistration.k8s.io/v1alpha1\nkind: AuditSink\nmetadata:\n  name: falco-audit-sink\nspec:\n  policy:\n    level: RequestResponse\n    stages:\n    - ResponseComplete\n  webhook:\n    throttle:\n      qps: 10\n      burst: 15\n    clientConfig:\n      url: \"http://10.0.0.134:8765/k8s_audit\"\n";
+
+#[tokio::test]
+async fn audit_sink_needs_the_api_group() {
+    let server = ReplayServer::start();
+    server.route(
+        "GET",
+        "/apis/auditregistration.k8s.io/v1alpha1",
+        [Reply::json(404, recorded("discovery-not-found.json"))],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = connect(&server, &dir).await;
+    let err = cluster.apply_audit_sink(SINK).await.unwrap_err();
+    assert!(matches!(err, ClusterError::AuditRegistrationNotServed), "{err:?}");
+    assert!(err.to_string().contains("--runtime-config=auditregistration.k8s.io/v1alpha1=true"));
+    assert!(!cluster.delete_audit_sink("falco-audit-sink").await.unwrap());
+}
+
+#[tokio::test]
+async fn audit_sink_is_created_then_replaced() {
+    let server = ReplayServer::start();
+    server.route(
+        "GET",
+        "/apis/auditregistration.k8s.io/v1alpha1",
+        [Reply::json(200, recorded("discovery-auditregistration.json"))],
+    );
+    server.route(
+        "GET",
+        "/apis/auditregistration.k8s.io/v1alpha1/auditsinks/falco-audit-sink",
+        [
+            Reply::json(404, recorded("auditsink-not-found.json")),
+            Reply::json(200, recorded("auditsink.json")),
+        ],
+    );
+    server.route(
+        "POST",
+        "/apis/auditregistration.k8s.io/v1alpha1/auditsinks",
+        [Reply::json(201, recorded("auditsink.json"))],
+    );
+    server.route(
+        "PUT",
+        "/apis/auditregistration.k8s.io/v1alpha1/auditsinks/falco-audit-sink",
+        [Reply::json(200, recorded("auditsink.json"))],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = connect(&server, &dir).await;
+    assert_eq!(cluster.apply_audit_sink(SINK).await.unwrap(), Applied::Created);
+    assert_eq!(cluster.apply_audit_sink(SINK).await.unwrap(), Applied::Replaced);
+
+    let seen = server.seen();
+    let put = seen.iter().find(|s| s.method == "PUT").expect("a PUT");
+    let body: serde_json::Value = serde_json::from_str(&put.body).unwrap();
+    // A replace must carry the resourceVersion it read, or the server rejects it.
+    assert_eq!(body["metadata"]["resourceVersion"], "1044");
+    assert_eq!(body["spec"]["webhook"]["clientConfig"]["url"], "http://10.0.0.134:8765/k8s_audit");
+    assert!(seen.iter().all(|s| s.method != "PATCH"), "no server-side apply");
+}

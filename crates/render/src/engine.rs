@@ -1,0 +1,340 @@
+//! The scanner: GNU envsubst's getc/ungetc state machine, rewritten to jump between `$`s with
+//! `memchr` and to stop (rather than guess) when a reference runs past the end of a chunk.
+
+use std::collections::HashSet;
+use std::hash::BuildHasherDefault;
+
+use memchr::{memchr, memchr2};
+
+use crate::error::{Missing, Origin, Reason, RenderError};
+use crate::position::Tracker;
+use crate::vars::{Fnv, NameMap, Vars, is_name_char, is_name_start};
+use crate::Options;
+
+/// Words nested deeper than this (`${A:-${B:-${C:-...}}}`) are not interpreted, so that a
+/// hostile template cannot exhaust the stack.
+const MAX_NESTING: u8 = 32;
+
+/// The shell operators of `--defaults`, after the name and an optional `:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operator {
+    /// `-`: use `word` instead.
+    UseDefault,
+    /// `=`: use `word` and remember it for later references.
+    AssignDefault,
+    /// `?`: report `word` as an error.
+    Require,
+    /// `+`: use `word` only when the variable is there.
+    UseAlternative,
+}
+
+impl Operator {
+    fn from_byte(b: u8) -> Option<Operator> {
+        match b {
+            b'-' => Some(Operator::UseDefault),
+            b'=' => Some(Operator::AssignDefault),
+            b'?' => Some(Operator::Require),
+            b'+' => Some(Operator::UseAlternative),
+            _ => None,
+        }
+    }
+}
+
+enum State {
+    Unset,
+    Empty,
+    NonEmpty,
+}
+
+pub(crate) struct Engine<'a> {
+    vars: &'a Vars,
+    only: Option<HashSet<Box<[u8]>, BuildHasherDefault<Fnv>>>,
+    strict: bool,
+    no_empty: bool,
+    defaults: bool,
+    /// Values given by `${VAR:=word}`; they shadow `vars` for the rest of the render.
+    assigned: NameMap<Vec<u8>>,
+    missing: Vec<Missing>,
+    /// Present only when a problem can be reported: counting lines costs time otherwise.
+    tracker: Option<Tracker>,
+}
+
+impl<'a> Engine<'a> {
+    pub(crate) fn new(vars: &'a Vars, opts: &Options) -> Self {
+        Engine {
+            vars,
+            only: opts.only.as_ref().map(|names| {
+                names
+                    .iter()
+                    .map(|n| n.as_bytes().to_vec().into_boxed_slice())
+                    .collect()
+            }),
+            strict: opts.strict || opts.no_empty,
+            no_empty: opts.no_empty,
+            defaults: opts.defaults,
+            assigned: NameMap::default(),
+            missing: Vec::new(),
+            tracker: opts.can_fail().then(Tracker::new),
+        }
+    }
+
+    /// Renders as much of `chunk` as can be decided and returns how many bytes that was. The
+    /// rest (an unfinished reference) must be passed again at the start of the next chunk.
+    /// With `eof`, everything is decided and the whole chunk is consumed.
+    pub(crate) fn feed(&mut self, chunk: &[u8], eof: bool, out: &mut Vec<u8>) -> usize {
+        let consumed = self.expand(chunk, 0, chunk.len(), eof, 0, out);
+        if let Some(tracker) = &mut self.tracker {
+            tracker.next_chunk(chunk, consumed);
+        }
+        consumed
+    }
+
+    /// The problems found, if any, as the error of the whole render.
+    pub(crate) fn finish(self, origin: &Origin) -> Result<(), RenderError> {
+        if self.missing.is_empty() {
+            Ok(())
+        } else {
+            Err(RenderError::Missing {
+                origin: origin.clone(),
+                missing: self.missing,
+            })
+        }
+    }
+
+    /// Renders `input[from..to]`; `to` acts as end of input when `eof` is set.
+    fn expand(
+        &mut self,
+        input: &[u8],
+        from: usize,
+        to: usize,
+        eof: bool,
+        depth: u8,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        let mut i = from;
+        while let Some(k) = memchr(b'$', &input[i..to]) {
+            let dollar = i + k;
+            out.extend_from_slice(&input[i..dollar]);
+            match self.reference(input, dollar, to, eof, depth, out) {
+                Some(next) => i = next,
+                None => return dollar,
+            }
+        }
+        out.extend_from_slice(&input[i..to]);
+        to
+    }
+
+    /// Handles the `$` at `input[dollar]`: returns where scanning resumes, or `None` if the
+    /// reference is not finished before `to` and more input may follow.
+    fn reference(
+        &mut self,
+        input: &[u8],
+        dollar: usize,
+        to: usize,
+        eof: bool,
+        depth: u8,
+        out: &mut Vec<u8>,
+    ) -> Option<usize> {
+        let s = &input[dollar..to];
+        let braced = s.get(1) == Some(&b'{');
+        let name_start = if braced { 2 } else { 1 };
+        let Some(&first) = s.get(name_start) else {
+            if !eof {
+                return None;
+            }
+            out.extend_from_slice(s);
+            return Some(to);
+        };
+        if !is_name_start(first) {
+            // GNU emits `$` (or `${`) and rescans the next byte, which may be another `$`.
+            out.extend_from_slice(&s[..name_start]);
+            return Some(dollar + name_start);
+        }
+        let name_end = s[name_start + 1..]
+            .iter()
+            .position(|&b| !is_name_char(b))
+            .map_or(s.len(), |p| name_start + 1 + p);
+        if name_end == s.len() && !eof {
+            return None;
+        }
+        let name = &s[name_start..name_end];
+        if !braced {
+            self.substitute(input, dollar, name, &s[..name_end], out);
+            return Some(dollar + name_end);
+        }
+        match s.get(name_end) {
+            Some(b'}') => {
+                self.substitute(input, dollar, name, &s[..=name_end], out);
+                Some(dollar + name_end + 1)
+            }
+            Some(b':' | b'-' | b'=' | b'?' | b'+') if self.defaults && depth < MAX_NESTING => {
+                self.operator(input, dollar, to, eof, depth, name_start..name_end, out)
+            }
+            _ => {
+                // Unclosed, or `${NAME` followed by anything else: as written, then rescan.
+                out.extend_from_slice(&s[..name_end]);
+                Some(dollar + name_end)
+            }
+        }
+    }
+
+    fn substitute(
+        &mut self,
+        input: &[u8],
+        dollar: usize,
+        name: &[u8],
+        as_written: &[u8],
+        out: &mut Vec<u8>,
+    ) {
+        if self.only.as_ref().is_some_and(|only| !only.contains(name)) {
+            out.extend_from_slice(as_written);
+            return;
+        }
+        match self.lookup(name) {
+            Some(value) if !value.is_empty() => out.extend_from_slice(value),
+            Some(_) if self.no_empty => self.report(input, dollar, name, Reason::Empty),
+            None if self.strict => self.report(input, dollar, name, Reason::Unset),
+            _ => {}
+        }
+    }
+
+    /// `${NAME<op>word}` under `--defaults`; `name` indexes `input[dollar..]`.
+    #[allow(clippy::too_many_arguments)]
+    fn operator(
+        &mut self,
+        input: &[u8],
+        dollar: usize,
+        to: usize,
+        eof: bool,
+        depth: u8,
+        name: std::ops::Range<usize>,
+        out: &mut Vec<u8>,
+    ) -> Option<usize> {
+        let s = &input[dollar..to];
+        let as_written = |out: &mut Vec<u8>| {
+            out.extend_from_slice(&s[..name.end]);
+            Some(dollar + name.end)
+        };
+        let colon = s[name.end] == b':';
+        let op_at = name.end + usize::from(colon);
+        let Some(&op) = s.get(op_at) else {
+            return if eof { as_written(out) } else { None };
+        };
+        let Some(op) = Operator::from_byte(op) else {
+            return as_written(out);
+        };
+        let word_start = op_at + 1;
+        let Some(close) = matching_brace(&s[word_start..]).map(|p| word_start + p) else {
+            return if eof { as_written(out) } else { None };
+        };
+        let end = dollar + close + 1;
+        let name_bytes = &s[name.clone()];
+        if self.only.as_ref().is_some_and(|only| !only.contains(name_bytes)) {
+            out.extend_from_slice(&s[..=close]);
+            return Some(end);
+        }
+        let word = (dollar + word_start, dollar + close);
+        let state = match self.lookup(name_bytes) {
+            None => State::Unset,
+            Some([]) => State::Empty,
+            Some(_) => State::NonEmpty,
+        };
+        // The shell's rule: without `:` only "unset" counts as absent; with it, "empty" too.
+        let absent = match state {
+            State::Unset => true,
+            State::Empty => colon,
+            State::NonEmpty => false,
+        };
+        let depth = depth + 1;
+        match op {
+            Operator::UseDefault | Operator::AssignDefault | Operator::Require if !absent => {
+                if let Some(value) = self.lookup(name_bytes) {
+                    out.extend_from_slice(value);
+                }
+            }
+            Operator::UseDefault => {
+                self.expand(input, word.0, word.1, true, depth, out);
+            }
+            Operator::AssignDefault => {
+                let mut value = Vec::new();
+                self.expand(input, word.0, word.1, true, depth, &mut value);
+                out.extend_from_slice(&value);
+                self.assigned.insert(name_bytes.into(), value);
+            }
+            Operator::Require => {
+                // Position first: expanding the message moves the tracker past the `$`.
+                let position = self.position(input, dollar);
+                let mut message = Vec::new();
+                self.expand(input, word.0, word.1, true, depth, &mut message);
+                let message = if !message.is_empty() {
+                    String::from_utf8_lossy(&message).into_owned()
+                } else if colon {
+                    "parameter null or not set".to_owned()
+                } else {
+                    "parameter not set".to_owned()
+                };
+                self.push(position, name_bytes, Reason::Required(message));
+            }
+            Operator::UseAlternative => {
+                if !absent {
+                    self.expand(input, word.0, word.1, true, depth, out);
+                }
+            }
+        }
+        Some(end)
+    }
+
+    fn lookup(&self, name: &[u8]) -> Option<&[u8]> {
+        if !self.assigned.is_empty()
+            && let Some(value) = self.assigned.get(name)
+        {
+            return Some(value);
+        }
+        self.vars.get_bytes(name)
+    }
+
+    fn position(&mut self, input: &[u8], offset: usize) -> (u64, u64) {
+        self.tracker
+            .as_mut()
+            .map_or((0, 0), |t| t.position(input, offset))
+    }
+
+    fn report(&mut self, input: &[u8], dollar: usize, name: &[u8], reason: Reason) {
+        let position = self.position(input, dollar);
+        self.push(position, name, reason);
+    }
+
+    fn push(&mut self, (line, column): (u64, u64), name: &[u8], reason: Reason) {
+        self.missing.push(Missing {
+            name: String::from_utf8_lossy(name).into_owned(),
+            line,
+            column,
+            reason,
+        });
+    }
+}
+
+/// Offset of the `}` that closes a word, skipping nested `${...}`; `None` if not in `s`.
+fn matching_brace(s: &[u8]) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(k) = memchr2(b'$', b'}', &s[i..]) {
+        let p = i + k;
+        if s[p] == b'}' {
+            if depth == 0 {
+                return Some(p);
+            }
+            depth -= 1;
+            i = p + 1;
+        } else if s.get(p + 1) == Some(&b'{') {
+            depth += 1;
+            i = p + 2;
+        } else {
+            i = p + 1;
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,104 @@
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Where a template came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Stdin,
+    File(PathBuf),
+    /// A template handed to [`crate::render`] as bytes.
+    Template,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Stdin => f.write_str("<stdin>"),
+            Origin::File(path) => write!(f, "{}", path.display()),
+            Origin::Template => f.write_str("<template>"),
+        }
+    }
+}
+
+/// Why a reference could not be rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// Not set, under `strict`.
+    Unset,
+    /// Set to the empty string, under `no_empty`.
+    Empty,
+    /// `${VAR:?message}` or `${VAR?message}` fired; holds the expanded message.
+    Required(String),
+}
+
+/// One reference that could not be rendered. `line` and `column` are 1-based and point at the
+/// `$`; the column counts characters (each byte of invalid UTF-8 counts as one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    pub name: String,
+    pub line: u64,
+    pub column: u64,
+    pub reason: Reason,
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.line, self.column, self.name)?;
+        match &self.reason {
+            Reason::Unset => f.write_str(" is not set"),
+            Reason::Empty => f.write_str(" is set but empty"),
+            Reason::Required(message) => write!(f, ": {message}"),
+        }
+    }
+}
+
+/// A malformed `KEY=VALUE` (an `--env-file` line or a `--set` argument).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssignmentError {
+    #[error("expected KEY=VALUE, found no `=`")]
+    MissingEquals,
+    #[error("expected a variable name ([A-Za-z_][A-Za-z0-9_]*) before `=`, found {0:?}")]
+    InvalidName(String),
+    #[error("unterminated {0} quote: expected the value to end with {0}")]
+    UnterminatedQuote(char),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// Every reference that could not be rendered, in input order, one per line.
+    #[error("{}", MissingList { origin, missing })]
+    Missing { origin: Origin, missing: Vec<Missing> },
+    #[error("error while reading {origin}: {source}")]
+    Read { origin: Origin, source: io::Error },
+    #[error("write error: {0}")]
+    Write(#[source] io::Error),
+    #[error("cannot read env file {}: {source}", path.display())]
+    EnvFileRead { path: PathBuf, source: io::Error },
+    #[error("{}:{line}:{column}: {problem}", path.display())]
+    EnvFile {
+        path: PathBuf,
+        line: u64,
+        column: u64,
+        problem: AssignmentError,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Output { path: PathBuf, source: io::Error },
+}
+
+struct MissingList<'a> {
+    origin: &'a Origin,
+    missing: &'a [Missing],
+}
+
+impl fmt::Display for MissingList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, missing) in self.missing.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{}:{missing}", self.origin)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,176 @@
+//! Public-key authentication the way OpenSSH orders it: agent keys, then identity files
+//! (explicit ones, else the default files).
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use crate::error::{AuthAttempt, AuthOutcome};
+use crate::{ConnectOptions, ShipError};
+
+/// A key passphrase; its Debug output never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Passphrase(pub String);
+
+impl std::fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Passphrase(..)")
+    }
+}
+
+/// OpenSSH's default identity files, in the order it tries them.
+const DEFAULT_IDENTITIES: &[&str] = &["id_rsa", "id_ecdsa", "id_ed25519"];
+
+pub(crate) struct Keys {
+    /// Explicit files are all tried (a missing one is reported); default ones only when present.
+    pub files: Vec<PathBuf>,
+    pub use_agent: bool,
+}
+
+pub(crate) fn keys(opts: &ConnectOptions, config_files: &[PathBuf], identities_only: bool) -> Keys {
+    let mut files: Vec<PathBuf> = opts.identities.iter().chain(config_files).cloned().collect();
+    files.dedup();
+    if files.is_empty() {
+        if let Some(home) = crate::config::home() {
+            files = DEFAULT_IDENTITIES.iter().map(|name| home.join(".ssh").join(name)).filter(|p| p.exists()).collect();
+        }
+    }
+    let use_agent = opts.use_agent && !identities_only && std::env::var_os("SSH_AUTH_SOCK").is_some();
+    Keys { files, use_agent }
+}
+
+pub(crate) fn authenticate(
+    session: &ssh2::Session,
+    host: &str,
+    user: &str,
+    keys: &Keys,
+    opts: &ConnectOptions,
+) -> Result<(), ShipError> {
+    let methods = session.auth_methods(user).map(str::to_owned).unwrap_or_default();
+    if session.authenticated() {
+        return Ok(());
+    }
+    let mut tried = Vec::new();
+    let failed = |tried: Vec<AuthAttempt>| ShipError::AuthFailed {
+        host: host.to_owned(),
+        user: user.to_owned(),
+        methods: if methods.is_empty() { "(unknown)".to_owned() } else { methods.clone() },
+        tried,
+    };
+    if !methods.split(',').any(|m| m == "publickey") {
+        return Err(failed(tried));
+    }
+    if keys.use_agent && try_agent(session, user, &mut tried) {
+        return Ok(());
+    }
+    for file in &keys.files {
+        let key = file.display().to_string();
+        if !file.exists() {
+            tried.push(AuthAttempt { key, outcome: AuthOutcome::FileMissing });
+            continue;
+        }
+        let encrypted = match is_encrypted(file) {
+            Ok(e) => e,
+            Err(why) => {
+                tried.push(AuthAttempt { key, outcome: AuthOutcome::Unreadable(why) });
+                continue;
+            }
+        };
+        let passphrase = if encrypted {
+            match opts.passphrase.clone().or_else(|| opts.ask_passphrase.and_then(|ask| ask(file))) {
+                Some(p) => Some(p),
+                None => {
+                    tried.push(AuthAttempt { key, outcome: AuthOutcome::NeedsPassphrase });
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        let public = public_key_beside(file);
+        match session.userauth_pubkey_file(user, public.as_deref(), file, passphrase.as_ref().map(|p| p.0.as_str())) {
+            Ok(()) if session.authenticated() => return Ok(()),
+            Ok(()) => tried.push(AuthAttempt { key, outcome: AuthOutcome::Rejected }),
+            Err(e) => tried.push(AuthAttempt { key, outcome: classify(&e, encrypted) }),
+        }
+    }
+    Err(failed(tried))
+}
+
+fn try_agent(session: &ssh2::Session, user: &str, tried: &mut Vec<AuthAttempt>) -> bool {
+    let Ok(mut agent) = session.agent() else { return false };
+    if agent.connect().is_err() || agent.list_identities().is_err() {
+        tried.push(AuthAttempt { key: "ssh-agent".to_owned(), outcome: AuthOutcome::Unreadable("cannot talk to the agent at SSH_AUTH_SOCK".to_owned()) });
+        return false;
+    }
+    for identity in agent.identities().unwrap_or_default() {
+        if agent.userauth(user, &identity).is_ok() && session.authenticated() {
+            let _ = agent.disconnect();
+            return true;
+        }
+        tried.push(AuthAttempt { key: format!("agent key {:?}", identity.comment()), outcome: AuthOutcome::Rejected });
+    }
+    let _ = agent.disconnect();
+    false
+}
+
+/// libssh2 reports a wrong or missing passphrase as a key format problem; say what it means.
+fn classify(error: &ssh2::Error, encrypted: bool) -> AuthOutcome {
+    let message = error.message();
+    let key_problem = message.contains("private key") || message.contains("Unable to extract public key") || message.contains("passphrase");
+    match (key_problem, encrypted) {
+        (true, true) => AuthOutcome::WrongPassphrase,
+        (true, false) => AuthOutcome::Unreadable(message.to_owned()),
+        (false, _) => AuthOutcome::Rejected,
+    }
+}
+
+fn public_key_beside(private: &Path) -> Option<PathBuf> {
+    let mut name = private.file_name()?.to_owned();
+    name.push(".pub");
+    Some(private.with_file_name(name)).filter(|p| p.exists())
+}
+
+/// Whether a private key file needs a passphrase: OpenSSH format records its cipher,
+/// PEM marks encryption in a header.
+pub(crate) fn is_encrypted(path: &Path) -> Result<bool, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
+        let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+        let bytes = STANDARD.decode(body.trim()).map_err(|_| "not a valid OpenSSH private key (bad base64)".to_owned())?;
+        let rest = bytes.strip_prefix(b"openssh-key-v1\0").ok_or("not a valid OpenSSH private key (bad magic)")?;
+        let len = rest.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).ok_or("truncated key")?;
+        let cipher = rest.get(4..4 + len).ok_or("truncated key")?;
+        return Ok(cipher != b"none");
+    }
+    Ok(text.contains("ENCRYPTED"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn keygen(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+        let path = dir.join(name);
+        let ok = Command::new("ssh-keygen").arg("-q").args(args).arg("-f").arg(&path).status().unwrap().success();
+        assert!(ok);
+        path
+    }
+
+    #[test]
+    fn detects_encrypted_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_encrypted(&keygen(dir.path(), "plain", &["-t", "ed25519", "-N", ""])).unwrap());
+        assert!(is_encrypted(&keygen(dir.path(), "locked", &["-t", "ed25519", "-N", "secret"])).unwrap());
+        assert!(is_encrypted(&keygen(dir.path(), "pem", &["-t", "ecdsa", "-m", "PEM", "-N", "secret"])).unwrap());
+        std::fs::write(dir.path().join("junk"), "-----BEGIN OPENSSH PRIVATE KEY-----\n!!\n-----END OPENSSH PRIVATE KEY-----\n").unwrap();
+        assert!(is_encrypted(&dir.path().join("junk")).is_err());
+    }
+
+    #[test]
+    fn passphrase_is_not_printed() {
+        assert_eq!(format!("{:?}", Passphrase("hunter2".into())), "Passphrase(..)");
+    }
+}
