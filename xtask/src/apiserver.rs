@@ -22,7 +22,13 @@ const DEB_SRC_FILE: &str = "/etc/apt/sources.list.d/k8s-audit-tools-src.sources"
 const SYSTEM_SOURCES: &str = "/etc/apt/sources.list.d/debian.sources";
 /// Packages the build runs: `apt-get source` (dpkg-dev), Go 1.19, make and the tools the
 /// generators' shell scripts call.
-const BUILD_PACKAGES: &[&str] = &["dpkg-dev", "golang-go", "make", "rsync", "git"];
+const BUILD_PACKAGES: &[&str] =
+    &["dpkg-dev", "golang-go", "make", "rsync", "git", "golang-github-modern-go-reflect2-dev"];
+/// Kubernetes 1.20 vendors reflect2 v1.0.1, whose map iteration breaks under Go >= 1.18: the
+/// server starts, then dies with SIGSEGV in `mapiternext` as soon as json-iterator encodes a map
+/// (the first audit event with annotations). Debian's reflect2 1.0.2 carries the upstream fix.
+const REFLECT2_FIXED: &str = "/usr/share/gocode/src/github.com/modern-go/reflect2";
+const REFLECT2_VENDORED: &str = "vendor/github.com/modern-go/reflect2";
 
 #[derive(Subcommand)]
 pub enum Apiserver {
@@ -67,6 +73,7 @@ fn build(sh: &Shell) -> anyhow::Result<PathBuf> {
     install_missing(sh, BUILD_PACKAGES)?;
     let work = entry.join("work");
     let tree = fetch_source(sh, &work)?;
+    use_fixed_reflect2(sh, &tree)?;
     compile(sh, &work, &tree, &binary)?;
     eprintln!("apiserver: built in {:.0?}", started.elapsed());
     Ok(binary)
@@ -178,6 +185,19 @@ fn fetch_source(sh: &Shell, work: &Path) -> anyhow::Result<PathBuf> {
         bail!("apt-get source did not unpack {}", tree.display());
     }
     Ok(tree)
+}
+
+fn use_fixed_reflect2(sh: &Shell, tree: &Path) -> anyhow::Result<()> {
+    let vendored = tree.join(REFLECT2_VENDORED);
+    let link = sh.read_file(vendored.join("unsafe_link.go")).unwrap_or_default();
+    // v1.0.1's signature; 1.0.2 moved mapiterinit into go_above_118.go with an out-parameter.
+    if !link.contains("m unsafe.Pointer) *hiter") {
+        return Ok(());
+    }
+    eprintln!("apiserver: replacing vendored reflect2 v1.0.1 with Debian's fixed 1.0.2");
+    sh.remove_path(&vendored)?;
+    cmd!(sh, "cp -r {REFLECT2_FIXED} {vendored}").run().context("copying Debian's reflect2")?;
+    Ok(())
 }
 
 /// GOPATH-mode build as Debian's rules do it: module mode would try the network.

@@ -145,8 +145,9 @@ struct Head {
 
 #[derive(Deserialize)]
 struct ListBody<'a> {
+    /// Go encodes an empty slice as `null`.
     #[serde(borrow, default)]
-    items: Vec<&'a RawValue>,
+    items: Option<Vec<&'a RawValue>>,
 }
 
 /// Why a request body is not an audit event batch; the text is what the client gets with the 400.
@@ -154,8 +155,14 @@ struct ListBody<'a> {
 pub enum DecodeError {
     #[error("body is not UTF-8 (invalid byte at offset {offset})")]
     NotUtf8 { offset: usize },
+    #[error("empty body: expected an audit EventList or Event as a JSON object")]
+    Empty,
+    #[error("expected a JSON object (an audit EventList or Event)")]
+    NotObject,
     #[error("invalid JSON at line {line}, column {column}: {message}")]
     Json { line: usize, column: usize, message: String },
+    #[error("invalid Event at line {line}, column {column}: {message}")]
+    Event { line: usize, column: usize, message: String },
     #[error("missing \"kind\": expected \"EventList\" or \"Event\"")]
     MissingKind,
     #[error("unsupported kind {found:?}: expected \"EventList\" or \"Event\"")]
@@ -169,7 +176,15 @@ pub enum DecodeError {
 /// Decodes an `EventList` or a single `Event` of `audit.k8s.io/v1` or `v1beta1`.
 pub fn decode(body: &[u8]) -> Result<Vec<Event>, DecodeError> {
     let text = std::str::from_utf8(body).map_err(|e| DecodeError::NotUtf8 { offset: e.valid_up_to() })?;
+    match text.trim_start().as_bytes().first() {
+        None => return Err(DecodeError::Empty),
+        Some(b'{') => {}
+        Some(_) => return Err(DecodeError::NotObject),
+    }
     let head: Head = serde_json::from_str(text).map_err(json_error)?;
+    if head.kind.is_none() {
+        return Err(DecodeError::MissingKind);
+    }
     let api_version = match head.api_version.as_deref() {
         Some(v) => ApiVersion::parse(v).ok_or_else(|| DecodeError::ApiVersion { found: v.to_owned() })?,
         None => return Err(DecodeError::ApiVersion { found: String::new() }),
@@ -178,6 +193,7 @@ pub fn decode(body: &[u8]) -> Result<Vec<Event>, DecodeError> {
         Some("EventList") => {
             let list: ListBody = serde_json::from_str(text).map_err(json_error)?;
             list.items
+                .unwrap_or_default()
                 .into_iter()
                 .enumerate()
                 .map(|(index, item)| {
@@ -190,7 +206,12 @@ pub fn decode(body: &[u8]) -> Result<Vec<Event>, DecodeError> {
         }
         Some("Event") => {
             let raw: &RawValue = serde_json::from_str(text).map_err(json_error)?;
-            Ok(vec![event(api_version, raw).map_err(json_error)?])
+            let event = event(api_version, raw).map_err(|e| DecodeError::Event {
+                line: e.line(),
+                column: e.column(),
+                message: message_of(&e),
+            })?;
+            Ok(vec![event])
         }
         Some(other) => Err(DecodeError::Kind { found: other.to_owned() }),
         None => Err(DecodeError::MissingKind),
@@ -246,5 +267,70 @@ fn absolute_position(body: &str, item: &str, e: &serde_json::Error) -> (usize, u
         (start_line, start_column + e.column().saturating_sub(1))
     } else {
         (start_line + e.line() - 1, e.column())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ITEM: &str = r#"{"level":"Request","auditID":"a","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/d/configmaps","verb":"create","user":{"username":"admin"},"objectRef":{"resource":"configmaps","namespace":"d","name":"c"},"responseStatus":{"code":201}}"#;
+
+    #[test]
+    fn decodes_typed_fields() {
+        let body = format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{ITEM}]}}"#);
+        let events = decode(body.as_bytes()).expect("valid list");
+        let e = &events[0];
+        assert_eq!((e.api_version, e.stage, e.level), (ApiVersion::V1, Stage::ResponseComplete, Level::Request));
+        assert_eq!((e.verb.as_str(), e.user.username.as_str(), e.response_code), ("create", "admin", Some(201)));
+        assert_eq!((e.resource().as_deref(), e.namespace(), e.name()), (Some("configmaps"), Some("d"), Some("c")));
+        assert_eq!(e.raw_json(), ITEM);
+    }
+
+    #[test]
+    fn an_empty_list_is_fine() {
+        let events = decode(br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1beta1","items":null}"#);
+        assert!(events.expect("null items decode").is_empty());
+    }
+
+    #[test]
+    fn item_errors_point_into_the_body() {
+        let bad = ITEM.replace(r#""verb":"create","#, "");
+        let body = format!("{{\"kind\":\"EventList\",\"apiVersion\":\"audit.k8s.io/v1\",\n\"items\":[{ITEM},\n  {bad}]}}");
+        match decode(body.as_bytes()) {
+            Err(DecodeError::Item { index, line, column, message }) => {
+                assert_eq!((index, line), (1, 3));
+                assert_eq!(message, "missing field `verb`");
+                // serde reports a missing field at the item's closing brace, which sits at
+                // column 2 + len because the item starts at column 3.
+                assert_eq!(column, 2 + bad.len());
+            }
+            other => panic!("expected an item error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pretty_items_are_compacted_for_json_lines() {
+        let pretty = serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(ITEM).expect("json"))
+            .expect("pretty");
+        let body = format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{pretty}]}}"#);
+        let events = decode(body.as_bytes()).expect("valid list");
+        assert!(!events[0].raw_json().contains('\n'));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode(&body);
+        }
+
+        #[test]
+        fn truncated_or_corrupted_lists_never_panic(cut in 0usize..400, at in 0usize..400, byte in any::<u8>()) {
+            let mut body = format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{ITEM},{ITEM}]}}"#).into_bytes();
+            if let Some(b) = body.get_mut(at) { *b = byte; }
+            body.truncate(body.len().saturating_sub(cut));
+            let _ = decode(&body);
+        }
     }
 }

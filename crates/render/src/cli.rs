@@ -105,7 +105,11 @@ fn end_options_at_first_operand(args: &mut Vec<OsString>) {
             return;
         }
         if let Some(long) = arg.strip_prefix(b"--") {
-            i += if !long.contains(&b'=') && takes_value(long) { 2 } else { 1 };
+            i += if !long.contains(&b'=') && takes_value(long) {
+                2
+            } else {
+                1
+            };
         } else if arg.len() > 1 && arg[0] == b'-' {
             // A cluster like -vi FILE: a value option takes the rest, or the next argument.
             let cluster = &arg[1..];
@@ -134,12 +138,24 @@ mod tests {
     #[test]
     fn posixly_correct_stops_at_the_first_operand() {
         assert_eq!(posix(&["r", "$A", "-v"]), ["r", "--", "$A", "-v"]);
-        assert_eq!(posix(&["r", "-v", "$A", "-h"]), ["r", "-v", "--", "$A", "-h"]);
+        assert_eq!(
+            posix(&["r", "-v", "$A", "-h"]),
+            ["r", "-v", "--", "$A", "-h"]
+        );
         assert_eq!(posix(&["r", "-o", "f", "$A"]), ["r", "-o", "f", "--", "$A"]);
-        assert_eq!(posix(&["r", "-vo", "f", "$A"]), ["r", "-vo", "f", "--", "$A"]);
+        assert_eq!(
+            posix(&["r", "-vo", "f", "$A"]),
+            ["r", "-vo", "f", "--", "$A"]
+        );
         assert_eq!(posix(&["r", "-ofile", "$A"]), ["r", "-ofile", "--", "$A"]);
-        assert_eq!(posix(&["r", "--set", "A=1", "$A"]), ["r", "--set", "A=1", "--", "$A"]);
-        assert_eq!(posix(&["r", "--in=f", "-", "x"]), ["r", "--in=f", "--", "-", "x"]);
+        assert_eq!(
+            posix(&["r", "--set", "A=1", "$A"]),
+            ["r", "--set", "A=1", "--", "$A"]
+        );
+        assert_eq!(
+            posix(&["r", "--in=f", "-", "x"]),
+            ["r", "--in=f", "--", "-", "x"]
+        );
         assert_eq!(posix(&["r", "--", "-v"]), ["r", "--", "-v"]);
         assert_eq!(posix(&["r", "--strict"]), ["r", "--strict"]);
     }

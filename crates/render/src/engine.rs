@@ -6,10 +6,10 @@ use std::hash::BuildHasherDefault;
 
 use memchr::{memchr, memchr2};
 
+use crate::Options;
 use crate::error::{Missing, Origin, Reason, RenderError};
 use crate::position::Tracker;
 use crate::vars::{Fnv, NameMap, Vars, is_name_char, is_name_start};
-use crate::Options;
 
 /// Words nested deeper than this (`${A:-${B:-${C:-...}}}`) are not interpreted, so that a
 /// hostile template cannot exhaust the stack.
@@ -229,7 +229,11 @@ impl<'a> Engine<'a> {
         };
         let end = dollar + close + 1;
         let name_bytes = &s[name.clone()];
-        if self.only.as_ref().is_some_and(|only| !only.contains(name_bytes)) {
+        if self
+            .only
+            .as_ref()
+            .is_some_and(|only| !only.contains(name_bytes))
+        {
             out.extend_from_slice(&s[..=close]);
             return Some(end);
         }

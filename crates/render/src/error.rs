@@ -68,7 +68,10 @@ pub enum AssignmentError {
 pub enum RenderError {
     /// Every reference that could not be rendered, in input order, one per line.
     #[error("{}", MissingList { origin, missing })]
-    Missing { origin: Origin, missing: Vec<Missing> },
+    Missing {
+        origin: Origin,
+        missing: Vec<Missing>,
+    },
     #[error("error while reading {origin}: {source}")]
     Read { origin: Origin, source: io::Error },
     #[error("write error: {0}")]

@@ -1,43 +1,57 @@
 //! `render`: GNU envsubst, byte-exact by default. Argument handling and exit codes only; the
 //! work is in the library.
 
+// A C `main` instead of Rust's: std's start-up would reopen a closed stdin/stdout as /dev/null
+// (GNU reports "Bad file descriptor" there) and would ignore SIGPIPE (GNU dies of it when the
+// reader of its pipe goes away). Both are observable in shell pipelines, so both must match.
+#![cfg_attr(not(test), no_main)]
+
 mod cli;
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use render::{AtomicFile, Options, Origin, RenderError, Vars};
 
 use cli::Cli;
 
-fn main() -> ExitCode {
-    // SAFETY: called before any other thread exists. GNU envsubst dies of SIGPIPE when the
-    // reader of a pipe goes away (exit status 141 in the shell); Rust ignores it by default.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+#[cfg(not(test))]
+#[unsafe(no_mangle)]
+extern "C" fn main(
+    _argc: std::ffi::c_int,
+    _argv: *const *const std::ffi::c_char,
+) -> std::ffi::c_int {
+    // std::env::args_os still works: on Linux std captures argv from .init_array itself.
+    real_main()
+}
+
+/// GNU's exit statuses: 0, or 1 for any error.
+#[cfg_attr(test, allow(dead_code))]
+fn real_main() -> std::ffi::c_int {
     let cli = match Cli::parse_from_env() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::FAILURE;
+            return 1;
         }
     };
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(e) => {
+            // Not eprintln!: a failing stderr must not turn into a panic.
+            let mut stderr = io::stderr().lock();
             for line in format!("{e:#}").lines() {
-                eprintln!("render: {line}");
+                let _ = writeln!(stderr, "render: {line}");
             }
-            ExitCode::FAILURE
+            1
         }
     }
 }
 
+#[cfg_attr(test, allow(dead_code))]
 fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.version {
         let version = concat!(

@@ -121,6 +121,10 @@ mod tests {
     #[test]
     fn missing_directory_is_an_error_naming_the_target() {
         let err = AtomicFile::create(Path::new("/nonexistent-dir/x")).unwrap_err();
-        assert!(err.to_string().starts_with("cannot write /nonexistent-dir/x: "), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("cannot write /nonexistent-dir/x: "),
+            "{err}"
+        );
     }
 }

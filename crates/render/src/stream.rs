@@ -119,7 +119,10 @@ mod tests {
             let whole = render(template, &vars, &opts).unwrap();
             for step in 1..8 {
                 let mut out = Vec::new();
-                let input = Trickle { data: template, step };
+                let input = Trickle {
+                    data: template,
+                    step,
+                };
                 render_stream(input, &mut out, &vars, &opts, &Origin::Stdin).unwrap();
                 assert_eq!(out, whole, "step {step}, {opts:?}");
             }
@@ -134,7 +137,10 @@ mod tests {
             ..Options::default()
         };
         let mut out = Vec::new();
-        let input = Trickle { data: template, step: 1 };
+        let input = Trickle {
+            data: template,
+            step: 1,
+        };
         let err = render_stream(input, &mut out, &Vars::new(), &opts, &Origin::Stdin).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -149,7 +155,10 @@ mod tests {
         vars.set(name.clone(), "ok");
         let template = format!("<${name}>");
         let mut out = Vec::new();
-        let input = Trickle { data: template.as_bytes(), step: 4096 };
+        let input = Trickle {
+            data: template.as_bytes(),
+            step: 4096,
+        };
         render_stream(input, &mut out, &vars, &Options::default(), &Origin::Stdin).unwrap();
         assert_eq!(out, b"<ok>");
     }
@@ -168,9 +177,66 @@ mod tests {
             }
         }
         let mut out = Vec::new();
-        let err = render_stream(Failing(false), &mut out, &Vars::new(), &Options::default(), &Origin::Stdin)
-            .unwrap_err();
+        let err = render_stream(
+            Failing(false),
+            &mut out,
+            &Vars::new(),
+            &Options::default(),
+            &Origin::Stdin,
+        )
+        .unwrap_err();
         assert_eq!(err.to_string(), "error while reading <stdin>: disk on fire");
         assert_eq!(out, b"ab");
+    }
+
+    fn any_options() -> impl proptest::strategy::Strategy<Value = Options> {
+        use proptest::prelude::*;
+        (
+            any::<[bool; 3]>(),
+            proptest::option::of(proptest::collection::vec("[AB_a]{1,2}", 0..3)),
+        )
+            .prop_map(|([strict, no_empty, defaults], only)| Options {
+                strict,
+                no_empty,
+                defaults,
+                only,
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2000,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// No input panics, under any options, wherever the chunk boundaries fall; streaming
+        /// and whole-buffer rendering agree; only the opt-in modes can fail.
+        #[test]
+        fn any_bytes_any_options(
+            template in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(&b"${}:-=?+AB_a1\n"[..]),
+                    proptest::prelude::any::<u8>(),
+                ],
+                0..300,
+            ),
+            opts in any_options(),
+            step in 1usize..64,
+        ) {
+            let mut vars = Vars::new();
+            vars.set("A", "x$B{");
+            vars.set("_", "");
+            let whole = render(&template, &vars, &opts);
+            let mut streamed = Vec::new();
+            let input = Trickle { data: &template, step };
+            let result = render_stream(input, &mut streamed, &vars, &opts, &Origin::Template);
+            match (&whole, &result) {
+                (Ok(whole), Ok(())) => proptest::prop_assert_eq!(whole, &streamed),
+                (Err(a), Err(b)) => proptest::prop_assert_eq!(a.to_string(), b.to_string()),
+                _ => proptest::prop_assert!(false, "{whole:?} vs {result:?}"),
+            }
+            proptest::prop_assert!(whole.is_ok() || opts.can_fail());
+        }
     }
 }

@@ -87,7 +87,10 @@ impl Vars {
         let mut parsed = Vec::new();
         for (index, raw) in contents.split(|&b| b == b'\n').enumerate() {
             let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-            let indent = line.iter().take_while(|b| matches!(b, b' ' | b'\t')).count();
+            let indent = line
+                .iter()
+                .take_while(|b| matches!(b, b' ' | b'\t'))
+                .count();
             let mut body = &line[indent..];
             if body.is_empty() || body[0] == b'#' {
                 continue;
@@ -186,9 +189,13 @@ mod tests {
             "# comment\n\n  A=1\r\nexport B=two words\nC=\"quoted # not a comment\"\nD='x'\nE=\nF=a=b\n\tG=\"\n",
         )
         .unwrap_err();
-        assert_eq!(err.to_string(), "x.env:9:4: unterminated \" quote: expected the value to end with \"");
+        assert_eq!(
+            err.to_string(),
+            "x.env:9:4: unterminated \" quote: expected the value to end with \""
+        );
 
-        let vars = parse("# c\n\n  A=1\r\nexport B=two words\nC=\"q # x\"\nD='x'\nE=\nF=a=b\n").unwrap();
+        let vars =
+            parse("# c\n\n  A=1\r\nexport B=two words\nC=\"q # x\"\nD='x'\nE=\nF=a=b\n").unwrap();
         assert_eq!(vars.get("A"), Some(&b"1"[..]));
         assert_eq!(vars.get("B"), Some(&b"two words"[..]));
         assert_eq!(vars.get("C"), Some(&b"q # x"[..]));
@@ -216,11 +223,23 @@ mod tests {
 
     #[test]
     fn assignments() {
-        assert_eq!(parse_assignment(b"A=b=c").unwrap(), ("A".into(), b"b=c".to_vec()));
-        assert_eq!(parse_assignment(b"A=\xff").unwrap(), ("A".into(), vec![0xff]));
+        assert_eq!(
+            parse_assignment(b"A=b=c").unwrap(),
+            ("A".into(), b"b=c".to_vec())
+        );
+        assert_eq!(
+            parse_assignment(b"A=\xff").unwrap(),
+            ("A".into(), vec![0xff])
+        );
         assert_eq!(parse_assignment(b"A"), Err(AssignmentError::MissingEquals));
-        assert!(matches!(parse_assignment(b"=x"), Err(AssignmentError::InvalidName(_))));
-        assert!(matches!(parse_assignment(b"A-B=x"), Err(AssignmentError::InvalidName(_))));
+        assert!(matches!(
+            parse_assignment(b"=x"),
+            Err(AssignmentError::InvalidName(_))
+        ));
+        assert!(matches!(
+            parse_assignment(b"A-B=x"),
+            Err(AssignmentError::InvalidName(_))
+        ));
     }
 
     #[test]

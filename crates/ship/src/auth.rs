@@ -25,7 +25,7 @@ const DEFAULT_IDENTITIES: &[&str] = &["id_rsa", "id_ecdsa", "id_ed25519"];
 pub(crate) struct Keys {
     /// Explicit files are all tried (a missing one is reported); default ones only when present.
     pub files: Vec<PathBuf>,
-    pub use_agent: bool,
+    pub agent_socket: Option<PathBuf>,
 }
 
 pub(crate) fn keys(opts: &ConnectOptions, config_files: &[PathBuf], identities_only: bool) -> Keys {
@@ -36,8 +36,9 @@ pub(crate) fn keys(opts: &ConnectOptions, config_files: &[PathBuf], identities_o
             files = DEFAULT_IDENTITIES.iter().map(|name| home.join(".ssh").join(name)).filter(|p| p.exists()).collect();
         }
     }
-    let use_agent = opts.use_agent && !identities_only && std::env::var_os("SSH_AUTH_SOCK").is_some();
-    Keys { files, use_agent }
+    let agent_socket = opts.agent_socket.clone().or_else(|| std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from));
+    let agent_socket = agent_socket.filter(|_| opts.use_agent && !identities_only);
+    Keys { files, agent_socket }
 }
 
 pub(crate) fn authenticate(
@@ -61,7 +62,9 @@ pub(crate) fn authenticate(
     if !methods.split(',').any(|m| m == "publickey") {
         return Err(failed(tried));
     }
-    if keys.use_agent && try_agent(session, user, &mut tried) {
+    if let Some(socket) = &keys.agent_socket
+        && try_agent(session, user, socket, &mut tried)
+    {
         return Ok(());
     }
     for file in &keys.files {
@@ -98,10 +101,10 @@ pub(crate) fn authenticate(
     Err(failed(tried))
 }
 
-fn try_agent(session: &ssh2::Session, user: &str, tried: &mut Vec<AuthAttempt>) -> bool {
+fn try_agent(session: &ssh2::Session, user: &str, socket: &Path, tried: &mut Vec<AuthAttempt>) -> bool {
     let Ok(mut agent) = session.agent() else { return false };
-    if agent.connect().is_err() || agent.list_identities().is_err() {
-        tried.push(AuthAttempt { key: "ssh-agent".to_owned(), outcome: AuthOutcome::Unreadable("cannot talk to the agent at SSH_AUTH_SOCK".to_owned()) });
+    if agent.set_identity_path(socket).is_err() || agent.connect().is_err() || agent.list_identities().is_err() {
+        tried.push(AuthAttempt { key: "ssh-agent".to_owned(), outcome: AuthOutcome::Unreadable(format!("cannot talk to the agent at {}", socket.display())) });
         return false;
     }
     for identity in agent.identities().unwrap_or_default() {
@@ -115,14 +118,14 @@ fn try_agent(session: &ssh2::Session, user: &str, tried: &mut Vec<AuthAttempt>) 
     false
 }
 
-/// libssh2 reports a wrong or missing passphrase as a key format problem; say what it means.
+/// libssh2 reports a wrong passphrase as a failed signing callback (or, without a .pub file,
+/// as an unsupported key format); only "authentication failed" means the server said no.
 fn classify(error: &ssh2::Error, encrypted: bool) -> AuthOutcome {
-    let message = error.message();
-    let key_problem = message.contains("private key") || message.contains("Unable to extract public key") || message.contains("passphrase");
-    match (key_problem, encrypted) {
-        (true, true) => AuthOutcome::WrongPassphrase,
-        (true, false) => AuthOutcome::Unreadable(message.to_owned()),
-        (false, _) => AuthOutcome::Rejected,
+    const LIBSSH2_ERROR_AUTHENTICATION_FAILED: i32 = -18;
+    match (error.code(), encrypted) {
+        (ssh2::ErrorCode::Session(LIBSSH2_ERROR_AUTHENTICATION_FAILED), _) => AuthOutcome::Rejected,
+        (_, true) => AuthOutcome::WrongPassphrase,
+        (_, false) => AuthOutcome::Unreadable(error.message().to_owned()),
     }
 }
 

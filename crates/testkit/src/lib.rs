@@ -4,3 +4,7 @@ pub mod sshd;
 pub mod users;
 
 pub mod replay;
+
+pub mod apiserver;
+pub mod kubelet;
+pub mod delay_proxy;

@@ -83,7 +83,7 @@ impl KeyPair {
     }
 }
 
-/// A running sshd; dropping it kills the server and every session it started.
+/// A running sshd; dropping it kills the server, its sessions and their commands.
 pub struct Sshd {
     dir: TempDir,
     child: Option<Child>,
@@ -125,6 +125,9 @@ impl Sshd {
             let port = free_port();
             sshd.write_config(port, &opts.extra_config);
             if sshd.spawn(port) {
+                let mut text = sshd.known_hosts_lines().join("\n");
+                text.push('\n');
+                fs::write(sshd.known_hosts_file(), text).expect("write known_hosts");
                 return sshd;
             }
         }
@@ -145,7 +148,8 @@ impl Sshd {
              PermitRootLogin prohibit-password\n\
              MaxStartups 100\n\
              MaxSessions 1000\n\
-             LogLevel DEBUG\n\
+             # DEBUG would also send debug lines to clients' stderr.\n\
+             LogLevel VERBOSE\n\
              Subsystem sftp internal-sftp\n",
             pid = root.join("sshd.pid").display(),
             root = root.display(),
@@ -247,13 +251,9 @@ impl Sshd {
             .collect()
     }
 
-    /// Writes a known_hosts file with every host key into the temp dir and returns its path.
+    /// A known_hosts file with every host key, written at start; tests may edit it.
     pub fn known_hosts_file(&self) -> PathBuf {
-        let path = self.dir.path().join("known_hosts");
-        let mut text = self.known_hosts_lines().join("\n");
-        text.push('\n');
-        fs::write(&path, text).expect("write known_hosts");
-        path
+        self.dir.path().join("known_hosts")
     }
 
     /// Authorizes a public key file for `user` (appending to that user's authorized_keys).
@@ -276,11 +276,15 @@ impl Sshd {
         fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
     }
 
-    /// Kills the server and every process it started (sessions and their commands), as a crash
-    /// or a pulled cable would, and waits for them to go.
-    pub fn kill(&mut self) {
+    /// Kills the sshd processes (listener and per-connection ones) the way a crash or a pulled
+    /// cable would, and leaves the remote commands running to see their input end.
+    pub fn kill_server(&mut self) {
+        self.kill(|pid| comm(pid).as_deref() == Some("sshd"));
+    }
+
+    fn kill(&mut self, which: impl Fn(u32) -> bool) {
         let Some(mut child) = self.child.take() else { return };
-        let pids = descendants(child.id());
+        let pids: Vec<u32> = descendants(child.id()).into_iter().filter(|&p| which(p)).collect();
         let _ = child.kill();
         let _ = child.wait();
         for pid in pids {
@@ -298,7 +302,7 @@ impl Sshd {
 
 impl Drop for Sshd {
     fn drop(&mut self) {
-        self.kill();
+        self.kill(|_| true);
     }
 }
 
@@ -356,6 +360,10 @@ fn descendants(pid: u32) -> Vec<u32> {
         }
     }
     all
+}
+
+fn comm(pid: u32) -> Option<String> {
+    Some(fs::read_to_string(format!("/proc/{pid}/comm")).ok()?.trim_end().to_owned())
 }
 
 fn parent_of(pid: u32) -> Option<u32> {

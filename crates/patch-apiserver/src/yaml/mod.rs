@@ -130,6 +130,29 @@ pub(crate) fn parse(text: &str) -> Result<Node, PatchError> {
     p.document()
 }
 
+/// Offset of the start of the line that holds `off`.
+pub(crate) fn line_start(text: &str, off: usize) -> usize {
+    let off = off.min(text.len());
+    text.as_bytes()[..off]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1)
+}
+
+/// Offset of the `\n` ending the line that holds `off`, or the text's length.
+pub(crate) fn line_end(text: &str, off: usize) -> usize {
+    let off = off.min(text.len());
+    text.as_bytes()[off..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(text.len(), |i| off + i)
+}
+
+/// Column in bytes; indentation is spaces only, so this is exact where it matters.
+pub(crate) fn col(text: &str, off: usize) -> usize {
+    off.min(text.len()) - line_start(text, off)
+}
+
 pub(crate) struct Parser<'a> {
     pub src: &'a str,
 }
@@ -167,26 +190,13 @@ impl Parser<'_> {
         }
     }
 
-    pub(crate) fn line_start(&self, off: usize) -> usize {
-        let off = off.min(self.src.len());
-        self.bytes()[..off]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1)
-    }
-
-    /// Offset of the `\n` ending the line that holds `off`, or the text's length.
     pub(crate) fn line_end(&self, off: usize) -> usize {
-        let off = off.min(self.src.len());
-        self.bytes()[off..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(self.src.len(), |i| off + i)
+        line_end(self.src, off)
     }
 
     /// Column in bytes; indentation is spaces only, so this is exact where it matters.
     pub(crate) fn col(&self, off: usize) -> usize {
-        off - self.line_start(off)
+        col(self.src, off)
     }
 
     fn is_blank(b: u8) -> bool {

@@ -356,8 +356,10 @@ impl Parser<'_> {
             next = end + 1;
         }
         let indent = indent.filter(|&i| i as isize > parent).unwrap_or(usize::MAX);
+        let mut trailing = 0;
         while lines.last().is_some_and(|&(s, e)| self.src[s..e].trim_end_matches([' ', '\r']).is_empty()) {
             lines.pop();
+            trailing += 1;
         }
         let mut b = Builder::new();
         let mut last_end = header_end;
@@ -401,7 +403,7 @@ impl Parser<'_> {
             b.produce('\n', last_end);
         }
         if chomp == b'+' {
-            for _ in 0..breaks {
+            for _ in 0..breaks + trailing {
                 b.produce('\n', last_end);
             }
         }

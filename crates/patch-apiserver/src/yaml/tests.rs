@@ -7,7 +7,10 @@ fn to_value(node: &Node) -> Value {
         Kind::Scalar(s) => {
             if s.style == super::Style::Plain {
                 // Plain scalars resolve to numbers, booleans or null as serde does.
-                serde_norway::from_str::<Value>(&s.value).unwrap_or(Value::String(s.value.clone()))
+                match serde_norway::from_str::<Value>(&s.value) {
+                    Ok(v @ (Value::Null | Value::Bool(_) | Value::Number(_))) if !s.value.contains('\n') => v,
+                    _ => Value::String(s.value.clone()),
+                }
             } else {
                 Value::String(s.value.clone())
             }
@@ -79,3 +82,4 @@ fn refuses_what_it_does_not_model() {
         assert!(err.starts_with(want), "{text:?}: {err}");
     }
 }
+

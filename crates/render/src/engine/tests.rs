@@ -58,7 +58,10 @@ fn bytes_pass_through() {
 #[test]
 fn shell_format_limits_substitution() {
     let opts = Options::with_shell_format(b"$B");
-    assert_eq!(with(opts.clone(), "$A ${A} $B ${B} ${A"), "$A ${A} bb bb ${A");
+    assert_eq!(
+        with(opts.clone(), "$A ${A} $B ${B} ${A"),
+        "$A ${A} bb bb ${A"
+    );
     let opts = Options {
         defaults: true,
         ..opts
@@ -84,7 +87,11 @@ fn shell_defaults() {
         ("${UNSET:-a}b}", "ab}"),
     ];
     for (template, expected) in cases {
-        assert_eq!(with(defaults(), template), expected, "template {template:?}");
+        assert_eq!(
+            with(defaults(), template),
+            expected,
+            "template {template:?}"
+        );
     }
 }
 

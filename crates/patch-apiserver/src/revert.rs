@@ -1,0 +1,155 @@
+//! Removing what `patch` adds.
+//!
+//! A flag the user had with exactly our value looks the same as ours, so the rule is
+//! by value: every flag whose name and value are what some mode writes with these
+//! options is removed, and the rotation flags go with our `--audit-log-path`. A list
+//! flag left holding nothing but our entry is removed whole. The volume goes only if it
+//! has our name and our path; the mount goes with it.
+
+use std::collections::BTreeMap;
+
+use crate::edit::{self, Edit};
+use crate::flags::{self, FlagSpec, Want};
+use crate::locate::{self, Flag, Origin, Site};
+use crate::patch::{entries, norm, rewrite_word};
+use crate::yaml::Node;
+use crate::{Note, Outcome, PatchError, PatchOptions, VOLUME_NAME};
+
+pub fn revert(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
+    opts.validate()?;
+    let root = locate::load(text)?;
+    let site = Site::locate(text, &root)?;
+    let specs = flags::all_specs(opts);
+    let mut notes = Vec::new();
+    let mut edits = Vec::new();
+    let mut remove = vec![false; site.flags.len()];
+    let mut log_removed = false;
+    for (i, f) in site.flags.iter().enumerate() {
+        for spec in specs.iter().filter(|s| f.name() == Some(s.name)) {
+            match &spec.want {
+                Want::Value(v) if f.value() == Some(v.as_str()) => {
+                    remove[i] = true;
+                    log_removed |= spec.name == flags::LOG_PATH;
+                }
+                Want::Switch if matches!(f.value(), None | Some("true")) => remove[i] = true,
+                Want::Entry { key, value } => match drop_entry(f, spec, key, value)? {
+                    Dropped::Nothing => {}
+                    Dropped::Flag => {
+                        remove[i] = true;
+                        notes.push(Note::EmptiedFlagRemoved { flag: spec.name });
+                    }
+                    Dropped::Entry(e) => edits.push(e),
+                },
+                _ => {}
+            }
+        }
+    }
+    if log_removed {
+        for (i, f) in site.flags.iter().enumerate() {
+            remove[i] |= f.name().is_some_and(|n| flags::ROTATION_FLAGS.contains(&n));
+        }
+    }
+    edits.extend(remove_flags(text, &site, &remove)?);
+    edits.extend(remove_volume(text, &site, opts, &mut notes)?);
+    let out = edit::apply(text, edits)?;
+    locate::load(&out).map_err(|e| PatchError::Internal(format!("the result does not parse: {e}")))?;
+    Ok(Outcome {
+        changed: out != text,
+        text: out,
+        notes,
+    })
+}
+
+enum Dropped {
+    Nothing,
+    Flag,
+    Entry(Edit),
+}
+
+/// Takes our `key=value` out of a list flag.
+fn drop_entry(f: &Flag<'_>, spec: &FlagSpec, key: &str, value: &str) -> Result<Dropped, PatchError> {
+    let Some(list) = f.value() else { return Ok(Dropped::Nothing) };
+    let items = entries(list);
+    let ours = |(k, v): &(&str, &str)| *k == key && *v == value;
+    if !items.iter().any(ours) {
+        return Ok(Dropped::Nothing);
+    }
+    let kept: Vec<String> = items.iter().filter(|e| !ours(e)).map(|(k, v)| format!("{k}={v}")).collect();
+    if kept.is_empty() {
+        return Ok(Dropped::Flag);
+    }
+    // Undo our append exactly when the word still ends with it.
+    let entry = format!(",{key}={value}");
+    if let (Some((node, s, e)), Some(sc)) = (f.scalar_range(), f.scalar_range().and_then(|r| r.0.as_scalar())) {
+        let word = sc.value.get(s..e).unwrap_or("");
+        if word.ends_with(&entry) && node.as_scalar().is_some() {
+            return Ok(Dropped::Entry(Edit::delete(sc.source_offset(e - entry.len()), sc.source_offset(e))));
+        }
+    }
+    rewrite_word(f, &format!("{}={}", spec.name, kept.join(","))).map(Dropped::Entry)
+}
+
+fn remove_flags(text: &str, site: &Site<'_>, remove: &[bool]) -> Result<Vec<Edit>, PatchError> {
+    let mut edits = Vec::new();
+    // List items are removed per sequence, so separators are handled together.
+    let mut by_seq: BTreeMap<usize, (&Node, Vec<usize>)> = BTreeMap::new();
+    for (f, _) in site.flags.iter().zip(remove).filter(|(_, r)| **r) {
+        match f.origin {
+            Origin::Item { seq, index } => by_seq.entry(seq.span.start).or_insert((seq, Vec::new())).1.push(index),
+            Origin::Word { scalar, start, end } => {
+                let Some(sc) = scalar.as_scalar() else { continue };
+                let v = sc.value.as_bytes();
+                let raw = |i: usize| sc.source_offset(i);
+                let edit = if start > 0 && v[start - 1] == b' ' && raw(start) == raw(start - 1) + 1 {
+                    Edit::delete(raw(start - 1), raw(end))
+                } else if v.get(end) == Some(&b' ') && raw(end + 1) == raw(end) + 1 {
+                    Edit::delete(raw(start), raw(end + 1))
+                } else {
+                    Edit::delete(raw(start), raw(end))
+                };
+                edits.push(edit);
+            }
+        }
+    }
+    for (seq, mut indexes) in by_seq.into_values() {
+        indexes.sort_unstable();
+        edits.extend(edit::delete_items(text, seq, &indexes)?);
+    }
+    Ok(edits)
+}
+
+fn remove_volume(text: &str, site: &Site<'_>, opts: &PatchOptions, notes: &mut Vec<Note>) -> Result<Vec<Edit>, PatchError> {
+    let mut edits = Vec::new();
+    let Some(v) = site.volume_list.iter().find(|v| v.name == VOLUME_NAME) else {
+        return Ok(edits);
+    };
+    if v.host_path.as_deref().map(norm) != Some(opts.dir()) {
+        notes.push(Note::ForeignVolumeKept {
+            path: v.host_path.clone().unwrap_or_default(),
+        });
+        return Ok(edits);
+    }
+    let mounts: Vec<usize> = site.mount_list.iter().filter(|m| m.name == VOLUME_NAME).map(|m| m.index).collect();
+    if let Some(list) = site.mounts {
+        edits.extend(remove_from(text, site.container, "volumeMounts", list, &mounts)?);
+    }
+    if let Some(list) = site.volumes {
+        edits.extend(remove_from(text, site.spec, "volumes", list, &[v.index])?);
+    }
+    Ok(edits)
+}
+
+/// Removes items of `map[key]`, or the whole key when nothing else is left in it.
+fn remove_from(text: &str, map: &Node, key: &str, list: &Node, indexes: &[usize]) -> Result<Vec<Edit>, PatchError> {
+    if indexes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let len = list.as_seq().map_or(0, |s| s.items.len());
+    if len == indexes.len() {
+        let position = map.as_map().and_then(|m| m.entries.iter().position(|e| e.key.as_str() == Some(key)));
+        if let Some(p) = position {
+            return edit::delete_entries(text, map, &[p]);
+        }
+    }
+    edit::delete_items(text, list, indexes)
+}

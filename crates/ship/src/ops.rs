@@ -1,0 +1,274 @@
+//! The operations a pipeline needs, as shell scripts run over one session. Every argument
+//! reaches the remote shell quoted; scripts take their inputs as positional parameters.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use crate::quote::command_line;
+use crate::{Session, ShipError};
+
+/// What a remote command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub status: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    /// `Ok(self)` on status 0, else [`ShipError::RemoteCommand`] carrying the stderr.
+    pub fn check(self, host: &str, argv: &[&str]) -> Result<Output, ShipError> {
+        if self.status == 0 {
+            return Ok(self);
+        }
+        Err(ShipError::RemoteCommand {
+            host: host.to_owned(),
+            command: command_line(argv),
+            status: self.status,
+            stderr: String::from_utf8_lossy(&self.stderr).into_owned(),
+        })
+    }
+}
+
+/// Exit statuses our scripts use for the failures the caller should tell apart (above what
+/// sudo, sh and coreutils use for their own errors).
+const MISSING: i32 = 91;
+const NOT_WRITABLE: i32 = 92;
+const INCOMPLETE: i32 = 93;
+const IS_DIRECTORY: i32 = 94;
+
+/// Receives stdin into a temp file beside the target, checks its size, then renames it into
+/// place, so the target is either the old file or the complete new one. `$4 = -` (size not
+/// known up front) stops after the temp file and prints its size and name for a second step.
+const UPLOAD: &str = r#"d=$1 t=$1/$2 mode=$3 size=$4
+if [ ! -d "$d" ]; then echo "ship: $d: no such directory" >&2; exit 91; fi
+if [ -d "$t" ]; then echo "ship: $t: is a directory" >&2; exit 94; fi
+tmp=$(mktemp "$d/.ship.XXXXXXXX") || exit 92
+trap 'rm -f -- "$tmp"' EXIT
+trap 'exit 99' HUP PIPE TERM
+cat > "$tmp" || exit 92
+got=$(wc -c < "$tmp")
+if [ "$size" = - ]; then trap - EXIT; printf '%s\n%s' "$got" "$tmp"; exit 0; fi
+if [ "$got" -ne "$size" ]; then echo "ship: got $got of $size bytes" >&2; exit 93; fi
+chmod "$mode" "$tmp" || exit 92
+mv -f -- "$tmp" "$t" || exit 92
+trap - EXIT
+"#;
+
+const COMMIT: &str = r#"if [ -d "$3" ]; then rm -f -- "$2"; echo "ship: $3: is a directory" >&2; exit 94; fi
+chmod "$1" "$2" && mv -f -- "$2" "$3" || { rm -f -- "$2"; exit 92; }"#;
+
+const DISCARD: &str = r#"rm -f -- "$1""#;
+
+const DOWNLOAD: &str = r#"if [ ! -e "$1" ]; then echo "ship: $1: no such file" >&2; exit 91; fi
+exec cat -- "$1""#;
+
+/// Splits a remote file path into its directory and file name.
+fn split_path(host: &str, path: &str) -> Result<(String, String), ShipError> {
+    let invalid = |reason| ShipError::InvalidRemotePath { host: host.to_owned(), path: path.to_owned(), reason };
+    if path.contains('\0') {
+        return Err(invalid("contains a NUL byte"));
+    }
+    let (dir, name) = match path.rsplit_once('/') {
+        Some(("", name)) => ("/", name),
+        Some((dir, name)) => (dir, name),
+        None => (".", path),
+    };
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(invalid("expected a file name at the end"));
+    }
+    Ok((dir.to_owned(), name.to_owned()))
+}
+
+fn script_argv<'a>(sudo: bool, name: &'a str, script: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut argv = if sudo { vec!["sudo", "-n", "--"] } else { Vec::new() };
+    argv.extend(["sh", "-c", script, name]);
+    argv.extend_from_slice(args);
+    argv
+}
+
+fn sudo_refused(stderr: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(stderr);
+    text.contains("sudo: a password is required") || text.contains("sudo: a terminal is required")
+}
+
+/// Reads at most `limit` bytes and counts them.
+struct Counted<'a> {
+    inner: &'a mut dyn Read,
+    count: u64,
+    limit: u64,
+}
+
+impl Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let room = usize::try_from(self.limit - self.count).unwrap_or(usize::MAX).min(buf.len());
+        let n = self.inner.read(&mut buf[..room])?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Keeps the first few KiB of what passes through, to recognise sudo's refusal.
+struct Tee<'a> {
+    inner: &'a mut dyn Write,
+    head: Vec<u8>,
+}
+
+impl Write for Tee<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let room = 4096usize.saturating_sub(self.head.len()).min(n);
+        self.head.extend_from_slice(&buf[..room]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Session {
+    fn script_error(&self, path: &str, what: &str, status: i32, stderr: &[u8]) -> ShipError {
+        let text = String::from_utf8_lossy(stderr).into_owned();
+        let host = self.host().to_owned();
+        match status {
+            MISSING => ShipError::RemotePathMissing { host, path: path.to_owned() },
+            NOT_WRITABLE => ShipError::RemotePathNotWritable { host, path: path.to_owned(), stderr: text },
+            IS_DIRECTORY => ShipError::InvalidRemotePath { host, path: path.to_owned(), reason: "is a directory" },
+            _ if sudo_refused(stderr) => ShipError::SudoNeedsPassword { host },
+            _ => ShipError::RemoteCommand { host, command: format!("{what} {path}"), status, stderr: text },
+        }
+    }
+
+    /// Uploads exactly `len` bytes from `source` to `remote_path` with `mode`, atomically
+    /// (temp file beside the target, size check, rename). With `sudo` the file is written by
+    /// root through `sudo -n`. One channel: three round trips.
+    pub fn upload_sized(&self, source: &mut dyn Read, len: u64, remote_path: &str, mode: u32, sudo: bool) -> Result<(), ShipError> {
+        let (dir, name) = split_path(self.host(), remote_path)?;
+        let (mode_arg, size_arg) = (format!("{:o}", mode & 0o7777), len.to_string());
+        let argv = script_argv(sudo, "ship-upload", UPLOAD, &[&dir, &name, &mode_arg, &size_arg]);
+        let mut source = Counted { inner: source, count: 0, limit: len };
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let status = self.run(&command_line(&argv), remote_path, Some(&mut source), &mut stdout, &mut stderr)?;
+        match status {
+            0 => Ok(()),
+            INCOMPLETE => Err(ShipError::IncompleteUpload { host: self.host().to_owned(), path: remote_path.to_owned(), sent: source.count }),
+            _ => Err(self.script_error(remote_path, "upload to", status, &stderr)),
+        }
+    }
+
+    pub fn upload_bytes(&self, bytes: &[u8], remote_path: &str, mode: u32, sudo: bool) -> Result<(), ShipError> {
+        self.upload_sized(&mut &bytes[..], bytes.len() as u64, remote_path, mode, sudo)
+    }
+
+    /// Uploads a local file (its size is known, so this is a single step).
+    pub fn upload_file(&self, local: &Path, remote_path: &str, mode: u32, sudo: bool) -> Result<(), ShipError> {
+        let read_err = |source| ShipError::ReadSource { host: self.host().to_owned(), path: local.display().to_string(), source };
+        let mut file = std::fs::File::open(local).map_err(read_err)?;
+        let len = file.metadata().map_err(read_err)?.len();
+        self.upload_sized(&mut file, len, remote_path, mode, sudo)
+    }
+
+    /// Uploads a stream of unknown length: it is staged in a temp file beside the target, and
+    /// renamed into place only when the server received every byte we sent (two channels).
+    pub fn upload(&self, source: &mut dyn Read, remote_path: &str, mode: u32, sudo: bool) -> Result<(), ShipError> {
+        let (dir, name) = split_path(self.host(), remote_path)?;
+        let argv = script_argv(sudo, "ship-upload", UPLOAD, &[&dir, &name, "0", "-"]);
+        let mut source = Counted { inner: source, count: 0, limit: u64::MAX };
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let status = self.run(&command_line(&argv), remote_path, Some(&mut source), &mut stdout, &mut stderr)?;
+        if status != 0 {
+            return Err(self.script_error(remote_path, "upload to", status, &stderr));
+        }
+        let staged = String::from_utf8_lossy(&stdout).into_owned();
+        let (got, tmp) = staged.split_once('\n').unwrap_or(("", ""));
+        if tmp.is_empty() {
+            return Err(ShipError::RemoteCommand {
+                host: self.host().to_owned(),
+                command: format!("upload to {remote_path}"),
+                status,
+                stderr: format!("unexpected reply {staged:?}"),
+            });
+        }
+        if got.trim().parse::<u64>().ok() != Some(source.count) {
+            let argv = script_argv(sudo, "ship-discard", DISCARD, &[tmp]);
+            let _ = self.run(&command_line(&argv), remote_path, None, &mut Vec::new(), &mut Vec::new());
+            return Err(ShipError::IncompleteUpload { host: self.host().to_owned(), path: remote_path.to_owned(), sent: source.count });
+        }
+        let mode_arg = format!("{:o}", mode & 0o7777);
+        let argv = script_argv(sudo, "ship-commit", COMMIT, &[&mode_arg, tmp, remote_path]);
+        let mut stderr = Vec::new();
+        let status = self.run(&command_line(&argv), remote_path, None, &mut Vec::new(), &mut stderr)?;
+        match status {
+            0 => Ok(()),
+            _ => Err(self.script_error(remote_path, "rename into", status, &stderr)),
+        }
+    }
+
+    /// Streams a remote file into `to`.
+    pub fn download_to(&self, remote_path: &str, sudo: bool, to: &mut dyn Write) -> Result<(), ShipError> {
+        let argv = script_argv(sudo, "ship-download", DOWNLOAD, &[remote_path]);
+        let mut stderr = Vec::new();
+        let status = self.run(&command_line(&argv), remote_path, None, to, &mut stderr)?;
+        match status {
+            0 => Ok(()),
+            _ => Err(self.script_error(remote_path, "download", status, &stderr)),
+        }
+    }
+
+    pub fn download(&self, remote_path: &str, sudo: bool) -> Result<Vec<u8>, ShipError> {
+        let mut bytes = Vec::new();
+        self.download_to(remote_path, sudo, &mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Runs `argv` (each argument quoted) and collects its output. A non-zero status is not an
+    /// error here (see [`Output::check`]); sudo asking for a password is.
+    pub fn exec(&self, argv: &[&str], sudo: bool) -> Result<Output, ShipError> {
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let status = self.exec_streaming(argv, sudo, None, &mut stdout, &mut stderr)?;
+        Ok(Output { status, stdout, stderr })
+    }
+
+    /// Like [`Session::exec`], with the output copied to `stdout`/`stderr` as it arrives and
+    /// `stdin` fed to the command; returns the exit status.
+    pub fn exec_streaming(
+        &self,
+        argv: &[&str],
+        sudo: bool,
+        stdin: Option<&mut dyn Read>,
+        stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
+    ) -> Result<i32, ShipError> {
+        let full: Vec<&str> = if sudo { ["sudo", "-n", "--"].iter().chain(argv).copied().collect() } else { argv.to_vec() };
+        let mut tee = Tee { inner: stderr, head: Vec::new() };
+        let status = self.run(&command_line(&full), &command_line(argv), stdin, stdout, &mut tee)?;
+        if sudo && status == 1 && sudo_refused(&tee.head) {
+            return Err(ShipError::SudoNeedsPassword { host: self.host().to_owned() });
+        }
+        Ok(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_paths_split_into_dir_and_name() {
+        let split = |p: &str| split_path("h", p).map_err(|e| e.to_string());
+        assert_eq!(split("/etc/x.yaml").unwrap(), ("/etc".into(), "x.yaml".into()));
+        assert_eq!(split("/x").unwrap(), ("/".into(), "x".into()));
+        assert_eq!(split("rel").unwrap(), (".".into(), "rel".into()));
+        assert_eq!(split("a b/c\nd").unwrap(), ("a b".into(), "c\nd".into()));
+        for bad in ["/etc/", "", "/tmp/..", "a\0b"] {
+            assert!(split(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn check_carries_stderr() {
+        let out = Output { status: 2, stdout: vec![], stderr: b"boom\n".to_vec() };
+        let err = out.check("node", &["ls", "a b"]).unwrap_err().to_string();
+        assert_eq!(err, "node: remote command `ls 'a b'` failed with status 2: boom");
+    }
+}

@@ -1,0 +1,437 @@
+//! One TCP connection, one SSH session: connecting, host key verification, and running
+//! remote commands over channels of that session.
+
+use std::cell::Cell;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::auth::{self, Passphrase};
+use crate::{Destination, ShipError, config, known_hosts};
+
+/// How to connect. `Default` gives OpenSSH's behaviour: ~/.ssh/config, the default known_hosts
+/// files and identities, the agent, and a 10 s connect timeout.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    /// Identity files (`-i`); tried after the agent, before ~/.ssh/config's IdentityFile.
+    pub identities: Vec<PathBuf>,
+    /// known_hosts files; empty means OpenSSH's defaults (or UserKnownHostsFile from the config).
+    /// `accept_new` records new keys in the first one.
+    pub known_hosts: Vec<PathBuf>,
+    /// Record the key of a host that is not in known_hosts yet (never a changed one).
+    pub accept_new: bool,
+    /// For the TCP connect and the SSH handshake together. A ConnectTimeout in the ssh config
+    /// wins when it is shorter.
+    pub connect_timeout: Duration,
+    /// `None` reads ~/.ssh/config when it exists.
+    pub ssh_config: Option<PathBuf>,
+    pub use_agent: bool,
+    /// The agent's socket; `None` means `SSH_AUTH_SOCK`.
+    pub agent_socket: Option<PathBuf>,
+    /// The passphrase for encrypted identity files.
+    pub passphrase: Option<Passphrase>,
+    /// Asked for an encrypted key's passphrase when `passphrase` is unset (the CLI prompts on a TTY).
+    pub ask_passphrase: Option<fn(&Path) -> Option<Passphrase>>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            user: None,
+            port: None,
+            identities: Vec::new(),
+            known_hosts: Vec::new(),
+            accept_new: false,
+            connect_timeout: Duration::from_secs(10),
+            ssh_config: None,
+            use_agent: true,
+            agent_socket: None,
+            passphrase: None,
+            ask_passphrase: None,
+        }
+    }
+}
+
+/// What a session cost, to check that a pipeline stays on one connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub tcp_connections: u32,
+    /// Exchanges that wait for the server: each channel open, exec request and channel close.
+    pub round_trips: u32,
+}
+
+/// Blocking libssh2 calls after the handshake (auth, channel open, exec request) are short
+/// exchanges; this bounds them so a dead peer cannot hang us. Long transfers and commands run
+/// non-blocking and are bounded by keepalives instead.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Keepalive rounds without a byte from the server before we call the connection dead.
+const KEEPALIVE_MAX_MISSED: u32 = 4;
+
+pub struct Session {
+    ssh: ssh2::Session,
+    /// A second handle on the socket libssh2 owns, only for poll().
+    socket: TcpStream,
+    host: String,
+    stats: Cell<Stats>,
+}
+
+impl Session {
+    pub fn connect(dest: &Destination, opts: &ConnectOptions) -> Result<Session, ShipError> {
+        let config = config::resolve(&dest.host, opts.ssh_config.as_deref())?;
+        let host = config.host_name.clone().unwrap_or_else(|| dest.host.clone());
+        let port = dest.port.or(opts.port).or(config.port).unwrap_or(22);
+        let user = dest.user.clone().or_else(|| opts.user.clone()).or_else(|| config.user.clone()).unwrap_or_else(local_user);
+        let timeout = config.connect_timeout.map_or(opts.connect_timeout, |t| t.min(opts.connect_timeout));
+        let deadline = Instant::now() + timeout;
+
+        let files = known_hosts_files(opts, &config.user_known_hosts);
+        let entries = known_hosts::lookup(&files, &host, port)?;
+
+        let tcp = connect_tcp(&host, port, deadline, timeout)?;
+        let handshake_err = |message: String| ShipError::Handshake { host: host.clone(), port, message };
+        let socket = tcp.try_clone().map_err(|e| handshake_err(e.to_string()))?;
+        // Without it, every command round waits ~40 ms for delayed ACKs.
+        tcp.set_nodelay(true).map_err(|e| handshake_err(e.to_string()))?;
+        let mut ssh = ssh2::Session::new().map_err(|e| handshake_err(e.to_string()))?;
+        ssh.set_tcp_stream(tcp);
+        let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        ssh.set_timeout(millis(remaining));
+        let preferred = host_key_preference(&ssh, &entries);
+        if let Some(prefs) = &preferred {
+            ssh.method_pref(ssh2::MethodType::HostKey, prefs).map_err(|e| handshake_err(e.to_string()))?;
+        }
+        if let Err(e) = ssh.handshake() {
+            return Err(match e.code() {
+                ssh2::ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) => ShipError::ConnectTimeout { host, port, timeout },
+                ssh2::ErrorCode::Session(LIBSSH2_ERROR_KEX_FAILURE) if preferred.is_some() => {
+                    let mut known: Vec<&str> = entries.iter().filter(|e| !e.revoked).map(|e| e.key_type.as_str()).collect();
+                    known.dedup();
+                    ShipError::NoKnownHostKeyType { host, port, known: known.join(", ") }
+                }
+                _ => handshake_err(e.message().to_owned()),
+            });
+        }
+        verify_host_key(&ssh, &host, port, &entries, &files, opts.accept_new)?;
+
+        ssh.set_timeout(millis(REQUEST_TIMEOUT));
+        let keys = auth::keys(opts, &config.identity_files, config.identities_only);
+        auth::authenticate(&ssh, &host, &user, &keys, opts)?;
+        ssh.set_keepalive(true, KEEPALIVE.as_secs() as u32);
+        Ok(Session { ssh, socket, host, stats: Cell::new(Stats { tcp_connections: 1, round_trips: 0 }) })
+    }
+
+    /// The host name this session is connected to (after ~/.ssh/config's HostName).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats.get()
+    }
+
+    fn round_trip(&self) {
+        let mut stats = self.stats.get();
+        stats.round_trips += 1;
+        self.stats.set(stats);
+    }
+
+    fn lost(&self, during: &str, message: impl std::fmt::Display) -> ShipError {
+        ShipError::ConnectionLost { host: self.host.clone(), during: during.to_owned(), message: message.to_string() }
+    }
+
+    /// Runs `command` (a remote shell line) on a new channel, feeding `stdin` and copying the
+    /// output as it arrives; returns the exit status (128+N when killed by signal N).
+    pub(crate) fn run(
+        &self,
+        command: &str,
+        during: &str,
+        stdin: Option<&mut dyn Read>,
+        stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
+    ) -> Result<i32, ShipError> {
+        self.ssh.set_blocking(true);
+        let mut channel = self.ssh.channel_session().map_err(|e| self.lost(during, e))?;
+        self.round_trip();
+        channel.exec(command).map_err(|e| self.lost(during, e))?;
+        self.round_trip();
+        self.ssh.set_blocking(false);
+        let pumped = self.pump(&mut channel, during, stdin, stdout, stderr);
+        self.ssh.set_blocking(true);
+        pumped?;
+        channel.wait_close().map_err(|e| self.lost(during, e))?;
+        self.round_trip();
+        if let Ok(signal) = channel.exit_signal() {
+            if let Some(name) = signal.exit_signal {
+                return Ok(128 + signal_number(&name));
+            }
+        }
+        channel.exit_status().map_err(|e| self.lost(during, e))
+    }
+
+    /// Moves data both ways until the remote side is done. Non-blocking, so that a command
+    /// writing lots of stderr cannot stall its stdout (they share one window), and so that a
+    /// command that stops reading its input cannot hang us.
+    fn pump(
+        &self,
+        channel: &mut ssh2::Channel,
+        during: &str,
+        mut stdin: Option<&mut dyn Read>,
+        stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
+    ) -> Result<(), ShipError> {
+        // libssh2 needs writes of >= 256 KiB to keep the pipe full.
+        let mut input = vec![0u8; if stdin.is_some() { 512 * 1024 } else { 0 }];
+        let (mut start, mut end) = (0, 0);
+        let mut input_open = stdin.is_some();
+        let mut eof_sent = false;
+        let mut output = vec![0u8; 64 * 1024];
+        let mut missed_keepalives = 0;
+        loop {
+            let mut progressed = false;
+            if !eof_sent {
+                if start == end && input_open {
+                    if let Some(source) = stdin.as_mut() {
+                        let n = source.read(&mut input).map_err(|source| ShipError::ReadSource {
+                            host: self.host.clone(),
+                            path: during.to_owned(),
+                            source,
+                        })?;
+                        (start, end) = (0, n);
+                        input_open = n > 0;
+                        progressed = true;
+                    }
+                }
+                if start < end {
+                    match channel.write(&input[start..end]) {
+                        Ok(n) => {
+                            start += n;
+                            progressed |= n > 0;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) if channel.eof() => drop(e),
+                        Err(e) => return Err(self.lost(during, e)),
+                    }
+                }
+                if !input_open && start == end {
+                    match channel.send_eof() {
+                        Ok(()) => {
+                            eof_sent = true;
+                            progressed = true;
+                        }
+                        Err(e) if would_block(&e) => {}
+                        Err(e) if channel.eof() => drop(e),
+                        Err(e) => return Err(self.lost(during, e)),
+                    }
+                }
+            }
+            progressed |= self.drain(channel, during, 0, &mut output, stdout)?;
+            progressed |= self.drain(channel, during, 1, &mut output, stderr)?;
+            // The remote side closes its output when the command is done; input it did not
+            // read is dropped (the command's exit status says whether that was a failure).
+            if channel.eof() {
+                return Ok(());
+            }
+            if !progressed {
+                if self.wait_for_socket()? {
+                    missed_keepalives = 0;
+                } else {
+                    missed_keepalives += 1;
+                    if missed_keepalives > KEEPALIVE_MAX_MISSED {
+                        return Err(self.lost(during, "the server stopped answering keepalives"));
+                    }
+                    let _ = self.ssh.keepalive_send();
+                }
+            }
+        }
+    }
+
+    /// Copies whatever stream `id` (0 stdout, 1 stderr) has now; true when anything came.
+    fn drain(&self, channel: &mut ssh2::Channel, during: &str, id: i32, buf: &mut [u8], to: &mut dyn Write) -> Result<bool, ShipError> {
+        let mut got = false;
+        loop {
+            match channel.stream(id).read(buf) {
+                Ok(0) => return Ok(got),
+                Ok(n) => {
+                    got = true;
+                    to.write_all(&buf[..n]).map_err(|source| ShipError::WriteLocal { host: self.host.clone(), source })?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(got),
+                Err(e) => return Err(self.lost(during, e)),
+            }
+        }
+    }
+
+    /// Waits until the socket is ready in the direction libssh2 is blocked on; false on timeout.
+    fn wait_for_socket(&self) -> Result<bool, ShipError> {
+        use rustix::event::{PollFd, PollFlags, Timespec};
+        let flags = match self.ssh.block_directions() {
+            ssh2::BlockDirections::Outbound => PollFlags::OUT,
+            ssh2::BlockDirections::Both => PollFlags::IN | PollFlags::OUT,
+            _ => PollFlags::IN,
+        };
+        let mut fds = [PollFd::new(&self.socket, flags)];
+        let timeout = Timespec { tv_sec: KEEPALIVE.as_secs() as i64, tv_nsec: 0 };
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(n) => Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => Ok(true),
+            Err(e) => Err(self.lost("waiting for the server", e)),
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.ssh.set_blocking(true);
+        let _ = self.ssh.disconnect(None, "done", None);
+    }
+}
+
+const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
+const LIBSSH2_ERROR_KEX_FAILURE: i32 = -5;
+const LIBSSH2_ERROR_EAGAIN: i32 = -37;
+
+fn would_block(e: &ssh2::Error) -> bool {
+    e.code() == ssh2::ErrorCode::Session(LIBSSH2_ERROR_EAGAIN)
+}
+
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+fn signal_number(name: &str) -> i32 {
+    match name {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "ILL" => 4,
+        "ABRT" => 6,
+        "FPE" => 8,
+        "KILL" => 9,
+        "USR1" => 10,
+        "SEGV" => 11,
+        "USR2" => 12,
+        "PIPE" => 13,
+        "ALRM" => 14,
+        "TERM" => 15,
+        // An unknown signal still must not look like success.
+        _ => 127,
+    }
+}
+
+fn local_user() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "root".to_owned())
+}
+
+fn known_hosts_files(opts: &ConnectOptions, from_config: &[PathBuf]) -> Vec<PathBuf> {
+    if !opts.known_hosts.is_empty() {
+        return opts.known_hosts.clone();
+    }
+    let mut files = if !from_config.is_empty() {
+        from_config.to_vec()
+    } else {
+        let ssh_dir = config::home().unwrap_or_else(|| PathBuf::from("/root")).join(".ssh");
+        vec![ssh_dir.join("known_hosts"), ssh_dir.join("known_hosts2")]
+    };
+    files.push(PathBuf::from("/etc/ssh/ssh_known_hosts"));
+    files.push(PathBuf::from("/etc/ssh/ssh_known_hosts2"));
+    files
+}
+
+fn connect_tcp(host: &str, port: u16, deadline: Instant, timeout: Duration) -> Result<TcpStream, ShipError> {
+    let addrs: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .map_err(|source| ShipError::Resolve { host: host.to_owned(), source })?
+        .collect();
+    let mut last = None;
+    for addr in addrs {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            break;
+        }
+        match TcpStream::connect_timeout(&addr, remaining) {
+            Ok(stream) => return Ok(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(source) => last = Some(source),
+        }
+    }
+    Err(match last {
+        Some(source) => ShipError::Connect { host: host.to_owned(), port, source },
+        None => ShipError::ConnectTimeout { host: host.to_owned(), port, timeout },
+    })
+}
+
+/// The libssh2 host key methods for the key types known_hosts records for this host, best
+/// first; `None` when nothing usable is recorded (then any type may be offered, and
+/// verification decides). Without this, a server offering ed25519 to a client that only
+/// knows its RSA key would look like a changed key.
+fn host_key_preference(ssh: &ssh2::Session, entries: &[known_hosts::Entry]) -> Option<String> {
+    const ORDER: &[(&str, &[&str])] = &[
+        ("ssh-ed25519", &["ssh-ed25519"]),
+        ("ecdsa-sha2-nistp256", &["ecdsa-sha2-nistp256"]),
+        ("ecdsa-sha2-nistp384", &["ecdsa-sha2-nistp384"]),
+        ("ecdsa-sha2-nistp521", &["ecdsa-sha2-nistp521"]),
+        ("ssh-rsa", &["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]),
+        ("ssh-dss", &["ssh-dss"]),
+    ];
+    let supported = ssh.supported_algs(ssh2::MethodType::HostKey).unwrap_or_default();
+    let methods: Vec<&str> = ORDER
+        .iter()
+        .filter(|(key_type, _)| entries.iter().any(|e| !e.revoked && e.key_type == *key_type))
+        .flat_map(|(_, methods)| methods.iter().copied())
+        .filter(|m| supported.contains(m))
+        .collect();
+    (!methods.is_empty()).then(|| methods.join(","))
+}
+
+fn key_type_name(kind: ssh2::HostKeyType) -> &'static str {
+    match kind {
+        ssh2::HostKeyType::Rsa => "ssh-rsa",
+        ssh2::HostKeyType::Dss => "ssh-dss",
+        ssh2::HostKeyType::Ecdsa256 => "ecdsa-sha2-nistp256",
+        ssh2::HostKeyType::Ecdsa384 => "ecdsa-sha2-nistp384",
+        ssh2::HostKeyType::Ecdsa521 => "ecdsa-sha2-nistp521",
+        ssh2::HostKeyType::Ed25519 => "ssh-ed25519",
+        ssh2::HostKeyType::Unknown => "unknown",
+    }
+}
+
+fn verify_host_key(
+    ssh: &ssh2::Session,
+    host: &str,
+    port: u16,
+    entries: &[known_hosts::Entry],
+    files: &[PathBuf],
+    accept_new: bool,
+) -> Result<(), ShipError> {
+    let (blob, kind) = ssh
+        .host_key()
+        .ok_or_else(|| ShipError::Handshake { host: host.to_owned(), port, message: "the server sent no host key".to_owned() })?;
+    let key_type = key_type_name(kind);
+    let fingerprint = known_hosts::fingerprint(ssh.host_key_hash(ssh2::HashType::Sha256).unwrap_or_default());
+    if let Some(e) = entries.iter().find(|e| e.revoked && e.blob == blob) {
+        return Err(ShipError::RevokedHostKey { host: host.to_owned(), port, fingerprint, file: e.file.clone(), line: e.line });
+    }
+    let known: Vec<_> = entries.iter().filter(|e| !e.revoked).collect();
+    if known.iter().any(|e| e.key_type == key_type && e.blob == blob) {
+        return Ok(());
+    }
+    // The host is known, but not with this key: point at the entry of the same type if any.
+    if let Some(e) = known.iter().find(|e| e.key_type == key_type).or(known.first()) {
+        return Err(ShipError::ChangedHostKey {
+            host: host.to_owned(),
+            port,
+            key_type: key_type.to_owned(),
+            fingerprint,
+            file: e.file.clone(),
+            line: e.line,
+        });
+    }
+    match files.first() {
+        Some(file) if accept_new => known_hosts::record(file, host, port, key_type, blob),
+        _ => Err(ShipError::UnknownHostKey { host: host.to_owned(), port, key_type: key_type.to_owned(), fingerprint, known_hosts: files.to_vec() }),
+    }
+}

@@ -1,0 +1,71 @@
+//! Shared by the ship tests: a real sshd, and options that never touch the caller's ~/.ssh.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ship::{ConnectOptions, Destination, Session, ShipError};
+use testkit::sshd::Sshd;
+
+/// Options that use only what the test hands in (no agent, no ~/.ssh/config, no default keys).
+pub fn opts(sshd: &Sshd, key: &Path) -> ConnectOptions {
+    ConnectOptions {
+        identities: vec![key.to_owned()],
+        known_hosts: vec![sshd.known_hosts_file()],
+        ssh_config: Some(PathBuf::from("/dev/null")),
+        use_agent: false,
+        connect_timeout: Duration::from_secs(5),
+        ..ConnectOptions::default()
+    }
+}
+
+pub fn dest(sshd: &Sshd, user: &str) -> Destination {
+    Destination { user: Some(user.to_owned()), host: sshd.host().to_owned(), port: Some(sshd.port()) }
+}
+
+pub fn connect_as(sshd: &Sshd, user: &str, opts: &ConnectOptions) -> Result<Session, ShipError> {
+    Session::connect(&dest(sshd, user), opts)
+}
+
+pub fn connect(sshd: &Sshd) -> Session {
+    connect_as(sshd, sshd.user(), &opts(sshd, sshd.client_key())).unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", sshd.log()))
+}
+
+/// Deterministic bytes that look random (no compressible runs), from a xorshift generator.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).expect("stat").permissions().mode() & 0o7777
+}
+
+pub fn owner_of(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).expect("stat").uid()
+}
+
+pub fn uid_of(user: &str) -> u32 {
+    let out = std::process::Command::new("id").arg("-u").arg(user).output().expect("id");
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("uid")
+}
+
+/// A directory the given user owns (sshd runs as root on the same machine, so the test can
+/// look at the files the remote side wrote).
+pub fn dir_owned_by(parent: &Path, name: &str, user: &str) -> PathBuf {
+    let dir = parent.join(name);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let status = std::process::Command::new("chown").arg(user).arg(&dir).status().expect("chown");
+    assert!(status.success());
+    dir
+}

@@ -1,0 +1,345 @@
+//! `cargo xtask enable`: preflight → render → ship → patch → wait → (rollback) → AuditSink.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use patch_apiserver::{KubeVersion, Mode, PatchOptions};
+use xshell::Shell;
+
+use crate::cluster_args::{ClusterArgs, Kube};
+use crate::node::Node;
+use crate::restart::{self, Expect, Restarted};
+use crate::state::{self, State};
+use crate::steps::Steps;
+use crate::target::{self, NodeArgs, Variant};
+use crate::templates::{self, FalcoUrl};
+
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "Examples:
+  cargo xtask enable                                   # minikube, static
+  cargo xtask enable kops dynamic --host api.k.example.com
+  cargo xtask enable ssh static --host cp1 --falco-url http://10.96.0.10:8765/k8s_audit
+  cargo xtask enable ssh static --host cp1 --dry-run   # show the files and the diff, change nothing
+  sudo cargo xtask enable local static --falco-via-nodeport")]
+pub struct EnableArgs {
+    /// How to reach the node.
+    #[arg(value_enum, default_value_t = Variant::Minikube)]
+    pub variant: Variant,
+    /// static, dynamic (Kubernetes 1.13-1.18) or dynamic+log.
+    #[arg(default_value = "static")]
+    pub mode: Mode,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub falco: FalcoArgs,
+    /// The Kubernetes version, when the manifest's image tag does not say (a digest, say).
+    #[arg(long)]
+    pub kube_version: Option<KubeVersion>,
+    /// How long to wait for the API server to come back, in seconds.
+    #[arg(long, default_value_t = 180)]
+    pub timeout: u64,
+    /// Do not wait for the API server (no kubeconfig at hand); nothing checks that it came back.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Leave the new manifest in place even when the API server does not come back.
+    #[arg(long)]
+    pub no_rollback: bool,
+    /// Do the preflight reads, then print the rendered files and the manifest diff; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replace audit flags the manifest already has with other values.
+    #[arg(long)]
+    pub force: bool,
+    /// --audit-webhook-batch-max-wait.
+    #[arg(long, default_value = "5s")]
+    pub batch_max_wait: String,
+    /// Print details of each step.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct FalcoArgs {
+    /// Falco's audit endpoint, e.g. http://10.96.0.10:8765/k8s_audit (skips the Service lookup).
+    #[arg(long)]
+    pub falco_url: Option<String>,
+    /// The Falco Service to take the ClusterIP and port from.
+    #[arg(long, default_value = "falco-service")]
+    pub falco_service: String,
+    /// The Falco Service's namespace.
+    #[arg(long, default_value = "default")]
+    pub falco_namespace: String,
+    /// Target the Service's nodePort on 127.0.0.1: the ClusterIP is not always routable from the
+    /// API server's host network.
+    #[arg(long)]
+    pub falco_via_nodeport: bool,
+}
+
+/// What the preflight learned; nothing on the node has changed yet.
+struct Plan {
+    node: Node,
+    manifest_path: String,
+    original: String,
+    patched: patch_apiserver::Outcome,
+    options: PatchOptions,
+    falco: Option<FalcoUrl>,
+    kube: Option<Kube>,
+    old_hash: Option<String>,
+    /// Warnings found while planning, shown under the preflight line.
+    warnings: Vec<String>,
+}
+
+pub fn run(sh: &Shell, args: EnableArgs) -> Result<()> {
+    enable(sh, args).map(drop)
+}
+
+/// The pipeline; returns the SSH session's counters for the benchmark.
+pub fn enable(sh: &Shell, args: EnableArgs) -> Result<Option<ship::Stats>> {
+    let steps = Steps::new(args.verbose);
+    let plan = steps.run("preflight", || preflight(sh, &args, &steps))?;
+    for warning in &plan.warnings {
+        steps.warn(warning);
+    }
+    let files = steps.run("render", || render(&args, &plan))?;
+
+    if args.dry_run {
+        for (name, bytes) in &files {
+            println!("--- {}/{name}", args.node.audit_dir);
+            print!("{}", String::from_utf8_lossy(bytes));
+        }
+        print!(
+            "{}",
+            patch_apiserver::unified_diff(&plan.original, &plan.patched.text, &plan.manifest_path, &plan.manifest_path)
+        );
+        println!("dry run: nothing was changed on {}", plan.node.describe());
+        return Ok(plan.node.stats());
+    }
+
+    let uploaded = steps.run("ship", || ship_files(&args, &plan, &files))?;
+    if !plan.patched.changed {
+        steps.warn(format!("{} is already patched for {} mode: left as it is", plan.manifest_path, args.mode));
+        if uploaded > 0 {
+            steps.warn("the audit files changed; the API server reads them only at startup, so restart it to use them");
+        }
+    } else {
+        steps.run("patch", || write_manifest(&args, &plan))?;
+        steps.warn(args.variant.durable_alternative());
+        wait_or_roll_back(&args, &plan, &steps)?;
+    }
+    if args.mode != Mode::Static {
+        let kube = plan.kube.as_ref().context("dynamic modes need the cluster")?;
+        let sink = files
+            .iter()
+            .find(|(name, _)| *name == "audit-sink.yaml")
+            .map(|(_, bytes)| String::from_utf8_lossy(bytes).into_owned())
+            .context("the AuditSink was rendered")?;
+        steps.run("auditsink", || {
+            let applied = kube.block_on(kube.cluster.apply_audit_sink(&sink))?;
+            Ok(((), format!("AuditSink {} {applied:?}", cluster::AUDIT_SINK_NAME).to_lowercase()))
+        })?;
+    }
+    let stats = plan.node.stats();
+    if let Some(stats) = &stats {
+        steps.detail(format!("{} TCP connection(s), {} round trips", stats.tcp_connections, stats.round_trips));
+    }
+    if plan.patched.changed || uploaded > 0 {
+        println!("enabled {} audit on {}", args.mode, plan.node.describe());
+    } else {
+        println!("nothing to do: {} audit is already enabled on {}", args.mode, plan.node.describe());
+    }
+    Ok(stats)
+}
+
+fn preflight(sh: &Shell, args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
+    let needs_cluster = !args.no_wait || args.mode != Mode::Static || args.falco.falco_url.is_none();
+    let node = target::connect(sh, args.variant, &args.node)?;
+    let manifest_path = args.node.manifest(args.variant);
+    let original = read_manifest(&node, &manifest_path)?;
+    let inspection = patch_apiserver::inspect(&original)
+        .map_err(|e| anyhow::anyhow!("{}", e.located(&original)))
+        .with_context(|| format!("{manifest_path} on {}", node.describe()))?;
+    let version = args.kube_version.clone().or(inspection.version.clone());
+    steps.detail(format!("shape {:?}, image version {:?}", inspection.shape, inspection.version));
+
+    let mut warnings = Vec::new();
+    let kube = args.cluster.connect(needs_cluster)?;
+    if let Some(kube) = &kube {
+        let served = kube.block_on(kube.cluster.version())?;
+        steps.detail(format!("API server {} reports {served}", kube.cluster.server()));
+        if let (Ok(served), Some(manifest)) = (served.parse::<KubeVersion>(), &version)
+            && (served.major, served.minor) != (manifest.major, manifest.minor)
+        {
+            warnings.push(format!(
+                "the API server runs {served} but the manifest's image is {manifest}: the flags follow the manifest, which is what the kubelet will start"
+            ));
+        }
+    }
+
+    let mut options = PatchOptions::new(args.mode);
+    options.audit_dir = args.node.audit_dir.clone();
+    options.batch_max_wait = args.batch_max_wait.clone();
+    options.force = args.force;
+    options.kube_version = version.clone();
+    let patched = patch_apiserver::patch(&original, &options)
+        .map_err(|e| anyhow::anyhow!("{}", e.located(&original)))
+        .with_context(|| format!("{manifest_path} on {}", node.describe()))?;
+    for note in &patched.notes {
+        match note {
+            // Expected on every re-run; not worth a warning.
+            patch_apiserver::Note::AlreadyPresent { .. } => steps.detail(note.to_string()),
+            _ => warnings.push(note.to_string()),
+        }
+    }
+
+    let falco = resolve_falco(args, kube.as_ref(), &mut warnings)?;
+    let old_hash = match (&kube, args.no_wait) {
+        (Some(kube), false) => restart::mirror_hash(kube, args.cluster.node_name.as_deref()),
+        _ => None,
+    };
+    let summary = format!(
+        "{}: {manifest_path} ({:?}, Kubernetes {}){}",
+        node.describe(),
+        inspection.shape,
+        version.as_ref().map_or("unknown".into(), |v| v.to_string()),
+        falco.as_ref().map(|f| format!(", Falco at {}", f.to_url())).unwrap_or_default(),
+    );
+    let plan = Plan {
+        node,
+        manifest_path,
+        original,
+        patched,
+        options,
+        falco,
+        kube,
+        old_hash,
+        warnings,
+    };
+    Ok((plan, summary))
+}
+
+pub fn read_manifest(node: &Node, manifest_path: &str) -> Result<String> {
+    let bytes = node
+        .read(manifest_path)
+        .with_context(|| format!("reading the manifest {manifest_path} on {}", node.describe()))?;
+    String::from_utf8(bytes).with_context(|| format!("{manifest_path} is not UTF-8 text"))
+}
+
+fn resolve_falco(args: &EnableArgs, kube: Option<&Kube>, warnings: &mut Vec<String>) -> Result<Option<FalcoUrl>> {
+    if let Some(url) = &args.falco.falco_url {
+        return Ok(Some(FalcoUrl::parse(url)?));
+    }
+    let kube = kube.context("finding Falco needs the cluster: pass --falco-url, or a kubeconfig")?;
+    let endpoint = kube.block_on(kube.cluster.falco_endpoint(
+        &args.falco.falco_namespace,
+        &args.falco.falco_service,
+        args.falco.falco_via_nodeport,
+    ))?;
+    warnings.push(format!("Falco endpoint {}: {}", endpoint.url(), endpoint.reason));
+    Ok(Some(FalcoUrl {
+        host: endpoint.host,
+        port: endpoint.port,
+        path: endpoint.path,
+    }))
+}
+
+type Files = Vec<(&'static str, Vec<u8>)>;
+
+fn render(args: &EnableArgs, plan: &Plan) -> Result<(Files, String)> {
+    let mut files = Files::new();
+    if args.mode != Mode::Dynamic {
+        files.push(("audit-policy.yaml", templates::audit_policy(plan.options.kube_version.as_ref())?));
+    }
+    let falco = || plan.falco.as_ref().context("no Falco endpoint was resolved");
+    if args.mode == Mode::Static {
+        files.push(("webhook-config.yaml", templates::webhook_config(falco()?)?));
+    }
+    if args.mode != Mode::Static {
+        files.push(("audit-sink.yaml", templates::audit_sink(falco()?)?));
+    }
+    let summary = files
+        .iter()
+        .map(|(name, bytes)| format!("{name} ({} bytes)", bytes.len()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok((files, summary))
+}
+
+/// Uploads the node-side files that differ from what is there; returns how many it wrote.
+fn ship_files(args: &EnableArgs, plan: &Plan, files: &Files) -> Result<(usize, String)> {
+    let dir = &args.node.audit_dir;
+    plan.node.make_private_dir(dir)?;
+    let mut written = Vec::new();
+    // The AuditSink goes to the cluster, not the node.
+    for (name, bytes) in files.iter().filter(|(name, _)| *name != "audit-sink.yaml") {
+        let path = format!("{dir}/{name}");
+        if plan.node.read(&path).ok().as_deref() == Some(bytes.as_slice()) {
+            continue;
+        }
+        plan.node.write(&path, bytes, 0o600)?;
+        written.push(*name);
+    }
+    let summary = if written.is_empty() {
+        format!("{dir}: files already in place")
+    } else {
+        format!("{dir} (0700): {} (0600)", written.join(", "))
+    };
+    Ok((written.len(), summary))
+}
+
+fn write_manifest(args: &EnableArgs, plan: &Plan) -> Result<((), String)> {
+    let backup = state::backup_path(&args.node.audit_dir, &plan.manifest_path);
+    plan.node.make_private_dir(&state::backup_dir(&args.node.audit_dir))?;
+    plan.node.write(&backup, plan.original.as_bytes(), 0o600)?;
+    let record = State {
+        mode: args.mode,
+        manifest: plan.manifest_path.clone(),
+        backup: backup.clone(),
+        batch_max_wait: args.batch_max_wait.clone(),
+    };
+    plan.node.write(&state::state_path(&args.node.audit_dir), record.to_text().as_bytes(), 0o600)?;
+    plan.node.write(&plan.manifest_path, plan.patched.text.as_bytes(), 0o600)?;
+    Ok(((), format!("{} replaced; original backed up to {backup}", plan.manifest_path)))
+}
+
+fn wait_or_roll_back(args: &EnableArgs, plan: &Plan, steps: &Steps) -> Result<()> {
+    let Some(kube) = plan.kube.as_ref().filter(|_| !args.no_wait) else {
+        steps.warn("--no-wait: nothing checked that the API server came back; run `cargo xtask status` once it has");
+        return Ok(());
+    };
+    let flags = patch_apiserver::audit_flags(&plan.options, plan.options.kube_version.as_ref());
+    let node_name = args.cluster.node_name.as_deref();
+    let timeout = Duration::from_secs(args.timeout);
+    let waited = steps.run("wait", || {
+        restart::wait_ready(
+            kube,
+            node_name,
+            Restarted::HashChangedFrom(plan.old_hash.as_deref()),
+            Expect::Flags(&flags),
+            timeout,
+        )
+        .map(|summary| ((), summary))
+    });
+    let Err(failure) = waited else {
+        return Ok(());
+    };
+    let log = restart::apiserver_log_tail(&plan.node);
+    if args.no_rollback {
+        println!("API server log (last lines):\n{log}");
+        bail!("the API server did not come back with the audit flags, and --no-rollback left the new manifest in place: {failure:#}");
+    }
+    steps.run("rollback", || {
+        plan.node.write(&plan.manifest_path, plan.original.as_bytes(), 0o600)?;
+        let summary = restart::wait_ready(
+            kube,
+            node_name,
+            Restarted::HashIs(plan.old_hash.as_deref()),
+            Expect::NoFlags(&flags),
+            timeout,
+        )?;
+        Ok(((), format!("original manifest restored; {summary}")))
+    })?;
+    println!("API server log before the rollback (last lines):\n{log}");
+    bail!("enable failed and was rolled back: {failure:#}")
+}
