@@ -8,11 +8,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use testkit::apiserver::DEBIAN_VERSION;
 use xshell::{Shell, cmd};
 
-/// The Debian upstream version (without the revision), which names the cache entry and the
-/// directory `apt-get source` unpacks.
-pub const DEBIAN_VERSION: &str = "1.20.5+really1.20.2";
 /// What the tree really is, so `/version` reports it (Debian's version string is misleading).
 const GIT_VERSION: &str = "v1.20.2";
 const GIT_MAJOR: &str = "1";
@@ -22,8 +20,14 @@ const DEB_SRC_FILE: &str = "/etc/apt/sources.list.d/k8s-audit-tools-src.sources"
 const SYSTEM_SOURCES: &str = "/etc/apt/sources.list.d/debian.sources";
 /// Packages the build runs: `apt-get source` (dpkg-dev), Go 1.19, make and the tools the
 /// generators' shell scripts call.
-const BUILD_PACKAGES: &[&str] =
-    &["dpkg-dev", "golang-go", "make", "rsync", "git", "golang-github-modern-go-reflect2-dev"];
+const BUILD_PACKAGES: &[&str] = &[
+    "dpkg-dev",
+    "golang-go",
+    "make",
+    "rsync",
+    "git",
+    "golang-github-modern-go-reflect2-dev",
+];
 /// Kubernetes 1.20 vendors reflect2 v1.0.1, whose map iteration breaks under Go >= 1.18: the
 /// server starts, then dies with SIGSEGV in `mapiternext` as soon as json-iterator encodes a map
 /// (the first audit event with annotations). Debian's reflect2 1.0.2 carries the upstream fix.
@@ -48,21 +52,13 @@ impl Apiserver {
     }
 }
 
-/// `$XDG_CACHE_HOME/k8s-audit-tools` (or `~/.cache/...`); the harness in testkit looks there too.
-fn cache_root() -> anyhow::Result<PathBuf> {
-    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            let home = std::env::var_os("HOME").context("neither XDG_CACHE_HOME nor HOME is set")?;
-            PathBuf::from(home).join(".cache")
-        }
-    };
-    Ok(base.join("k8s-audit-tools"))
-}
-
 fn build(sh: &Shell) -> anyhow::Result<PathBuf> {
-    let entry = cache_root()?.join(format!("kube-apiserver-{DEBIAN_VERSION}"));
-    let binary = entry.join("kube-apiserver");
+    // The same path the test harness looks in, so the two cannot disagree.
+    let binary = testkit::apiserver::binary_path()?;
+    let entry = binary
+        .parent()
+        .context("the cache path has a parent")?
+        .to_owned();
     if binary.is_file() {
         eprintln!("apiserver: cached, nothing to build");
         return Ok(binary);
@@ -80,13 +76,21 @@ fn build(sh: &Shell) -> anyhow::Result<PathBuf> {
 }
 
 fn preflight(sh: &Shell) -> anyhow::Result<()> {
-    if cmd!(sh, "apt-get --version").quiet().ignore_stdout().run().is_err() {
+    if cmd!(sh, "apt-get --version")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .is_err()
+    {
         bail!(
             "apt-get is not available: building kube-apiserver needs a Debian (bookworm) machine, \
              because the source comes from Debian's `kubernetes` source package"
         );
     }
-    let uid = cmd!(sh, "id -u").quiet().read().context("running `id -u`")?;
+    let uid = cmd!(sh, "id -u")
+        .quiet()
+        .read()
+        .context("running `id -u`")?;
     if uid.trim() != "0" {
         bail!(
             "building kube-apiserver needs root for apt (adding a deb-src entry, installing \
@@ -112,7 +116,9 @@ fn ensure_deb_src(sh: &Shell) -> anyhow::Result<()> {
     let tmp = format!("{DEB_SRC_FILE}.tmp");
     sh.write_file(&tmp, src)?;
     std::fs::rename(&tmp, DEB_SRC_FILE).with_context(|| format!("renaming {tmp}"))?;
-    cmd!(sh, "apt-get update -qq").run().context("apt-get update")?;
+    cmd!(sh, "apt-get update -qq")
+        .run()
+        .context("apt-get update")?;
     Ok(())
 }
 
@@ -127,9 +133,15 @@ fn deb_src_stanzas(sources: &str) -> String {
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim(), v.trim()))
             .collect();
-        let get = |key: &str| fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| *v);
+        let get = |key: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| *v)
+        };
         let is_deb = get("Types").is_some_and(|t| t.split_whitespace().any(|t| t == "deb"));
-        let bookworm = get("Suites").is_some_and(|s| s.split_whitespace().any(|s| s.starts_with("bookworm")));
+        let bookworm =
+            get("Suites").is_some_and(|s| s.split_whitespace().any(|s| s.starts_with("bookworm")));
         if !is_deb || !bookworm {
             continue;
         }
@@ -162,10 +174,13 @@ fn install_missing(sh: &Shell, packages: &[&str]) -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("apiserver: installing {}", missing.join(" "));
-    cmd!(sh, "apt-get install -y -qq --no-install-recommends {missing...}")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .run()
-        .context("apt-get install")?;
+    cmd!(
+        sh,
+        "apt-get install -y -qq --no-install-recommends {missing...}"
+    )
+    .env("DEBIAN_FRONTEND", "noninteractive")
+    .run()
+    .context("apt-get install")?;
     Ok(())
 }
 
@@ -189,14 +204,18 @@ fn fetch_source(sh: &Shell, work: &Path) -> anyhow::Result<PathBuf> {
 
 fn use_fixed_reflect2(sh: &Shell, tree: &Path) -> anyhow::Result<()> {
     let vendored = tree.join(REFLECT2_VENDORED);
-    let link = sh.read_file(vendored.join("unsafe_link.go")).unwrap_or_default();
+    let link = sh
+        .read_file(vendored.join("unsafe_link.go"))
+        .unwrap_or_default();
     // v1.0.1's signature; 1.0.2 moved mapiterinit into go_above_118.go with an out-parameter.
     if !link.contains("m unsafe.Pointer) *hiter") {
         return Ok(());
     }
     eprintln!("apiserver: replacing vendored reflect2 v1.0.1 with Debian's fixed 1.0.2");
     sh.remove_path(&vendored)?;
-    cmd!(sh, "cp -r {REFLECT2_FIXED} {vendored}").run().context("copying Debian's reflect2")?;
+    cmd!(sh, "cp -r {REFLECT2_FIXED} {vendored}")
+        .run()
+        .context("copying Debian's reflect2")?;
     Ok(())
 }
 
@@ -206,7 +225,8 @@ fn compile(sh: &Shell, work: &Path, tree: &Path, binary: &Path) -> anyhow::Resul
     let link = gopath.join("src/k8s.io/kubernetes");
     if !link.exists() {
         sh.create_dir(gopath.join("src/k8s.io"))?;
-        std::os::unix::fs::symlink(tree, &link).with_context(|| format!("linking {}", link.display()))?;
+        std::os::unix::fs::symlink(tree, &link)
+            .with_context(|| format!("linking {}", link.display()))?;
     }
     let _env = [
         sh.push_env("GOPATH", &gopath),
@@ -220,16 +240,24 @@ fn compile(sh: &Shell, work: &Path, tree: &Path, binary: &Path) -> anyhow::Resul
     // GOPATH location, otherwise it resolves the real path and ignores vendor/.
     let _dir = sh.push_dir(&link);
     let _pwd = sh.push_env("PWD", &link);
-    if !link.join("pkg/generated/openapi/zz_generated.openapi.go").is_file() {
+    if !link
+        .join("pkg/generated/openapi/zz_generated.openapi.go")
+        .is_file()
+    {
         eprintln!("apiserver: make gen_openapi");
-        cmd!(sh, "make gen_openapi").run().context("make gen_openapi")?;
+        cmd!(sh, "make gen_openapi")
+            .run()
+            .context("make gen_openapi")?;
     }
     eprintln!("apiserver: go build ./cmd/kube-apiserver (about 5 minutes on 2 cores)");
     let ldflags = version_ldflags();
     let tmp = binary.with_extension("tmp");
-    cmd!(sh, "go build -tags selinux,notest -ldflags {ldflags} -o {tmp} ./cmd/kube-apiserver")
-        .run()
-        .context("go build ./cmd/kube-apiserver")?;
+    cmd!(
+        sh,
+        "go build -tags selinux,notest -ldflags {ldflags} -o {tmp} ./cmd/kube-apiserver"
+    )
+    .run()
+    .context("go build ./cmd/kube-apiserver")?;
     std::fs::rename(&tmp, binary).with_context(|| format!("renaming {}", tmp.display()))?;
     Ok(())
 }
@@ -247,7 +275,9 @@ fn version_ldflags() -> String {
     let mut flags = Vec::new();
     for pkg in ["client-go/pkg/version", "component-base/version"] {
         for (key, value) in vars {
-            flags.push(format!("-X k8s.io/kubernetes/vendor/k8s.io/{pkg}.{key}={value}"));
+            flags.push(format!(
+                "-X k8s.io/kubernetes/vendor/k8s.io/{pkg}.{key}={value}"
+            ));
         }
     }
     flags.join(" ")
@@ -274,7 +304,11 @@ mod tests {
     #[test]
     fn ldflags_set_version_in_both_packages() {
         let flags = version_ldflags();
-        assert!(flags.contains("-X k8s.io/kubernetes/vendor/k8s.io/component-base/version.gitVersion=v1.20.2"));
-        assert!(flags.contains("-X k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version.gitMajor=1"));
+        assert!(flags.contains(
+            "-X k8s.io/kubernetes/vendor/k8s.io/component-base/version.gitVersion=v1.20.2"
+        ));
+        assert!(
+            flags.contains("-X k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version.gitMajor=1")
+        );
     }
 }

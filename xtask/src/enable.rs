@@ -125,7 +125,9 @@ pub fn enable(sh: &Shell, args: EnableArgs) -> Result<Option<ship::Stats>> {
         }
     } else {
         steps.run("patch", || write_manifest(&args, &plan))?;
-        steps.warn(args.variant.durable_alternative());
+        if let Some(manager) = crate::manager::Manager::detect(&plan.original) {
+            steps.warn(manager.durable_alternative());
+        }
         wait_or_roll_back(&args, &plan, &steps)?;
     }
     if args.mode != Mode::Static {

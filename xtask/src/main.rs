@@ -7,6 +7,7 @@ mod cluster_args;
 mod demo;
 mod disable;
 mod enable;
+mod manager;
 mod node;
 mod observe;
 mod restart;

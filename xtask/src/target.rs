@@ -27,22 +27,6 @@ impl Variant {
             _ => "/etc/kubernetes/manifests/kube-apiserver.yaml",
         }
     }
-
-    /// The tool that owns the manifest and rewrites it on upgrade, and how to make the change
-    /// durable there instead.
-    pub fn durable_alternative(self) -> &'static str {
-        match self {
-            Variant::Minikube => {
-                "minikube start rewrites this manifest: make it durable with `minikube start --extra-config=apiserver.audit-policy-file=... --extra-config=apiserver.audit-webhook-config-file=...`"
-            }
-            Variant::Kops => {
-                "kops nodeup rewrites this manifest on every update: make it durable in the cluster spec (kubeAPIServer.auditPolicyFile, kubeAPIServer.auditWebhookConfigFile) with `kops edit cluster`"
-            }
-            Variant::Ssh | Variant::Local => {
-                "kubeadm upgrade (or RKE2, via kube-apiserver-arg in its config.yaml) rewrites this manifest: make it durable with ClusterConfiguration.apiServer.extraArgs and extraVolumes"
-            }
-        }
-    }
 }
 
 /// How to reach the node: shared by every command that touches it.

@@ -160,22 +160,39 @@ pub enum DecodeError {
     #[error("expected a JSON object (an audit EventList or Event)")]
     NotObject,
     #[error("invalid JSON at line {line}, column {column}: {message}")]
-    Json { line: usize, column: usize, message: String },
+    Json {
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("invalid Event at line {line}, column {column}: {message}")]
-    Event { line: usize, column: usize, message: String },
+    Event {
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("missing \"kind\": expected \"EventList\" or \"Event\"")]
     MissingKind,
     #[error("unsupported kind {found:?}: expected \"EventList\" or \"Event\"")]
     Kind { found: String },
-    #[error("unsupported apiVersion {found:?}: expected \"audit.k8s.io/v1\" or \"audit.k8s.io/v1beta1\"")]
+    #[error(
+        "unsupported apiVersion {found:?}: expected \"audit.k8s.io/v1\" or \"audit.k8s.io/v1beta1\""
+    )]
     ApiVersion { found: String },
     #[error("items[{index}] at line {line}, column {column}: {message}")]
-    Item { index: usize, line: usize, column: usize, message: String },
+    Item {
+        index: usize,
+        line: usize,
+        column: usize,
+        message: String,
+    },
 }
 
 /// Decodes an `EventList` or a single `Event` of `audit.k8s.io/v1` or `v1beta1`.
 pub fn decode(body: &[u8]) -> Result<Vec<Event>, DecodeError> {
-    let text = std::str::from_utf8(body).map_err(|e| DecodeError::NotUtf8 { offset: e.valid_up_to() })?;
+    let text = std::str::from_utf8(body).map_err(|e| DecodeError::NotUtf8 {
+        offset: e.valid_up_to(),
+    })?;
     match text.trim_start().as_bytes().first() {
         None => return Err(DecodeError::Empty),
         Some(b'{') => {}
@@ -186,8 +203,14 @@ pub fn decode(body: &[u8]) -> Result<Vec<Event>, DecodeError> {
         return Err(DecodeError::MissingKind);
     }
     let api_version = match head.api_version.as_deref() {
-        Some(v) => ApiVersion::parse(v).ok_or_else(|| DecodeError::ApiVersion { found: v.to_owned() })?,
-        None => return Err(DecodeError::ApiVersion { found: String::new() }),
+        Some(v) => ApiVersion::parse(v).ok_or_else(|| DecodeError::ApiVersion {
+            found: v.to_owned(),
+        })?,
+        None => {
+            return Err(DecodeError::ApiVersion {
+                found: String::new(),
+            });
+        }
     };
     match head.kind.as_deref() {
         Some("EventList") => {
@@ -199,7 +222,12 @@ pub fn decode(body: &[u8]) -> Result<Vec<Event>, DecodeError> {
                 .map(|(index, item)| {
                     event(api_version, item).map_err(|e| {
                         let (line, column) = absolute_position(text, item.get(), &e);
-                        DecodeError::Item { index, line, column, message: message_of(&e) }
+                        DecodeError::Item {
+                            index,
+                            line,
+                            column,
+                            message: message_of(&e),
+                        }
                     })
                 })
                 .collect()
@@ -213,7 +241,9 @@ pub fn decode(body: &[u8]) -> Result<Vec<Event>, DecodeError> {
             })?;
             Ok(vec![event])
         }
-        Some(other) => Err(DecodeError::Kind { found: other.to_owned() }),
+        Some(other) => Err(DecodeError::Kind {
+            found: other.to_owned(),
+        }),
         None => Err(DecodeError::MissingKind),
     }
 }
@@ -245,7 +275,11 @@ fn compact(raw: &RawValue) -> Result<Box<RawValue>, serde_json::Error> {
 }
 
 fn json_error(e: serde_json::Error) -> DecodeError {
-    DecodeError::Json { line: e.line(), column: e.column(), message: message_of(&e) }
+    DecodeError::Json {
+        line: e.line(),
+        column: e.column(),
+        message: message_of(&e),
+    }
 }
 
 /// serde_json appends " at line L column C" to its messages; the position is reported separately.
@@ -259,7 +293,9 @@ fn message_of(e: &serde_json::Error) -> String {
 
 /// Translates an error position inside `item` (a slice of `body`) into a body position.
 fn absolute_position(body: &str, item: &str, e: &serde_json::Error) -> (usize, usize) {
-    let start = (item.as_ptr() as usize).saturating_sub(body.as_ptr() as usize).min(body.len());
+    let start = (item.as_ptr() as usize)
+        .saturating_sub(body.as_ptr() as usize)
+        .min(body.len());
     let before = body.get(..start).unwrap_or("");
     let start_line = before.matches('\n').count() + 1;
     let start_column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
@@ -279,27 +315,45 @@ mod tests {
 
     #[test]
     fn decodes_typed_fields() {
-        let body = format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{ITEM}]}}"#);
+        let body =
+            format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{ITEM}]}}"#);
         let events = decode(body.as_bytes()).expect("valid list");
         let e = &events[0];
-        assert_eq!((e.api_version, e.stage, e.level), (ApiVersion::V1, Stage::ResponseComplete, Level::Request));
-        assert_eq!((e.verb.as_str(), e.user.username.as_str(), e.response_code), ("create", "admin", Some(201)));
-        assert_eq!((e.resource().as_deref(), e.namespace(), e.name()), (Some("configmaps"), Some("d"), Some("c")));
+        assert_eq!(
+            (e.api_version, e.stage, e.level),
+            (ApiVersion::V1, Stage::ResponseComplete, Level::Request)
+        );
+        assert_eq!(
+            (e.verb.as_str(), e.user.username.as_str(), e.response_code),
+            ("create", "admin", Some(201))
+        );
+        assert_eq!(
+            (e.resource().as_deref(), e.namespace(), e.name()),
+            (Some("configmaps"), Some("d"), Some("c"))
+        );
         assert_eq!(e.raw_json(), ITEM);
     }
 
     #[test]
     fn an_empty_list_is_fine() {
-        let events = decode(br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1beta1","items":null}"#);
+        let events =
+            decode(br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1beta1","items":null}"#);
         assert!(events.expect("null items decode").is_empty());
     }
 
     #[test]
     fn item_errors_point_into_the_body() {
         let bad = ITEM.replace(r#""verb":"create","#, "");
-        let body = format!("{{\"kind\":\"EventList\",\"apiVersion\":\"audit.k8s.io/v1\",\n\"items\":[{ITEM},\n  {bad}]}}");
+        let body = format!(
+            "{{\"kind\":\"EventList\",\"apiVersion\":\"audit.k8s.io/v1\",\n\"items\":[{ITEM},\n  {bad}]}}"
+        );
         match decode(body.as_bytes()) {
-            Err(DecodeError::Item { index, line, column, message }) => {
+            Err(DecodeError::Item {
+                index,
+                line,
+                column,
+                message,
+            }) => {
                 assert_eq!((index, line), (1, 3));
                 assert_eq!(message, "missing field `verb`");
                 // serde reports a missing field at the item's closing brace, which sits at
@@ -312,9 +366,12 @@ mod tests {
 
     #[test]
     fn pretty_items_are_compacted_for_json_lines() {
-        let pretty = serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(ITEM).expect("json"))
-            .expect("pretty");
-        let body = format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{pretty}]}}"#);
+        let pretty = serde_json::to_string_pretty(
+            &serde_json::from_str::<serde_json::Value>(ITEM).expect("json"),
+        )
+        .expect("pretty");
+        let body =
+            format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{pretty}]}}"#);
         let events = decode(body.as_bytes()).expect("valid list");
         assert!(!events[0].raw_json().contains('\n'));
     }

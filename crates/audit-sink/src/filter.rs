@@ -15,14 +15,17 @@ pub struct Filter {
 impl Filter {
     pub fn matches(&self, event: &Event) -> bool {
         let resource = event.resource();
-        let base = event.object_ref.as_ref().and_then(|o| o.resource.as_deref());
+        let base = event
+            .object_ref
+            .as_ref()
+            .and_then(|o| o.resource.as_deref());
         (self.resources.is_empty()
-            || self
-                .resources
-                .iter()
-                .any(|r| resource.as_deref() == Some(r.as_str()) || (!r.contains('/') && base == Some(r.as_str()))))
-            && (self.verbs.is_empty() || self.verbs.iter().any(|v| *v == event.verb))
-            && (self.users.is_empty() || self.users.iter().any(|u| *u == event.user.username))
+            || self.resources.iter().any(|r| {
+                resource.as_deref() == Some(r.as_str())
+                    || (!r.contains('/') && base == Some(r.as_str()))
+            }))
+            && (self.verbs.is_empty() || self.verbs.contains(&event.verb))
+            && (self.users.is_empty() || self.users.contains(&event.user.username))
     }
 }
 
@@ -58,8 +61,14 @@ mod tests {
 
     #[test]
     fn base_resource_matches_subresources_but_not_the_reverse() {
-        let pods = Filter { resources: vec!["pods".into()], ..Filter::default() };
-        let logs = Filter { resources: vec!["pods/log".into()], ..Filter::default() };
+        let pods = Filter {
+            resources: vec!["pods".into()],
+            ..Filter::default()
+        };
+        let logs = Filter {
+            resources: vec!["pods/log".into()],
+            ..Filter::default()
+        };
         assert!(pods.matches(&event("pods", Some("log"), "get", "u")));
         assert!(logs.matches(&event("pods", Some("log"), "get", "u")));
         assert!(!logs.matches(&event("pods", None, "get", "u")));
@@ -67,7 +76,10 @@ mod tests {
 
     #[test]
     fn user_filter_is_exact() {
-        let filter = Filter { users: vec!["admin".into()], ..Filter::default() };
+        let filter = Filter {
+            users: vec!["admin".into()],
+            ..Filter::default()
+        };
         assert!(filter.matches(&event("pods", None, "get", "admin")));
         assert!(!filter.matches(&event("pods", None, "get", "admin2")));
     }

@@ -18,14 +18,19 @@ pub fn write_event(out: &mut impl Write, event: &Event, format: Format) -> io::R
     match format {
         Format::Json => writeln!(out, "{}", event.raw_json()),
         Format::Line => {
-            let resource = event.resource().unwrap_or_else(|| event.request_uri.clone());
+            let resource = event
+                .resource()
+                .unwrap_or_else(|| event.request_uri.clone());
             let object = match (event.namespace(), event.name()) {
                 (Some(ns), Some(name)) => format!("{ns}/{name}"),
                 (None, Some(name)) => name.to_owned(),
                 (Some(ns), None) => format!("{ns}/"),
                 (None, None) => String::new(),
             };
-            let code = event.response_code.map(|c| c.to_string()).unwrap_or_default();
+            let code = event
+                .response_code
+                .map(|c| c.to_string())
+                .unwrap_or_default();
             writeln!(
                 out,
                 "{} {} {} {} {} {}",
@@ -48,7 +53,13 @@ fn field(value: &str) -> String {
     }
     value
         .chars()
-        .map(|c| if c.is_whitespace() || c.is_control() { c.escape_unicode().to_string() } else { c.to_string() })
+        .map(|c| {
+            if c.is_whitespace() || c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
         .collect()
 }
 

@@ -59,16 +59,27 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let format = if args.json { Format::Json } else { Format::Line };
+    let format = if args.json {
+        Format::Json
+    } else {
+        Format::Line
+    };
     let config = Config {
-        filter: Filter { resources: args.resources, verbs: args.verbs, users: args.users },
+        filter: Filter {
+            resources: args.resources,
+            verbs: args.verbs,
+            users: args.users,
+        },
         max_body_bytes: args.max_body_bytes,
         ..Config::default()
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let (tx, rx) = mpsc::channel(QUEUE);
     let _server = runtime.block_on(Server::bind(args.listen, config, tx))?;
-    eprintln!("audit-sink: listening on http://{}/k8s_audit and /k8s-audit", args.listen);
+    eprintln!(
+        "audit-sink: listening on http://{}/k8s_audit and /k8s-audit",
+        args.listen
+    );
     let printer = std::thread::spawn(move || print(rx, format));
     runtime.block_on(async {
         tokio::select! {

@@ -81,7 +81,10 @@ impl Stats {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A receiver running on the current tokio runtime; dropping it stops it.
@@ -93,13 +96,26 @@ pub struct Server {
 
 impl Server {
     /// Binds `addr` (port 0 picks a free one) and starts serving.
-    pub async fn bind(addr: SocketAddr, config: Config, sink: impl EventSink) -> Result<Server, ServeError> {
-        let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+    pub async fn bind(
+        addr: SocketAddr,
+        config: Config,
+        sink: impl EventSink,
+    ) -> Result<Server, ServeError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
         Server::start(listener, config, sink)
     }
 
-    pub fn start(listener: TcpListener, config: Config, sink: impl EventSink) -> Result<Server, ServeError> {
-        let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: ([0, 0, 0, 0], 0).into(), source })?;
+    pub fn start(
+        listener: TcpListener,
+        config: Config,
+        sink: impl EventSink,
+    ) -> Result<Server, ServeError> {
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: ([0, 0, 0, 0], 0).into(),
+            source,
+        })?;
         let stats = Arc::new(Stats::default());
         let task = tokio::spawn(serve(listener, config, sink, Arc::clone(&stats)));
         Ok(Server { addr, stats, task })
@@ -129,9 +145,15 @@ impl Drop for Server {
 /// after a pause instead of stopping the receiver.
 async fn serve(listener: TcpListener, config: Config, sink: impl EventSink, stats: Arc<Stats>) {
     let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let shared = Arc::new(Shared { config, sink, stats });
+    let shared = Arc::new(Shared {
+        config,
+        sink,
+        stats,
+    });
     loop {
-        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else { return };
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(_) => {
@@ -175,19 +197,39 @@ impl<S: EventSink> Shared<S> {
 
     async fn respond(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         if !PATHS.contains(&req.uri().path()) {
-            return reply(StatusCode::NOT_FOUND, format!("not found: POST audit events to {} or {}", PATHS[0], PATHS[1]));
+            return reply(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "not found: POST audit events to {} or {}",
+                    PATHS[0], PATHS[1]
+                ),
+            );
         }
         if req.method() != Method::POST {
-            let mut response = reply(StatusCode::METHOD_NOT_ALLOWED, "only POST is accepted".to_owned());
-            response.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static("POST"));
+            let mut response = reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only POST is accepted".to_owned(),
+            );
+            response.headers_mut().insert(
+                hyper::header::ALLOW,
+                hyper::header::HeaderValue::from_static("POST"),
+            );
             return response;
         }
         let limit = self.config.max_body_bytes;
         let body = Limited::new(req.into_body(), limit).collect();
         let body = match tokio::time::timeout(self.config.read_timeout, body).await {
-            Err(_) => return reply(StatusCode::REQUEST_TIMEOUT, "body not received in time".to_owned()),
+            Err(_) => {
+                return reply(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body not received in time".to_owned(),
+                );
+            }
             Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                return reply(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {limit} bytes"));
+                return reply(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("body larger than {limit} bytes"),
+                );
             }
             Ok(Err(e)) => return reply(StatusCode::BAD_REQUEST, format!("reading body: {e}")),
             Ok(Ok(collected)) => collected.to_bytes(),
@@ -197,11 +239,19 @@ impl<S: EventSink> Shared<S> {
             Err(e) => return reply(StatusCode::BAD_REQUEST, e.to_string()),
         };
         drop(body);
-        self.stats.events.fetch_add(events.len() as u64, Ordering::Relaxed);
-        let matched: Vec<Event> = events.into_iter().filter(|e| self.config.filter.matches(e)).collect();
+        self.stats
+            .events
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        let matched: Vec<Event> = events
+            .into_iter()
+            .filter(|e| self.config.filter.matches(e))
+            .collect();
         let count = matched.len() as u64;
         if self.sink.accept(matched).await.is_err() {
-            return reply(StatusCode::SERVICE_UNAVAILABLE, "the event consumer has stopped".to_owned());
+            return reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the event consumer has stopped".to_owned(),
+            );
         }
         self.stats.matched.fetch_add(count, Ordering::Relaxed);
         reply(StatusCode::OK, "ok".to_owned())
@@ -211,8 +261,9 @@ impl<S: EventSink> Shared<S> {
 fn reply(status: StatusCode, text: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(text + "\n")));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }

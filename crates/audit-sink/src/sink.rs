@@ -45,7 +45,9 @@ pub struct WaitTimeout {
 
 impl Default for Collector {
     fn default() -> Self {
-        Collector { events: watch::Sender::new(Vec::new()) }
+        Collector {
+            events: watch::Sender::new(Vec::new()),
+        }
     }
 }
 
@@ -67,13 +69,19 @@ impl Collector {
     ) -> Result<Event, WaitTimeout> {
         let mut rx = self.events.subscribe();
         let found = tokio::time::timeout(timeout, async {
-            let seen = rx.wait_for(|events| events.iter().any(&mut matches)).await.ok()?;
+            let seen = rx
+                .wait_for(|events| events.iter().any(&mut matches))
+                .await
+                .ok()?;
             seen.iter().find(|e| matches(e)).cloned()
         })
         .await;
         match found {
             Ok(Some(event)) => Ok(event),
-            _ => Err(WaitTimeout { waited: timeout, seen: self.events.borrow().len() }),
+            _ => Err(WaitTimeout {
+                waited: timeout,
+                seen: self.events.borrow().len(),
+            }),
         }
     }
 }

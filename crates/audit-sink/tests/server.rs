@@ -11,7 +11,9 @@ use tokio::sync::mpsc;
 /// One HTTP/1.1 request on its own connection; returns the status and body text.
 fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect to the receiver");
-    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("set timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("set timeout");
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -21,28 +23,54 @@ fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Str
     let _ = stream.write_all(body);
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read response");
-    let status = response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let text = response.split_once("\r\n\r\n").map(|(_, b)| b.trim_end().to_owned()).unwrap_or_default();
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let text = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim_end().to_owned())
+        .unwrap_or_default();
     (status, text)
 }
 
 async fn post(addr: SocketAddr, path: &'static str, body: Vec<u8>) -> (u16, String) {
-    tokio::task::spawn_blocking(move || request(addr, "POST", path, &body)).await.expect("request thread")
+    tokio::task::spawn_blocking(move || request(addr, "POST", path, &body))
+        .await
+        .expect("request thread")
 }
 
-fn event_json(stage: &str, verb: &str, resource: &str, ns: &str, name: &str, user: &str, code: u16) -> String {
+fn event_json(
+    stage: &str,
+    verb: &str,
+    resource: &str,
+    ns: &str,
+    name: &str,
+    user: &str,
+    code: u16,
+) -> String {
     format!(
         r#"{{"level":"Metadata","auditID":"id-{name}-{stage}","stage":"{stage}","requestURI":"/api/v1/namespaces/{ns}/{resource}","verb":"{verb}","user":{{"username":"{user}","groups":["system:masters"]}},"sourceIPs":["127.0.0.1"],"objectRef":{{"resource":"{resource}","namespace":"{ns}","name":"{name}","apiVersion":"v1"}},"responseStatus":{{"metadata":{{}},"code":{code}}}}}"#
     )
 }
 
 fn event_list(items: &[String]) -> Vec<u8> {
-    format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{{}},"items":[{}]}}"#, items.join(",")).into_bytes()
+    format!(
+        r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{{}},"items":[{}]}}"#,
+        items.join(",")
+    )
+    .into_bytes()
 }
 
 async fn collector_server(config: Config) -> (Server, Collector) {
     let collector = Collector::new();
-    let server = Server::bind("127.0.0.1:0".parse().expect("addr"), config, collector.clone()).await.expect("bind");
+    let server = Server::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        config,
+        collector.clone(),
+    )
+    .await
+    .expect("bind");
     (server, collector)
 }
 
@@ -63,9 +91,19 @@ async fn line_format_for_both_paths_and_versions() {
         r#"{"level":"Metadata","auditID":"v","stage":"ResponseComplete","requestURI":"/version","verb":"get","user":{"username":"system:anonymous"},"responseStatus":{"code":200}}"#.to_owned(),
         r#"{"level":"RequestResponse","auditID":"n","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/x","verb":"delete","user":{"username":"evil user\nResponseComplete get secrets"},"objectRef":{"resource":"namespaces","name":"x"},"responseStatus":{"code":200}}"#.to_owned(),
     ]);
-    assert_eq!(post(server.local_addr(), "/k8s_audit", list).await, (200, "ok".to_owned()));
-    let single = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/v1beta1-event.json")).expect("fixture");
-    assert_eq!(post(server.local_addr(), "/k8s-audit", single).await, (200, "ok".to_owned()));
+    assert_eq!(
+        post(server.local_addr(), "/k8s_audit", list).await,
+        (200, "ok".to_owned())
+    );
+    let single = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/v1beta1-event.json"
+    ))
+    .expect("fixture");
+    assert_eq!(
+        post(server.local_addr(), "/k8s-audit", single).await,
+        (200, "ok".to_owned())
+    );
 
     let events = collector.events();
     insta::assert_snapshot!(lines(&events, Format::Line), @r"
@@ -78,7 +116,8 @@ async fn line_format_for_both_paths_and_versions() {
     // JSON lines: one line per event, pretty input compacted, every field kept.
     let json = lines(&events, Format::Json);
     assert_eq!(json.lines().count(), events.len());
-    let last: serde_json::Value = serde_json::from_str(json.lines().last().expect("a line")).expect("valid JSON");
+    let last: serde_json::Value =
+        serde_json::from_str(json.lines().last().expect("a line")).expect("valid JSON");
     assert_eq!(last["sourceIPs"][0], "192.168.99.1");
     assert_eq!(last["apiVersion"], "audit.k8s.io/v1beta1");
     assert_eq!(server.stats().events, 5);
@@ -86,12 +125,16 @@ async fn line_format_for_both_paths_and_versions() {
 
 #[tokio::test]
 async fn bad_requests_get_a_reason_and_the_server_keeps_serving() {
-    let config = Config { max_body_bytes: 4096, ..Config::default() };
+    let config = Config {
+        max_body_bytes: 4096,
+        ..Config::default()
+    };
     let (server, collector) = collector_server(config).await;
     let addr = server.local_addr();
     let missing_stage = event_list(&[
         event_json("ResponseComplete", "get", "pods", "a", "b", "u", 200),
-        "{\n\"level\":\"Metadata\",\"auditID\":\"x\",\"verb\":\"get\",\"requestURI\":\"/\"}".to_owned(),
+        "{\n\"level\":\"Metadata\",\"auditID\":\"x\",\"verb\":\"get\",\"requestURI\":\"/\"}"
+            .to_owned(),
     ]);
     let cases: Vec<(&str, &str, &'static str, Vec<u8>)> = vec![
         ("empty body", "POST", "/k8s_audit", b"".to_vec()),
@@ -111,12 +154,26 @@ async fn bad_requests_get_a_reason_and_the_server_keeps_serving() {
     let mut report = String::new();
     for (what, method, path, body) in cases {
         let method = method.to_owned();
-        let (status, text) = tokio::task::spawn_blocking(move || request(addr, &method, path, &body)).await.expect("thread");
+        let (status, text) =
+            tokio::task::spawn_blocking(move || request(addr, &method, path, &body))
+                .await
+                .expect("thread");
         report.push_str(&format!("{what}: {status} {text}\n"));
     }
     insta::assert_snapshot!(report);
-    assert!(collector.events().is_empty(), "nothing from a rejected body reaches the sink");
-    let good = event_list(&[event_json("ResponseComplete", "get", "pods", "a", "b", "u", 200)]);
+    assert!(
+        collector.events().is_empty(),
+        "nothing from a rejected body reaches the sink"
+    );
+    let good = event_list(&[event_json(
+        "ResponseComplete",
+        "get",
+        "pods",
+        "a",
+        "b",
+        "u",
+        200,
+    )]);
     assert_eq!(post(addr, "/k8s_audit", good).await.0, 200);
     assert_eq!(collector.events().len(), 1);
     assert_eq!(server.stats().rejected, 13);
@@ -124,15 +181,51 @@ async fn bad_requests_get_a_reason_and_the_server_keeps_serving() {
 
 #[tokio::test]
 async fn filters_apply_before_the_sink() {
-    let filter = Filter { resources: vec!["configmaps".into()], verbs: vec!["create".into()], users: vec![] };
-    let (server, collector) = collector_server(Config { filter, ..Config::default() }).await;
+    let filter = Filter {
+        resources: vec!["configmaps".into()],
+        verbs: vec!["create".into()],
+        users: vec![],
+    };
+    let (server, collector) = collector_server(Config {
+        filter,
+        ..Config::default()
+    })
+    .await;
     let list = event_list(&[
-        event_json("ResponseComplete", "create", "configmaps", "d", "keep", "u", 201),
-        event_json("ResponseComplete", "delete", "configmaps", "d", "drop-verb", "u", 200),
-        event_json("ResponseComplete", "create", "secrets", "d", "drop-resource", "u", 201),
+        event_json(
+            "ResponseComplete",
+            "create",
+            "configmaps",
+            "d",
+            "keep",
+            "u",
+            201,
+        ),
+        event_json(
+            "ResponseComplete",
+            "delete",
+            "configmaps",
+            "d",
+            "drop-verb",
+            "u",
+            200,
+        ),
+        event_json(
+            "ResponseComplete",
+            "create",
+            "secrets",
+            "d",
+            "drop-resource",
+            "u",
+            201,
+        ),
     ]);
     assert_eq!(post(server.local_addr(), "/k8s_audit", list).await.0, 200);
-    let names: Vec<_> = collector.events().iter().map(|e| e.name().map(str::to_owned)).collect();
+    let names: Vec<_> = collector
+        .events()
+        .iter()
+        .map(|e| e.name().map(str::to_owned))
+        .collect();
     assert_eq!(names, vec![Some("keep".to_owned())]);
     let stats = server.stats();
     assert_eq!((stats.events, stats.matched), (3, 1));
@@ -146,30 +239,80 @@ async fn collector_waits_for_a_matching_event() {
         let collector = collector.clone();
         async move {
             collector
-                .wait_for(Duration::from_secs(10), |e| e.name() == Some("late") && e.stage == Stage::ResponseComplete)
+                .wait_for(Duration::from_secs(10), |e| {
+                    e.name() == Some("late") && e.stage == Stage::ResponseComplete
+                })
                 .await
         }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    post(addr, "/k8s_audit", event_list(&[event_json("ResponseComplete", "create", "configmaps", "d", "other", "u", 201)])).await;
-    post(addr, "/k8s_audit", event_list(&[event_json("ResponseComplete", "create", "configmaps", "d", "late", "u", 201)])).await;
+    post(
+        addr,
+        "/k8s_audit",
+        event_list(&[event_json(
+            "ResponseComplete",
+            "create",
+            "configmaps",
+            "d",
+            "other",
+            "u",
+            201,
+        )]),
+    )
+    .await;
+    post(
+        addr,
+        "/k8s_audit",
+        event_list(&[event_json(
+            "ResponseComplete",
+            "create",
+            "configmaps",
+            "d",
+            "late",
+            "u",
+            201,
+        )]),
+    )
+    .await;
     let event = waiter.await.expect("task").expect("event arrives");
     assert_eq!(event.response_code, Some(201));
-    let missing = collector.wait_for(Duration::from_millis(200), |e| e.name() == Some("never")).await;
+    let missing = collector
+        .wait_for(Duration::from_millis(200), |e| e.name() == Some("never"))
+        .await;
     assert_eq!(missing.expect_err("no such event").seen, 2);
 }
 
 #[tokio::test]
 async fn a_full_queue_holds_the_response_back() {
     let (tx, mut rx) = mpsc::channel(1);
-    let server = Server::bind("127.0.0.1:0".parse().expect("addr"), Config::default(), tx).await.expect("bind");
-    let items: Vec<String> = (0..3).map(|i| event_json("ResponseComplete", "get", "pods", "d", &format!("p{i}"), "u", 200)).collect();
+    let server = Server::bind("127.0.0.1:0".parse().expect("addr"), Config::default(), tx)
+        .await
+        .expect("bind");
+    let items: Vec<String> = (0..3)
+        .map(|i| {
+            event_json(
+                "ResponseComplete",
+                "get",
+                "pods",
+                "d",
+                &format!("p{i}"),
+                "u",
+                200,
+            )
+        })
+        .collect();
     let pending = tokio::spawn(post(server.local_addr(), "/k8s_audit", event_list(&items)));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!pending.is_finished(), "answered before the consumer took the events");
+    assert!(
+        !pending.is_finished(),
+        "answered before the consumer took the events"
+    );
     let mut names = Vec::new();
     for _ in 0..3 {
-        let event = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("in time").expect("event");
+        let event = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("in time")
+            .expect("event");
         names.push(event.name().unwrap_or_default().to_owned());
     }
     assert_eq!(names, ["p0", "p1", "p2"]);
@@ -180,7 +323,17 @@ async fn a_full_queue_holds_the_response_back() {
 async fn a_stopped_consumer_gives_503() {
     let (tx, rx) = mpsc::channel(8);
     drop(rx);
-    let server = Server::bind("127.0.0.1:0".parse().expect("addr"), Config::default(), tx).await.expect("bind");
-    let list = event_list(&[event_json("ResponseComplete", "get", "pods", "d", "p", "u", 200)]);
+    let server = Server::bind("127.0.0.1:0".parse().expect("addr"), Config::default(), tx)
+        .await
+        .expect("bind");
+    let list = event_list(&[event_json(
+        "ResponseComplete",
+        "get",
+        "pods",
+        "d",
+        "p",
+        "u",
+        200,
+    )]);
     assert_eq!(post(server.local_addr(), "/k8s_audit", list).await.0, 503);
 }

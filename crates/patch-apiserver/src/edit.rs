@@ -161,6 +161,8 @@ pub(crate) fn append_items(text: &str, seq: &Node, items: &[New], style: Style, 
     let Some(last) = s.items.last() else {
         return Err(PatchError::Internal("empty block sequence".into()));
     };
+    // Items written as `- {a: b}` get company in the same style.
+    let flow_items = last.node.as_map().is_some_and(|m| m.flow);
     let dash = col(text, last.dash);
     let content = if !last.node.is_null() && same_line(text, last.dash, last.node.span.start) {
         col(text, last.node.span.start)
@@ -169,7 +171,8 @@ pub(crate) fn append_items(text: &str, seq: &Node, items: &[New], style: Style, 
     };
     let mut lines = Vec::new();
     for item in items {
-        for (i, l) in block(item, style, unit).into_iter().enumerate() {
+        let rendered = if flow_items { vec![flow(item, style)] } else { block(item, style, unit) };
+        for (i, l) in rendered.into_iter().enumerate() {
             lines.push(if i == 0 {
                 format!("{}-{}{l}", " ".repeat(dash), " ".repeat(content - dash - 1))
             } else {

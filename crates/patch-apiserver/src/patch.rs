@@ -437,16 +437,22 @@ fn seq_indent(text: &str, site: &Site<'_>) -> usize {
     }
 }
 
-/// The indentation step of nested mappings, read from the manifest's own containers.
+/// The indentation step of nested mappings, read from the existing volumes (where our
+/// `hostPath:` goes) or else from the container.
 fn map_unit(text: &str, site: &Site<'_>) -> usize {
-    let nested = site.container.as_map().and_then(|m| {
+    let step = |m: &crate::yaml::Map| {
         m.entries.iter().find_map(|e| {
             let inner = e.value.as_map().filter(|m| !m.flow)?;
             let first = inner.entries.first()?;
             col(text, first.key.span.start).checked_sub(col(text, e.key.span.start))
         })
-    });
-    nested.filter(|&u| u > 0).unwrap_or(2)
+    };
+    site.volume_list
+        .iter()
+        .find_map(|v| v.node.as_map().and_then(step))
+        .or_else(|| site.container.as_map().and_then(step))
+        .filter(|&u| u > 0)
+        .unwrap_or(2)
 }
 
 /// Re-reads the result: it must parse, carry every flag, and mount every file.

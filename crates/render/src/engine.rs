@@ -9,7 +9,7 @@ use memchr::{memchr, memchr2};
 use crate::Options;
 use crate::error::{Missing, Origin, Reason, RenderError};
 use crate::position::Tracker;
-use crate::vars::{Fnv, NameMap, Vars, is_name_char, is_name_start};
+use crate::vars::{NameHasher, NameMap, Vars, is_name_char, is_name_start};
 
 /// Words nested deeper than this (`${A:-${B:-${C:-...}}}`) are not interpreted, so that a
 /// hostile template cannot exhaust the stack.
@@ -48,7 +48,7 @@ enum State {
 
 pub(crate) struct Engine<'a> {
     vars: &'a Vars,
-    only: Option<HashSet<Box<[u8]>, BuildHasherDefault<Fnv>>>,
+    only: Option<HashSet<Box<[u8]>, BuildHasherDefault<NameHasher>>>,
     strict: bool,
     no_empty: bool,
     defaults: bool,

@@ -8,30 +8,52 @@ use std::path::Path;
 use crate::error::{AssignmentError, RenderError};
 use crate::position::column_of;
 
-/// FNV-1a. Names are short and come from the user's own environment and template, so a
-/// DoS-resistant hash buys nothing, while the lookup per reference dominates render time.
-pub(crate) struct Fnv(u64);
+/// FxHash's recipe, a word at a time. Names are short and come from the user's own
+/// environment and template, so a DoS-resistant hash buys nothing here, while this lookup, once
+/// per reference, was 40% of render time with a byte-at-a-time hash.
+#[derive(Default)]
+pub(crate) struct NameHasher(u64);
 
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
+impl NameHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
     }
 }
 
-impl Hasher for Fnv {
+impl Hasher for NameHasher {
     fn finish(&self) -> u64 {
-        self.0
+        // The multiply leaves its best bits at the top; hashbrown picks buckets from the bottom.
+        self.0.rotate_left(26)
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        // Overlapping loads instead of copying the tail into a buffer: that copy stalled store
+        // forwarding. The overlap is harmless because the length is hashed too.
+        let mut rest = bytes;
+        while let Some((word, tail)) = rest.split_first_chunk::<8>() {
+            self.add(u64::from_le_bytes(*word));
+            rest = tail;
         }
+        if rest.is_empty() {
+            return;
+        }
+        if let Some(last) = bytes.last_chunk::<8>() {
+            self.add(u64::from_le_bytes(*last));
+        } else if let (Some(head), Some(tail)) = (rest.first_chunk::<4>(), rest.last_chunk::<4>()) {
+            self.add(u64::from(u32::from_le_bytes(*head)) | u64::from(u32::from_le_bytes(*tail)) << 32);
+        } else {
+            let byte = |i: usize| u64::from(rest[i]);
+            self.add(byte(0) | byte(rest.len() / 2) << 8 | byte(rest.len() - 1) << 16);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
     }
 }
 
 /// Maps a variable name (bytes, so template slices look up without conversion) to `V`.
-pub(crate) type NameMap<V> = HashMap<Box<[u8]>, V, BuildHasherDefault<Fnv>>;
+pub(crate) type NameMap<V> = HashMap<Box<[u8]>, V, BuildHasherDefault<NameHasher>>;
 
 /// Variable values by name. Values are bytes: the environment need not be UTF-8.
 #[derive(Debug, Clone, Default)]

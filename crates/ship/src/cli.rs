@@ -11,7 +11,7 @@ use ship::{ConnectOptions, Destination, Passphrase, RemotePath, Session};
 
 const EXAMPLES: &str = "\
 Examples:
-  render < webhook-config.yaml.in | ship cp --sudo --mode 0600 - node:/var/lib/k8s_audit/webhook-config.yaml
+  render < webhook.yaml.in | ship cp --sudo --mode 0600 - node:/var/lib/k8s_audit/webhook.yaml
   ship cp --sudo node:/etc/kubernetes/manifests/kube-apiserver.yaml - | patch-apiserver > new.yaml
   ship cp audit-policy.yaml webhook-config.yaml admin@node:/var/lib/k8s_audit/
   ship exec --sudo admin@node -- mkdir -p -m 0700 /var/lib/k8s_audit

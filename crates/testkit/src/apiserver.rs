@@ -15,29 +15,41 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-/// The Debian upstream version `cargo xtask apiserver build` keys its cache by.
-const DEBIAN_VERSION: &str = "1.20.5+really1.20.2";
+/// The Debian upstream version (without the revision) of the `kubernetes` source package: it
+/// keys the binary cache and names the directory `apt-get source` unpacks.
+pub const DEBIAN_VERSION: &str = "1.20.5+really1.20.2";
 const ETCD: &str = "/usr/bin/etcd";
 
 #[derive(thiserror::Error)]
 pub enum Error {
-    #[error("the kube-apiserver binary is not built: {path} is missing; run `cargo xtask apiserver build` first")]
+    #[error(
+        "the kube-apiserver binary is not built: {path} is missing; run `cargo xtask apiserver build` first"
+    )]
     NotBuilt { path: PathBuf },
     #[error("{ETCD} is missing; install Debian's etcd-server (`apt-get install etcd-server`)")]
     NoEtcd,
     #[error("neither XDG_CACHE_HOME nor HOME is set, so the kube-apiserver cache cannot be found")]
     NoCacheDir,
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("`{command}` failed: {detail}")]
     Tool { command: String, detail: String },
     #[error("etcd did not listen on 127.0.0.1:{port} within {waited:?}; its log:\n{log}")]
-    EtcdNotUp { port: u16, waited: Duration, log: String },
+    EtcdNotUp {
+        port: u16,
+        waited: Duration,
+        log: String,
+    },
     #[error("kube-apiserver exited with {status} before it was ready; last log lines:\n{log}")]
     Exited { status: ExitStatus, log: String },
     #[error("kube-apiserver was not ready within {waited:?}; last log lines:\n{log}")]
     NotReady { waited: Duration, log: String },
-    #[error("kube-apiserver kept running for {waited:?} although it was expected to fail; last log lines:\n{log}")]
+    #[error(
+        "kube-apiserver kept running for {waited:?} although it was expected to fail; last log lines:\n{log}"
+    )]
     DidNotFail { waited: Duration, log: String },
     #[error("kube client: {0}")]
     Client(String),
@@ -62,25 +74,36 @@ pub fn binary_path() -> Result<PathBuf, Error> {
         Some(dir) => PathBuf::from(dir),
         None => PathBuf::from(std::env::var_os("HOME").ok_or(Error::NoCacheDir)?).join(".cache"),
     };
-    Ok(base.join("k8s-audit-tools").join(format!("kube-apiserver-{DEBIAN_VERSION}")).join("kube-apiserver"))
+    Ok(base
+        .join("k8s-audit-tools")
+        .join(format!("kube-apiserver-{DEBIAN_VERSION}"))
+        .join("kube-apiserver"))
 }
 
 /// The cached binary, or [`Error::NotBuilt`] saying how to build it.
 pub fn binary() -> Result<PathBuf, Error> {
     let path = binary_path()?;
-    if path.is_file() { Ok(path) } else { Err(Error::NotBuilt { path }) }
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::NotBuilt { path })
+    }
 }
 
 /// Each real API server takes ~340 MB and both cores while starting; tests hold this so that
 /// the tests of one binary start them one at a time.
-pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// An async lock, because the guard is held across the test's awaits.
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 fn free_port() -> Result<u16, Error> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(io("picking a free port"))?;
-    Ok(listener.local_addr().map_err(io("picking a free port"))?.port())
+    Ok(listener
+        .local_addr()
+        .map_err(io("picking a free port"))?
+        .port())
 }
 
 fn run(command: &mut Command) -> Result<(), Error> {
@@ -89,13 +112,18 @@ fn run(command: &mut Command) -> Result<(), Error> {
     if output.status.success() {
         Ok(())
     } else {
-        Err(Error::Tool { command: shown, detail: String::from_utf8_lossy(&output.stderr).trim().to_owned() })
+        Err(Error::Tool {
+            command: shown,
+            detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
     }
 }
 
 /// The last `lines` lines of a log file (empty if it cannot be read).
 pub fn tail(path: &Path, lines: usize) -> String {
-    let Ok(mut file) = File::open(path) else { return String::new() };
+    let Ok(mut file) = File::open(path) else {
+        return String::new();
+    };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let _ = file.seek(SeekFrom::Start(len.saturating_sub(64 << 10)));
     let mut text = Vec::new();
@@ -113,7 +141,11 @@ pub struct Process {
 
 impl Process {
     fn spawn(command: &mut Command, log: &Path) -> Result<Process, Error> {
-        let out = OpenOptions::new().create(true).append(true).open(log).map_err(io(format!("opening {}", log.display())))?;
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(io(format!("opening {}", log.display())))?;
         let err = out.try_clone().map_err(io("duplicating the log handle"))?;
         let child = command
             .stdin(Stdio::null())
@@ -179,7 +211,10 @@ impl ControlPlane {
         if !Path::new(ETCD).is_file() {
             return Err(Error::NoEtcd);
         }
-        let dir = tempfile::Builder::new().prefix("apiserver-").tempdir().map_err(io("creating a temp dir"))?;
+        let dir = tempfile::Builder::new()
+            .prefix("apiserver-")
+            .tempdir()
+            .map_err(io("creating a temp dir"))?;
         let (client, peer) = (free_port()?, free_port()?);
         let etcd_url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
@@ -200,21 +235,44 @@ impl ControlPlane {
         let deadline = Instant::now() + waited;
         while TcpStream::connect(("127.0.0.1", client)).is_err() {
             if Instant::now() > deadline || etcd.exited().is_some() {
-                return Err(Error::EtcdNotUp { port: client, waited, log: tail(&etcd_log, 20) });
+                return Err(Error::EtcdNotUp {
+                    port: client,
+                    waited,
+                    log: tail(&etcd_log, 20),
+                });
             }
             std::thread::sleep(Duration::from_millis(100));
         }
 
         let key = dir.path().join("sa.key");
-        run(Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048"))?;
-        run(Command::new("openssl").args(["rsa", "-pubout", "-in"]).arg(&key).arg("-out").arg(dir.path().join("sa.pub")))?;
+        run(Command::new("openssl")
+            .args(["genrsa", "-out"])
+            .arg(&key)
+            .arg("2048"))?;
+        run(Command::new("openssl")
+            .args(["rsa", "-pubout", "-in"])
+            .arg(&key)
+            .arg("-out")
+            .arg(dir.path().join("sa.pub")))?;
         let token = random_token()?;
-        write_private(&dir.path().join("tokens.csv"), &format!("{token},admin,admin-uid,system:masters\n"))?;
+        write_private(
+            &dir.path().join("tokens.csv"),
+            &format!("{token},admin,admin-uid,system:masters\n"),
+        )?;
         let port = free_port()?;
         let kubeconfig = dir.path().join("kubeconfig");
         write_private(&kubeconfig, &kubeconfig_yaml(port, &token))?;
         let log = dir.path().join("kube-apiserver.log");
-        Ok(ControlPlane { dir, binary, _etcd: etcd, etcd_url, port, token, kubeconfig, log })
+        Ok(ControlPlane {
+            dir,
+            binary,
+            _etcd: etcd,
+            etcd_url,
+            port,
+            token,
+            kubeconfig,
+            log,
+        })
     }
 
     /// The flags every start gets; callers add the ones under test.
@@ -236,7 +294,12 @@ impl ControlPlane {
 
     /// Starts kube-apiserver with the base flags plus `extra`, logging to [`Self::log_path`].
     pub fn spawn(&self, extra: &[String]) -> Result<Process, Error> {
-        Process::spawn(Command::new(&self.binary).args(self.base_flags()).args(extra), &self.log)
+        Process::spawn(
+            Command::new(&self.binary)
+                .args(self.base_flags())
+                .args(extra),
+            &self.log,
+        )
     }
 
     pub fn url(&self) -> String {
@@ -267,16 +330,22 @@ impl ControlPlane {
     }
 
     pub async fn client(&self) -> Result<kube::Client, Error> {
-        let config = kube::config::Kubeconfig::read_from(&self.kubeconfig).map_err(|e| Error::Client(e.to_string()))?;
-        let config = kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
-            .await
+        let config = kube::config::Kubeconfig::read_from(&self.kubeconfig)
             .map_err(|e| Error::Client(e.to_string()))?;
+        let config = kube::Config::from_custom_kubeconfig(
+            config,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .map_err(|e| Error::Client(e.to_string()))?;
         kube::Client::try_from(config).map_err(|e| Error::Client(e.to_string()))
     }
 
     /// One `/readyz` probe.
     pub async fn is_ready(client: &kube::Client) -> bool {
-        let Ok(request) = http::Request::get("/readyz").body(Vec::new()) else { return false };
+        let Ok(request) = http::Request::get("/readyz").body(Vec::new()) else {
+            return false;
+        };
         matches!(tokio::time::timeout(Duration::from_secs(5), client.request_text(request)).await, Ok(Ok(body)) if body.trim() == "ok")
     }
 
@@ -286,13 +355,19 @@ impl ControlPlane {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = process.exited() {
-                return Err(Error::Exited { status, log: self.log_tail(30) });
+                return Err(Error::Exited {
+                    status,
+                    log: self.log_tail(30),
+                });
             }
             if Self::is_ready(&client).await {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(Error::NotReady { waited: timeout, log: self.log_tail(30) });
+                return Err(Error::NotReady {
+                    waited: timeout,
+                    log: self.log_tail(30),
+                });
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -319,22 +394,31 @@ impl ApiServer {
     pub async fn start(extra: &[String]) -> Result<ApiServer, Error> {
         let plane = ControlPlane::start()?;
         let mut process = plane.spawn(extra)?;
-        plane.wait_ready(&mut process, Duration::from_secs(60)).await?;
+        plane
+            .wait_ready(&mut process, Duration::from_secs(60))
+            .await?;
         Ok(ApiServer { process, plane })
     }
 
     /// Starts kube-apiserver with `extra` and expects it to exit on its own within `timeout`.
-    pub async fn start_expecting_failure(extra: &[String], timeout: Duration) -> Result<Failure, Error> {
+    pub async fn start_expecting_failure(
+        extra: &[String],
+        timeout: Duration,
+    ) -> Result<Failure, Error> {
         let plane = ControlPlane::start()?;
         let mut process = plane.spawn(extra)?;
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = process.exited() {
-                let log = fs::read_to_string(plane.log_path()).map_err(io("reading the kube-apiserver log"))?;
+                let log = fs::read_to_string(plane.log_path())
+                    .map_err(io("reading the kube-apiserver log"))?;
                 return Ok(Failure { status, log });
             }
             if Instant::now() > deadline {
-                return Err(Error::DidNotFail { waited: timeout, log: plane.log_tail(30) });
+                return Err(Error::DidNotFail {
+                    waited: timeout,
+                    log: plane.log_tail(30),
+                });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -351,7 +435,9 @@ impl ApiServer {
 
 fn random_token() -> Result<String, Error> {
     let mut bytes = [0u8; 16];
-    File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).map_err(io("reading /dev/urandom"))?;
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(io("reading /dev/urandom"))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -365,7 +451,8 @@ fn write_private(path: &Path, text: &str) -> Result<(), Error> {
         .mode(0o600)
         .open(path)
         .map_err(io(format!("writing {}", path.display())))?;
-    file.write_all(text.as_bytes()).map_err(io(format!("writing {}", path.display())))
+    file.write_all(text.as_bytes())
+        .map_err(io(format!("writing {}", path.display())))
 }
 
 fn kubeconfig_yaml(port: u16, token: &str) -> String {
@@ -381,7 +468,10 @@ mod tests {
 
     #[test]
     fn missing_binary_says_how_to_build_it() {
-        let message = Error::NotBuilt { path: PathBuf::from("/x/kube-apiserver") }.to_string();
+        let message = Error::NotBuilt {
+            path: PathBuf::from("/x/kube-apiserver"),
+        }
+        .to_string();
         assert!(message.contains("cargo xtask apiserver build"), "{message}");
         assert_eq!(format!("{:?}", Error::NoEtcd), Error::NoEtcd.to_string());
     }

@@ -76,7 +76,10 @@ impl Kubelet {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|source| Error::Io { what: "starting the kubelet's runtime".into(), source })?;
+            .map_err(|source| Error::Io {
+                what: "starting the kubelet's runtime".into(),
+                source,
+            })?;
         let worker = Worker {
             plane: Arc::clone(&plane),
             options: options.clone(),
@@ -90,8 +93,17 @@ impl Kubelet {
         let thread = std::thread::Builder::new()
             .name("kubelet".into())
             .spawn(move || runtime.block_on(worker.run()))
-            .map_err(|source| Error::Io { what: "starting the kubelet thread".into(), source })?;
-        Ok(Kubelet { state, stop, thread: Some(thread), plane, options })
+            .map_err(|source| Error::Io {
+                what: "starting the kubelet thread".into(),
+                source,
+            })?;
+        Ok(Kubelet {
+            state,
+            stop,
+            thread: Some(thread),
+            plane,
+            options,
+        })
     }
 
     pub fn state(&self) -> KubeletState {
@@ -116,7 +128,11 @@ impl Kubelet {
     }
 
     /// Polls the state until `done` holds.
-    pub async fn wait_until(&self, timeout: Duration, done: impl Fn(&KubeletState) -> bool) -> Result<KubeletState, Error> {
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&KubeletState) -> bool,
+    ) -> Result<KubeletState, Error> {
         let deadline = Instant::now() + timeout;
         loop {
             let state = self.state();
@@ -144,13 +160,17 @@ impl Drop for Kubelet {
 }
 
 fn lock(state: &Mutex<KubeletState>) -> std::sync::MutexGuard<'_, KubeletState> {
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The config.hash a kubelet would put on the mirror pod: here FNV-1a of the manifest bytes,
 /// which changes whenever the manifest does.
 pub fn config_hash(bytes: &[u8]) -> String {
-    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
     format!("{hash:016x}")
 }
 
@@ -294,7 +314,12 @@ impl Worker {
 }
 
 /// Replaces the mirror pod: a pod's spec is immutable, so a kubelet deletes and recreates it.
-async fn publish_mirror(client: &kube::Client, pod: &StaticPod, hash: &str, node: &str) -> Result<(), String> {
+async fn publish_mirror(
+    client: &kube::Client,
+    pod: &StaticPod,
+    hash: &str,
+    node: &str,
+) -> Result<(), String> {
     let name = format!("{}-{node}", pod.name);
     let path = format!("/api/v1/namespaces/{}/pods", pod.namespace);
     let mut object = pod.object.clone();
@@ -308,7 +333,11 @@ async fn publish_mirror(client: &kube::Client, pod: &StaticPod, hash: &str, node
     if let Some(m) = meta.as_object_mut() {
         m.remove("creationTimestamp");
     }
-    let annotations = meta.as_object_mut().ok_or("metadata is not a mapping")?.entry("annotations").or_insert_with(|| serde_json::json!({}));
+    let annotations = meta
+        .as_object_mut()
+        .ok_or("metadata is not a mapping")?
+        .entry("annotations")
+        .or_insert_with(|| serde_json::json!({}));
     annotations["kubernetes.io/config.hash"] = hash.into();
     annotations["kubernetes.io/config.mirror"] = hash.into();
     annotations["kubernetes.io/config.source"] = "file".into();
@@ -317,15 +346,24 @@ async fn publish_mirror(client: &kube::Client, pod: &StaticPod, hash: &str, node
         o.remove("status");
     }
 
-    let delete = http::Request::delete(format!("{path}/{name}?gracePeriodSeconds=0")).body(Vec::new()).map_err(|e| e.to_string())?;
+    let delete = http::Request::delete(format!("{path}/{name}?gracePeriodSeconds=0"))
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
     match client.request_text(delete).await {
         Ok(_) => {}
         Err(kube::Error::Api(status)) if status.code == 404 => {}
         Err(e) => return Err(e.to_string()),
     }
     let body = serde_json::to_vec(&object).map_err(|e| e.to_string())?;
-    let create = http::Request::post(path).header("content-type", "application/json").body(body).map_err(|e| e.to_string())?;
-    client.request_text(create).await.map(drop).map_err(|e| e.to_string())
+    let create = http::Request::post(path)
+        .header("content-type", "application/json")
+        .body(body)
+        .map_err(|e| e.to_string())?;
+    client
+        .request_text(create)
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// A sandbox node root with the manifests directory, for tests that drive a [`Kubelet`].

@@ -41,10 +41,10 @@ const LINES: &[(&str, u32)] = &[
     ("    app.kubernetes.io/version: \"$APP_VERSION\"\n", 1),
     ("data:\n", 1),
     ("  server: http://$FALCO_SERVICE_CLUSTERIP:8765/k8s_audit\n", 2),
-    ("  image: \"${REGISTRY}/falco:${FALCO_VERSION}\"\n", 2),
+    ("  image: \"${REGISTRY}/falco:${FALCO_VERSION}\"\n", 3),
     ("  optional: \"${OPTIONAL_SETTING}\"\n", 1),
     ("  log-level: $LOG_LEVEL\n", 1),
-    ("  description: plain text, nothing to substitute on this line\n", 2),
+    ("  description: plain text, nothing to substitute on this line\n", 1),
     ("  # a comment line that a template author left for the reader\n", 1),
     ("  cost: $5 per month, billed to ${OPTIONAL_TEAM}\n", 1),
 ];

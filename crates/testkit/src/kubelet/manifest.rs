@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// Flags whose value is a file the API server reads or writes, so it must be mapped.
-const PATH_FLAGS: [&str; 3] = ["--audit-policy-file", "--audit-log-path", "--audit-webhook-config-file"];
+const PATH_FLAGS: [&str; 3] = [
+    "--audit-policy-file",
+    "--audit-log-path",
+    "--audit-webhook-config-file",
+];
 /// Paths the pod does not mount live in the container's own filesystem, which is empty here,
 /// as a file the node has but the pod does not mount is invisible to a real API server.
 pub const CONTAINER_FS: &str = ".container-fs";
@@ -81,17 +85,28 @@ pub struct StaticPod {
 }
 
 pub fn parse(bytes: &[u8], root: &Path) -> Result<StaticPod, ManifestError> {
-    let pod: Pod = serde_norway::from_slice(bytes).map_err(|e| ManifestError::Yaml(e.to_string()))?;
-    let object: serde_json::Value = serde_norway::from_slice(bytes).map_err(|e| ManifestError::Yaml(e.to_string()))?;
+    let pod: Pod =
+        serde_norway::from_slice(bytes).map_err(|e| ManifestError::Yaml(e.to_string()))?;
+    let object: serde_json::Value =
+        serde_norway::from_slice(bytes).map_err(|e| ManifestError::Yaml(e.to_string()))?;
     let container = pod
         .spec
         .containers
         .iter()
-        .find(|c| c.command.iter().chain(&c.args).any(|w| w.contains("kube-apiserver")))
+        .find(|c| {
+            c.command
+                .iter()
+                .chain(&c.args)
+                .any(|w| w.contains("kube-apiserver"))
+        })
         .or(pod.spec.containers.first())
         .ok_or(ManifestError::NoContainer)?;
     // Splitting on whitespace also reads kops' `/bin/sh -c "... kube-apiserver --a=b ..."` form.
-    let words = container.command.iter().chain(&container.args).flat_map(|w| w.split_whitespace());
+    let words = container
+        .command
+        .iter()
+        .chain(&container.args)
+        .flat_map(|w| w.split_whitespace());
     let mut audit_flags = Vec::new();
     for word in words {
         let (flag, value) = match word.split_once('=') {
@@ -104,14 +119,21 @@ pub fn parse(bytes: &[u8], root: &Path) -> Result<StaticPod, ManifestError> {
                 audit_flags.push(format!("{flag}={}", mapped.display()));
             }
             (flag, _) if flag.starts_with("--audit-") => audit_flags.push(word.to_owned()),
-            ("--feature-gates", Some(value)) => keep_entries(&mut audit_flags, flag, value, |e| e.starts_with("DynamicAuditing=")),
-            ("--runtime-config", Some(value)) => keep_entries(&mut audit_flags, flag, value, |e| e.starts_with("auditregistration.k8s.io")),
+            ("--feature-gates", Some(value)) => keep_entries(&mut audit_flags, flag, value, |e| {
+                e.starts_with("DynamicAuditing=")
+            }),
+            ("--runtime-config", Some(value)) => keep_entries(&mut audit_flags, flag, value, |e| {
+                e.starts_with("auditregistration.k8s.io")
+            }),
             _ => {}
         }
     }
     Ok(StaticPod {
         name: pod.metadata.name,
-        namespace: pod.metadata.namespace.unwrap_or_else(|| "default".to_owned()),
+        namespace: pod
+            .metadata
+            .namespace
+            .unwrap_or_else(|| "default".to_owned()),
         audit_flags,
         object,
     })
@@ -138,7 +160,10 @@ fn map_path(path: &str, mounts: &[Mount], volumes: &[Volume], root: &Path) -> Pa
         .max_by_key(|(_, len, _)| *len);
     let host = best.and_then(|(mount, _, rest)| {
         let volume = volumes.iter().find(|v| v.name == mount.name)?;
-        Some(format!("{}{rest}", volume.host_path.as_ref()?.path.trim_end_matches('/')))
+        Some(format!(
+            "{}{rest}",
+            volume.host_path.as_ref()?.path.trim_end_matches('/')
+        ))
     });
     match host {
         Some(host) => root.join(host.trim_start_matches('/')),
@@ -180,7 +205,10 @@ spec:
     #[test]
     fn audit_flags_are_kept_and_paths_follow_the_volumes() {
         let pod = parse(MANIFEST.as_bytes(), Path::new("/sandbox")).expect("valid manifest");
-        assert_eq!((pod.name.as_str(), pod.namespace.as_str()), ("kube-apiserver", "kube-system"));
+        assert_eq!(
+            (pod.name.as_str(), pod.namespace.as_str()),
+            ("kube-apiserver", "kube-system")
+        );
         assert_eq!(
             pod.audit_flags,
             [
@@ -194,7 +222,10 @@ spec:
                 "--runtime-config=auditregistration.k8s.io/v1alpha1=true",
             ]
         );
-        assert_eq!(pod.object["spec"]["containers"][0]["command"][1], "--secure-port=8443");
+        assert_eq!(
+            pod.object["spec"]["containers"][0]["command"][1],
+            "--secure-port=8443"
+        );
     }
 
     #[test]
@@ -207,16 +238,36 @@ spec:
 
     #[test]
     fn a_prefix_that_is_not_a_path_component_does_not_match() {
-        let mounts = [Mount { name: "v".into(), mount_path: "/var/lib/k8s".into() }];
-        let volumes = [Volume { name: "v".into(), host_path: Some(HostPath { path: "/host".into() }) }];
+        let mounts = [Mount {
+            name: "v".into(),
+            mount_path: "/var/lib/k8s".into(),
+        }];
+        let volumes = [Volume {
+            name: "v".into(),
+            host_path: Some(HostPath {
+                path: "/host".into(),
+            }),
+        }];
         let root = Path::new("/r");
-        assert_eq!(map_path("/var/lib/k8s_audit/p", &mounts, &volumes, root), Path::new("/r/.container-fs/var/lib/k8s_audit/p"));
-        assert_eq!(map_path("/var/lib/k8s/p", &mounts, &volumes, root), Path::new("/r/host/p"));
+        assert_eq!(
+            map_path("/var/lib/k8s_audit/p", &mounts, &volumes, root),
+            Path::new("/r/.container-fs/var/lib/k8s_audit/p")
+        );
+        assert_eq!(
+            map_path("/var/lib/k8s/p", &mounts, &volumes, root),
+            Path::new("/r/host/p")
+        );
     }
 
     #[test]
     fn garbage_is_an_error() {
-        assert!(matches!(parse(b"{{{", Path::new("/")), Err(ManifestError::Yaml(_))));
-        assert!(matches!(parse(b"metadata: {name: x}\nspec: {}\n", Path::new("/")), Err(ManifestError::NoContainer)));
+        assert!(matches!(
+            parse(b"{{{", Path::new("/")),
+            Err(ManifestError::Yaml(_))
+        ));
+        assert!(matches!(
+            parse(b"metadata: {name: x}\nspec: {}\n", Path::new("/")),
+            Err(ManifestError::NoContainer)
+        ));
     }
 }

@@ -1,0 +1,382 @@
+//! The pipelines end to end through a real OpenSSH sshd on 127.0.0.1, on a sandbox node
+//! (`--root`), with recorded API responses standing in for the cluster where one is needed.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use patch_apiserver::{Mode, PatchOptions};
+use testkit::replay::{Reply, ReplayServer};
+use testkit::sshd::Sshd;
+
+const FALCO_URL: &str = "http://10.96.0.10:8765/k8s_audit";
+const AUDIT_DIR: &str = "var/lib/k8s_audit";
+
+/// A node: the loopback sshd plus a sandbox directory standing in for its `/`.
+struct TestNode {
+    sshd: Sshd,
+    root: tempfile::TempDir,
+    home: tempfile::TempDir,
+    manifest: &'static str,
+}
+
+impl TestNode {
+    fn with_manifest(fixture: &str, manifest: &'static str) -> TestNode {
+        let node = TestNode {
+            sshd: Sshd::start(),
+            root: tempfile::tempdir().unwrap(),
+            home: tempfile::tempdir().unwrap(),
+            manifest,
+        };
+        let path = node.path(manifest);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, fixture_bytes(fixture)).unwrap();
+        node
+    }
+
+    fn path(&self, node_path: &str) -> PathBuf {
+        self.root.path().join(node_path.trim_start_matches('/'))
+    }
+
+    fn manifest_bytes(&self) -> Vec<u8> {
+        std::fs::read(self.path(self.manifest)).unwrap()
+    }
+
+    /// `cargo xtask <command> ssh [mode] --host ... <extra>` with a clean HOME, so neither the
+    /// user's kubeconfig nor their ssh config leaks in.
+    fn xtask(&self, command: &str, mode: Option<&str>, extra: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        cmd.arg(command).arg("ssh");
+        cmd.args(mode);
+        cmd.args(["--host", "127.0.0.1", "--user", "root"])
+            .args(["--port", &self.sshd.port().to_string()])
+            .arg("-i")
+            .arg(self.sshd.client_key())
+            .arg("--known-hosts")
+            .arg(self.sshd.known_hosts_file())
+            .arg("--root")
+            .arg(self.root.path())
+            .args(["--manifest", self.manifest])
+            .args(extra)
+            .env("HOME", self.home.path())
+            .env_remove("KUBECONFIG")
+            .env_remove("SSH_AUTH_SOCK");
+        cmd.output().unwrap()
+    }
+
+    /// Masks what changes from run to run: timings, temp paths, ports, timestamps.
+    fn settings(&self) -> insta::Settings {
+        let mut settings = insta::Settings::clone_current();
+        settings.add_filter(&regex_escape(&self.root.path().to_string_lossy()), "[ROOT]");
+        settings.add_filter(r"\(\d+\.\d\ds\)", "(T)");
+        settings.add_filter(r"after \d+\.\ds", "after T");
+        settings.add_filter(r"\d{8}T\d{6}Z", "[TIMESTAMP]");
+        settings.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]");
+        settings
+    }
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let special = ".+*?()|[]{}^$\\".contains(c);
+            special.then_some('\\').into_iter().chain(std::iter::once(c))
+        })
+        .collect()
+}
+
+fn fixture_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/manifests").join(name)).unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        stdout(out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn expected_patch(fixture: &str, mode: Mode) -> String {
+    let original = String::from_utf8(fixture_bytes(fixture)).unwrap();
+    let patched = patch_apiserver::patch(&original, &PatchOptions::new(mode)).unwrap();
+    assert!(patched.changed);
+    patched.text
+}
+
+fn mode_and_owner(path: &Path) -> (u32, u32) {
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (meta.permissions().mode() & 0o777, meta.uid())
+}
+
+fn backups(node: &TestNode) -> Vec<PathBuf> {
+    let dir = node.path(&format!("{AUDIT_DIR}/backup"));
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+const KUBEADM: (&str, &str) = ("kubeadm-v1.28.yaml", "/etc/kubernetes/manifests/kube-apiserver.yaml");
+const KOPS: (&str, &str) = ("kops-v1.18.manifest", "/etc/kubernetes/manifests/kube-apiserver.manifest");
+
+fn static_cycle(fixture: &str, manifest: &'static str) {
+    let node = TestNode::with_manifest(fixture, manifest);
+    let original = fixture_bytes(fixture);
+    let falco = ["--falco-url", FALCO_URL, "--no-wait"];
+
+    let out = node.xtask("enable", Some("static"), &falco);
+    assert_ok(&out);
+    node.settings().bind(|| insta::assert_snapshot!(format!("enable_static_{fixture}"), stdout(&out)));
+    assert_eq!(String::from_utf8(node.manifest_bytes()).unwrap(), expected_patch(fixture, Mode::Static));
+    assert_eq!(mode_and_owner(&node.path(AUDIT_DIR)), (0o700, 0));
+    for file in ["audit-policy.yaml", "webhook-config.yaml"] {
+        assert_eq!(mode_and_owner(&node.path(&format!("{AUDIT_DIR}/{file}"))), (0o600, 0), "{file}");
+    }
+    let webhook = std::fs::read_to_string(node.path(&format!("{AUDIT_DIR}/webhook-config.yaml"))).unwrap();
+    assert!(webhook.contains(&format!("server: {FALCO_URL}\n")), "{webhook}");
+    let policy = std::fs::read_to_string(node.path(&format!("{AUDIT_DIR}/audit-policy.yaml"))).unwrap();
+    assert!(policy.contains("apiVersion: audit.k8s.io/v1\n"));
+    let backup = backups(&node);
+    assert_eq!(backup.len(), 1, "{backup:?}");
+    assert_eq!(std::fs::read(&backup[0]).unwrap(), original, "the backup holds the original bytes");
+    assert_eq!(mode_and_owner(&backup[0]), (0o600, 0));
+    // Nothing but the manifest in the manifests directory: the kubelet would start any other file.
+    let manifests_dir = node.path(manifest).parent().unwrap().to_path_buf();
+    assert_eq!(std::fs::read_dir(&manifests_dir).unwrap().count(), 1);
+
+    let again = node.xtask("enable", Some("static"), &falco);
+    assert_ok(&again);
+    assert!(stdout(&again).contains("nothing to do"), "{}", stdout(&again));
+    assert_eq!(String::from_utf8(node.manifest_bytes()).unwrap(), expected_patch(fixture, Mode::Static));
+
+    let off = node.xtask("disable", None, &["--no-wait"]);
+    assert_ok(&off);
+    assert!(stdout(&off).contains("restoring the backup"), "{}", stdout(&off));
+    assert_eq!(node.manifest_bytes(), original, "disable brings back the original bytes");
+    assert!(!node.path(&format!("{AUDIT_DIR}/enabled")).exists());
+    assert!(node.path(&format!("{AUDIT_DIR}/webhook-config.yaml")).exists(), "kept without --purge");
+
+    let reenabled = node.xtask("enable", Some("static"), &falco);
+    assert_ok(&reenabled);
+    assert_eq!(String::from_utf8(node.manifest_bytes()).unwrap(), expected_patch(fixture, Mode::Static));
+
+    let purged = node.xtask("disable", None, &["--no-wait", "--purge"]);
+    assert_ok(&purged);
+    assert_eq!(node.manifest_bytes(), original);
+    assert!(!node.path(&format!("{AUDIT_DIR}/webhook-config.yaml")).exists());
+    assert!(!node.path(&format!("{AUDIT_DIR}/audit-policy.yaml")).exists());
+    assert!(!backups(&node).is_empty(), "--purge keeps the backups");
+}
+
+#[test]
+fn static_kubeadm_enable_disable_reenable() {
+    static_cycle(KUBEADM.0, KUBEADM.1);
+}
+
+#[test]
+fn static_kops_enable_disable_reenable() {
+    static_cycle(KOPS.0, KOPS.1);
+}
+
+/// A cluster for the dynamic modes: a v1.18 server that serves auditregistration.
+fn dynamic_cluster() -> ReplayServer {
+    let server = ReplayServer::start();
+    server.route(
+        "GET",
+        "/version",
+        [Reply::json(200, r#"{"major":"1","minor":"18","gitVersion":"v1.18.20","gitCommit":"1f3e19b7beb1cc0110255668c4238ed63dadb7ad","gitTreeState":"clean","buildDate":"2021-06-16T12:51:17Z","goVersion":"go1.13.15","compiler":"gc","platform":"linux/amd64"}"#)],
+    );
+    server.route(
+        "GET",
+        "/apis/auditregistration.k8s.io/v1alpha1",
+        [Reply::json(200, r#"{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"auditregistration.k8s.io/v1alpha1","resources":[{"name":"auditsinks","singularName":"","namespaced":false,"kind":"AuditSink","verbs":["create","delete","get","list","update"]}]}"#)],
+    );
+    server.route(
+        "GET",
+        "/apis/auditregistration.k8s.io/v1alpha1/auditsinks/falco-audit-sink",
+        [Reply::json(404, r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"auditsinks.auditregistration.k8s.io \"falco-audit-sink\" not found","reason":"NotFound","details":{"name":"falco-audit-sink","group":"auditregistration.k8s.io","kind":"auditsinks"},"code":404}"#)],
+    );
+    let sink = r#"{"apiVersion":"auditregistration.k8s.io/v1alpha1","kind":"AuditSink","metadata":{"name":"falco-audit-sink","resourceVersion":"1044"},"spec":{}}"#;
+    server.route("POST", "/apis/auditregistration.k8s.io/v1alpha1/auditsinks", [Reply::json(201, sink)]);
+    server.route(
+        "DELETE",
+        "/apis/auditregistration.k8s.io/v1alpha1/auditsinks/falco-audit-sink",
+        [Reply::json(200, r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","code":200}"#)],
+    );
+    server
+}
+
+fn dynamic_cycle(fixture: &str, manifest: &'static str, mode: Mode) {
+    let node = TestNode::with_manifest(fixture, manifest);
+    let cluster = dynamic_cluster();
+    let kubeconfig = cluster.write_kubeconfig(node.home.path());
+    let kube = ["--kubeconfig", kubeconfig.to_str().unwrap()];
+    let original = fixture_bytes(fixture);
+    let mode_name = mode.to_string();
+
+    let mut args = vec!["--falco-url", FALCO_URL, "--no-wait"];
+    args.extend(kube);
+    let out = node.xtask("enable", Some(&mode_name), &args);
+    assert_ok(&out);
+    assert_eq!(String::from_utf8(node.manifest_bytes()).unwrap(), expected_patch(fixture, mode));
+    let post = cluster.seen().into_iter().find(|s| s.method == "POST").expect("the AuditSink was created");
+    let body: serde_json::Value = serde_json::from_str(&post.body).unwrap();
+    assert_eq!(body["spec"]["webhook"]["clientConfig"]["url"], FALCO_URL);
+    assert_eq!(body["spec"]["policy"]["level"], "RequestResponse");
+    let policy = node.path(&format!("{AUDIT_DIR}/audit-policy.yaml"));
+    // dynamic+log needs the policy its flag names (the old script forgot to copy it).
+    assert_eq!(policy.exists(), mode == Mode::DynamicLog);
+    assert!(!node.path(&format!("{AUDIT_DIR}/webhook-config.yaml")).exists());
+
+    let mut off_args = vec!["--no-wait"];
+    off_args.extend(kube);
+    let off = node.xtask("disable", None, &off_args);
+    assert_ok(&off);
+    assert_eq!(node.manifest_bytes(), original);
+    assert!(cluster.seen().iter().any(|s| s.method == "DELETE"), "the AuditSink was deleted");
+}
+
+#[test]
+fn dynamic_minikube_like() {
+    dynamic_cycle("minikube-v1.18.yaml", "/etc/kubernetes/manifests/kube-apiserver.yaml", Mode::Dynamic);
+}
+
+#[test]
+fn dynamic_log_minikube_like() {
+    dynamic_cycle("minikube-v1.18.yaml", "/etc/kubernetes/manifests/kube-apiserver.yaml", Mode::DynamicLog);
+}
+
+#[test]
+fn dynamic_kops() {
+    dynamic_cycle(KOPS.0, KOPS.1, Mode::Dynamic);
+}
+
+#[test]
+fn dynamic_log_kops() {
+    dynamic_cycle(KOPS.0, KOPS.1, Mode::DynamicLog);
+}
+
+#[test]
+fn dynamic_on_1_28_is_refused_before_anything_is_written() {
+    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let cluster = dynamic_cluster();
+    let kubeconfig = cluster.write_kubeconfig(node.home.path());
+    for mode in ["dynamic", "dynamic+log"] {
+        let out = node.xtask(
+            "enable",
+            Some(mode),
+            &["--falco-url", FALCO_URL, "--no-wait", "--kubeconfig", kubeconfig.to_str().unwrap()],
+        );
+        assert!(!out.status.success(), "{}", stdout(&out));
+        assert!(stdout(&out).contains("✗ preflight"), "{}", stdout(&out));
+        assert_eq!(node.manifest_bytes(), fixture_bytes(KUBEADM.0));
+        assert!(!node.path(AUDIT_DIR).exists(), "nothing was written");
+    }
+    assert!(cluster.seen().iter().all(|s| s.method == "GET"), "the cluster was only read");
+}
+
+#[test]
+fn dry_run_shows_files_and_diff_and_changes_nothing() {
+    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let out = node.xtask("enable", Some("static"), &["--falco-url", FALCO_URL, "--no-wait", "--dry-run"]);
+    assert_ok(&out);
+    node.settings().bind(|| insta::assert_snapshot!(stdout(&out)));
+    assert_eq!(node.manifest_bytes(), fixture_bytes(KUBEADM.0));
+    assert!(!node.path(AUDIT_DIR).exists());
+}
+
+#[test]
+fn kops_without_a_host_stops_before_connecting() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["enable", "kops", "static"])
+        .env_remove("APISERVER_HOST")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("you must specify the kops API server host"), "{stderr}");
+}
+
+/// A cluster whose kubelet never restarts the API server: the mirror pod keeps its old hash and
+/// its old command, so the wait must time out and the rollback must restore the original.
+#[test]
+fn rollback_when_the_api_server_does_not_come_back() {
+    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let cluster = ReplayServer::start();
+    cluster.route("GET", "/version", [Reply::json(200, r#"{"major":"1","minor":"28","gitVersion":"v1.28.3","gitCommit":"a8a1abc25cad87333840cd7d54be2efaf31a3177","gitTreeState":"clean","buildDate":"2023-10-18T11:33:18Z","goVersion":"go1.20.10","compiler":"gc","platform":"linux/amd64"}"#)]);
+    cluster.route("GET", "/readyz", [Reply::Drop, Reply::json(500, "[-]etcd failed: reason withheld\nreadyz check failed"), Reply::json(200, "ok")]);
+    let pod = r#"{"kind":"PodList","apiVersion":"v1","metadata":{},"items":[{"metadata":{"name":"kube-apiserver-node1","namespace":"kube-system","labels":{"component":"kube-apiserver"},"annotations":{"kubernetes.io/config.hash":"0ld","kubernetes.io/config.mirror":"0ld"}},"spec":{"containers":[{"name":"kube-apiserver","command":["kube-apiserver","--secure-port=8443"]}]}}]}"#;
+    cluster.route("GET", "/api/v1/namespaces/kube-system/pods", [Reply::json(200, pod)]);
+    let kubeconfig = cluster.write_kubeconfig(node.home.path());
+
+    let out = node.xtask(
+        "enable",
+        Some("static"),
+        &["--falco-url", FALCO_URL, "--timeout", "3", "--kubeconfig", kubeconfig.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("✗ wait"), "{text}");
+    assert!(text.contains("still has the old config hash"), "{text}");
+    assert!(text.contains("✓ rollback"), "{text}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("enable failed and was rolled back"));
+    assert_eq!(node.manifest_bytes(), fixture_bytes(KUBEADM.0), "the original manifest is back");
+}
+
+/// The old script's line matching, written from its description, as the golden reference:
+/// after `- kube-apiserver` it adds flag lines, after `volumeMounts:` a mount and after
+/// `volumes:` a hostPath volume, both named `data`.
+fn old_script_flags_and_mount(original: &str, mode: Mode) -> (Vec<String>, bool) {
+    let mut flags = Vec::new();
+    if mode != Mode::Dynamic {
+        flags.push("--audit-log-path=/var/lib/k8s_audit/audit.log".to_string());
+        flags.push("--audit-policy-file=/var/lib/k8s_audit/audit-policy.yaml".to_string());
+    }
+    if mode == Mode::Static {
+        flags.push("--audit-webhook-config-file=/var/lib/k8s_audit/webhook-config.yaml".to_string());
+        flags.push("--audit-webhook-batch-max-wait=5s".to_string());
+    }
+    if mode != Mode::Static {
+        flags.push("--audit-dynamic-configuration".to_string());
+        flags.push("--feature-gates=DynamicAuditing=true".to_string());
+        flags.push("--runtime-config=auditregistration.k8s.io/v1alpha1=true".to_string());
+    }
+    let mounts = mode != Mode::Dynamic && original.contains("volumeMounts:");
+    (flags, mounts)
+}
+
+#[test]
+fn same_flags_and_mount_as_the_old_script() {
+    for (fixture, mode) in [
+        ("minikube-v1.18.yaml", Mode::Static),
+        ("minikube-v1.18.yaml", Mode::Dynamic),
+        ("minikube-v1.18.yaml", Mode::DynamicLog),
+    ] {
+        let original = String::from_utf8(fixture_bytes(fixture)).unwrap();
+        let ours = patch_apiserver::inspect(&expected_patch(fixture, mode)).unwrap();
+        let before = patch_apiserver::inspect(&original).unwrap();
+        let added: Vec<String> = ours
+            .apiserver_args
+            .iter()
+            .filter(|a| !before.apiserver_args.contains(a))
+            .cloned()
+            .collect();
+        let (flags, mounted) = old_script_flags_and_mount(&original, mode);
+        assert_eq!(added, flags, "{fixture} {mode}");
+        let audit_mount = ours.host_mounts.iter().find(|m| m.host_path.trim_end_matches('/') == "/var/lib/k8s_audit");
+        assert_eq!(audit_mount.is_some(), mounted, "{fixture} {mode}");
+        if let Some(mount) = audit_mount {
+            // Deliberate improvement: not the collision-prone name `data`.
+            assert_ne!(mount.volume, "data");
+            assert_eq!(mount.mount_path.trim_end_matches('/'), "/var/lib/k8s_audit");
+        }
+    }
+}
