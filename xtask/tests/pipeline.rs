@@ -380,3 +380,66 @@ fn same_flags_and_mount_as_the_old_script() {
         }
     }
 }
+
+/// The kubelet restarts the API server with our flags: the first look at the mirror pod (in the
+/// preflight) shows the old hash, every later one the new hash and the audit flags.
+#[test]
+fn wait_succeeds_once_the_kubelet_restarted_with_our_flags() {
+    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let cluster = ReplayServer::start();
+    cluster.route("GET", "/version", [Reply::json(200, r#"{"major":"1","minor":"28","gitVersion":"v1.28.3","gitCommit":"a8a1abc25cad87333840cd7d54be2efaf31a3177","gitTreeState":"clean","buildDate":"2023-10-18T11:33:18Z","goVersion":"go1.20.10","compiler":"gc","platform":"linux/amd64"}"#)]);
+    cluster.route("GET", "/readyz", [Reply::Drop, Reply::Drop, Reply::json(200, "ok")]);
+    let pod = |hash: &str, flags: &str| {
+        format!(
+            r#"{{"kind":"PodList","apiVersion":"v1","metadata":{{}},"items":[{{"metadata":{{"name":"kube-apiserver-node1","namespace":"kube-system","labels":{{"component":"kube-apiserver"}},"annotations":{{"kubernetes.io/config.hash":"{hash}","kubernetes.io/config.mirror":"{hash}"}}}},"spec":{{"containers":[{{"name":"kube-apiserver","command":["kube-apiserver","--secure-port=8443"{flags}]}}]}}}}]}}"#
+        )
+    };
+    let flags = r#","--audit-log-path=/var/lib/k8s_audit/audit.log","--audit-policy-file=/var/lib/k8s_audit/audit-policy.yaml","--audit-webhook-config-file=/var/lib/k8s_audit/webhook-config.yaml","--audit-webhook-batch-max-wait=5s""#;
+    cluster.route(
+        "GET",
+        "/api/v1/namespaces/kube-system/pods",
+        [Reply::json(200, pod("0ld", "")), Reply::json(200, pod("n3w", flags))],
+    );
+    let kubeconfig = cluster.write_kubeconfig(node.home.path());
+    let out = node.xtask(
+        "enable",
+        Some("static"),
+        &["--falco-url", FALCO_URL, "--timeout", "20", "--kubeconfig", kubeconfig.to_str().unwrap()],
+    );
+    assert_ok(&out);
+    let text = stdout(&out);
+    assert!(text.contains("✓ wait"), "{text}");
+    assert!(text.contains("kube-apiserver-node1 ready, config hash n3w"), "{text}");
+    let readyz_calls = cluster.seen().iter().filter(|s| s.path == "/readyz").count();
+    assert!(readyz_calls >= 3, "the refused connections were retried ({readyz_calls} calls)");
+}
+
+/// A manifest edited by hand after enable no longer matches patch(backup): disable must not
+/// throw the edit away with the backup, and reverts our additions instead.
+#[test]
+fn disable_keeps_later_edits_by_reverting_instead_of_restoring() {
+    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    assert_ok(&node.xtask("enable", Some("static"), &["--falco-url", FALCO_URL, "--no-wait"]));
+    let mut edited = node.manifest_bytes();
+    edited.extend_from_slice(b"# edited by hand after enable\n");
+    std::fs::write(node.path(KUBEADM.1), &edited).unwrap();
+
+    let out = node.xtask("disable", None, &["--no-wait"]);
+    assert_ok(&out);
+    assert!(stdout(&out).contains("removing our audit flags"), "{}", stdout(&out));
+    let mut expected = fixture_bytes(KUBEADM.0);
+    expected.extend_from_slice(b"# edited by hand after enable\n");
+    assert_eq!(String::from_utf8(node.manifest_bytes()).unwrap(), String::from_utf8(expected).unwrap());
+}
+
+#[test]
+fn status_reports_the_node() {
+    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let before = node.xtask("status", None, &[]);
+    assert_ok(&before);
+    assert!(stdout(&before).contains("audit      not enabled"), "{}", stdout(&before));
+    assert_ok(&node.xtask("enable", Some("static"), &["--falco-url", FALCO_URL, "--no-wait"]));
+    let after = node.xtask("status", None, &[]);
+    assert_ok(&after);
+    node.settings().bind(|| insta::assert_snapshot!(stdout(&after)));
+}

@@ -103,7 +103,7 @@ fn burst(binary: &Path, dir: &Path, args: &Args, json: bool) -> anyhow::Result<B
     if json {
         command.arg("--json");
     }
-    let mut sink = KillOnDrop(command.spawn().context("starting audit-sink")?);
+    let sink = KillOnDrop(command.spawn().context("starting audit-sink")?);
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(addr).is_err() {
         ensure!(

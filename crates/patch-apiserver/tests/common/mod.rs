@@ -56,7 +56,9 @@ pub fn assert_line_rule(old: &str, new: &str, shape: Shape) {
         let separator = now == format!("{was},");
         let merged = was.contains("--feature-gates") || was.contains("--runtime-config");
         let flow_line = was.contains('[') || was.contains('{');
-        let ok = match shape {
+        // A last line without a newline "changes" when lines are added after it.
+        let ok = was == now
+            || match shape {
             Shape::Shell => binary_line || merged,
             Shape::Json => binary_line || separator || merged,
             Shape::Command | Shape::Args | Shape::GoRunner => merged || flow_line,
@@ -167,7 +169,12 @@ pub fn expected_value(input: &str, opts: &PatchOptions) -> Value {
                     let Some(Value::Sequence(items)) = map.get_mut(key) else { continue };
                     for item in items.iter_mut() {
                         let Some(s) = item.as_str() else { continue };
-                        if let Some(pos) = s.find("kube-apiserver").filter(|_| s.contains(' ')) {
+                        // The binary's word ends at a space; `/var/log/kube-apiserver.log` does not.
+                        let binary = s
+                            .match_indices("kube-apiserver")
+                            .map(|(i, _)| i)
+                            .find(|&i| s[i + "kube-apiserver".len()..].chars().next().is_none_or(char::is_whitespace));
+                        if let Some(pos) = binary.filter(|_| s.contains(' ')) {
                             let end = pos + "kube-apiserver".len();
                             *item = Value::from(format!("{} {joined}{}", &s[..end], &s[end..]));
                             placed = true;
