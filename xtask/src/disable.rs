@@ -7,7 +7,6 @@ use patch_apiserver::{Mode, PatchOptions};
 use xshell::Shell;
 
 use crate::cluster_args::ClusterArgs;
-use crate::enable::read_manifest;
 use crate::restart::{self, Expect, Restarted};
 use crate::state::{self, State};
 use crate::steps::Steps;
@@ -46,12 +45,14 @@ pub fn run(sh: &Shell, args: DisableArgs) -> Result<()> {
     let (node, manifest_path, current, restored, record) = steps.run("preflight", || {
         let node = target::connect(sh, args.variant, &args.node)?;
         let manifest_path = args.node.manifest(args.variant);
-        let current = read_manifest(&node, &manifest_path)?;
-        let record = node
-            .read(&state::state_path(audit_dir))
-            .ok()
+        let state_path = state::state_path(audit_dir);
+        let mut read = node.read_many(&[&manifest_path, &state_path])?;
+        let record = read
+            .pop()
+            .flatten()
             .map(|bytes| State::parse(&String::from_utf8_lossy(&bytes)))
             .transpose()?;
+        let current = crate::enable::manifest_text(&node, &manifest_path, read.pop().flatten())?;
         let (restored, how) = restored_manifest(&node, &current, record.as_ref(), audit_dir)?;
         let summary = format!("{}: {manifest_path}: {how}", node.describe());
         Ok(((node, manifest_path, current, restored, record), summary))
@@ -117,15 +118,16 @@ pub fn run(sh: &Shell, args: DisableArgs) -> Result<()> {
             Ok(((), format!("AuditSink {} {what}", cluster::AUDIT_SINK_NAME)))
         })?;
     }
-    // The record describes an enabled node; once reverted it would mislead status and disable.
-    node.remove(&state::state_path(audit_dir))?;
     steps.run("files", || {
+        // The record describes an enabled node; once reverted it would mislead status and disable.
+        let state = state::state_path(audit_dir);
         if !args.purge {
+            node.remove(&[&state])?;
             return Ok(((), format!("{audit_dir} kept (--purge deletes the policy and webhook config)")));
         }
-        for name in ["audit-policy.yaml", "webhook-config.yaml"] {
-            node.remove(&format!("{audit_dir}/{name}"))?;
-        }
+        let policy = format!("{audit_dir}/audit-policy.yaml");
+        let webhook = format!("{audit_dir}/webhook-config.yaml");
+        node.remove(&[&state, &policy, &webhook])?;
         Ok(((), format!("{audit_dir}: policy and webhook config deleted; audit.log and backup/ kept")))
     })?;
     Ok(())

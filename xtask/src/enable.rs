@@ -7,7 +7,7 @@ use patch_apiserver::{KubeVersion, Mode, PatchOptions};
 use xshell::Shell;
 
 use crate::cluster_args::{ClusterArgs, Kube};
-use crate::node::Node;
+use crate::node::{Change, Node};
 use crate::restart::{self, Expect, Restarted};
 use crate::state::{self, State};
 use crate::steps::Steps;
@@ -82,6 +82,8 @@ struct Plan {
     node: Node,
     manifest_path: String,
     original: String,
+    /// What the node holds now for each file we may upload, read with the manifest.
+    existing: Vec<(&'static str, Option<Vec<u8>>)>,
     patched: patch_apiserver::Outcome,
     options: PatchOptions,
     falco: Option<FalcoUrl>,
@@ -117,14 +119,13 @@ pub fn enable(sh: &Shell, args: EnableArgs) -> Result<Option<ship::Stats>> {
         return Ok(plan.node.stats());
     }
 
-    let uploaded = steps.run("ship", || ship_files(&args, &plan, &files))?;
+    let uploaded = steps.run("apply", || apply(&args, &plan, &files))?;
     if !plan.patched.changed {
         steps.warn(format!("{} is already patched for {} mode: left as it is", plan.manifest_path, args.mode));
         if uploaded > 0 {
             steps.warn("the audit files changed; the API server reads them only at startup, so restart it to use them");
         }
     } else {
-        steps.run("patch", || write_manifest(&args, &plan))?;
         if let Some(manager) = crate::manager::Manager::detect(&plan.original) {
             steps.warn(manager.durable_alternative());
         }
@@ -158,7 +159,13 @@ fn preflight(sh: &Shell, args: &EnableArgs, steps: &Steps) -> Result<(Plan, Stri
     let needs_cluster = !args.no_wait || args.mode != Mode::Static || args.falco.falco_url.is_none();
     let node = target::connect(sh, args.variant, &args.node)?;
     let manifest_path = args.node.manifest(args.variant);
-    let original = read_manifest(&node, &manifest_path)?;
+    let dir = &args.node.audit_dir;
+    let names = uploads(args.mode);
+    let mut paths = vec![manifest_path.clone()];
+    paths.extend(names.iter().map(|name| format!("{dir}/{name}")));
+    let mut read = node.read_many(&paths.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let existing = names.iter().copied().zip(read.split_off(1)).collect();
+    let original = manifest_text(&node, &manifest_path, read.pop().flatten())?;
     let inspection = patch_apiserver::inspect(&original)
         .map_err(|e| anyhow::anyhow!("{}", e.located(&original)))
         .with_context(|| format!("{manifest_path} on {}", node.describe()))?;
@@ -211,6 +218,7 @@ fn preflight(sh: &Shell, args: &EnableArgs, steps: &Steps) -> Result<(Plan, Stri
         node,
         manifest_path,
         original,
+        existing,
         patched,
         options,
         falco,
@@ -222,10 +230,27 @@ fn preflight(sh: &Shell, args: &EnableArgs, steps: &Steps) -> Result<(Plan, Stri
 }
 
 pub fn read_manifest(node: &Node, manifest_path: &str) -> Result<String> {
-    let bytes = node
-        .read(manifest_path)
-        .with_context(|| format!("reading the manifest {manifest_path} on {}", node.describe()))?;
+    let bytes = node.read_many(&[manifest_path])?.pop().flatten();
+    manifest_text(node, manifest_path, bytes)
+}
+
+pub fn manifest_text(node: &Node, manifest_path: &str, bytes: Option<Vec<u8>>) -> Result<String> {
+    let bytes = bytes.with_context(|| {
+        format!(
+            "there is no manifest at {manifest_path} on {} (pass --manifest if it lives elsewhere)",
+            node.describe()
+        )
+    })?;
     String::from_utf8(bytes).with_context(|| format!("{manifest_path} is not UTF-8 text"))
+}
+
+/// The files a mode puts on the node.
+fn uploads(mode: Mode) -> &'static [&'static str] {
+    match mode {
+        Mode::Static => &["audit-policy.yaml", "webhook-config.yaml"],
+        Mode::DynamicLog => &["audit-policy.yaml"],
+        Mode::Dynamic => &[],
+    }
 }
 
 fn resolve_falco(args: &EnableArgs, kube: Option<&Kube>, warnings: &mut Vec<String>) -> Result<Option<FalcoUrl>> {
@@ -268,41 +293,52 @@ fn render(args: &EnableArgs, plan: &Plan) -> Result<(Files, String)> {
     Ok((files, summary))
 }
 
-/// Uploads the node-side files that differ from what is there; returns how many it wrote.
-fn ship_files(args: &EnableArgs, plan: &Plan, files: &Files) -> Result<(usize, String)> {
+/// Uploads the files that differ from what the node holds and, when the manifest changes,
+/// writes the backup, the state record and the new manifest: one transaction, so a dropped
+/// connection leaves either all of it or none. Returns how many audit files it wrote.
+fn apply(args: &EnableArgs, plan: &Plan, files: &Files) -> Result<(usize, String)> {
     let dir = &args.node.audit_dir;
-    plan.node.make_private_dir(dir)?;
-    let mut written = Vec::new();
-    // The AuditSink goes to the cluster, not the node.
-    for (name, bytes) in files.iter().filter(|(name, _)| *name != "audit-sink.yaml") {
-        let path = format!("{dir}/{name}");
-        if plan.node.read(&path).ok().as_deref() == Some(bytes.as_slice()) {
-            continue;
-        }
-        plan.node.write(&path, bytes, 0o600)?;
-        written.push(*name);
-    }
-    let summary = if written.is_empty() {
-        format!("{dir}: files already in place")
-    } else {
-        format!("{dir} (0700): {} (0600)", written.join(", "))
-    };
-    Ok((written.len(), summary))
-}
-
-fn write_manifest(args: &EnableArgs, plan: &Plan) -> Result<((), String)> {
-    let backup = state::backup_path(&args.node.audit_dir, &plan.manifest_path);
-    plan.node.make_private_dir(&state::backup_dir(&args.node.audit_dir))?;
-    plan.node.write(&backup, plan.original.as_bytes(), 0o600)?;
+    let paths: Vec<(String, &[u8])> = files
+        .iter()
+        .filter(|(name, bytes)| {
+            plan.existing
+                .iter()
+                .any(|(have, current)| have == name && current.as_deref() != Some(bytes.as_slice()))
+        })
+        .map(|(name, bytes)| (format!("{dir}/{name}"), bytes.as_slice()))
+        .collect();
+    let mut changes = vec![Change::PrivateDir(dir)];
+    changes.extend(paths.iter().map(|(path, bytes)| Change::File { path, bytes, mode: 0o600 }));
+    let backup = state::backup_path(dir, &plan.manifest_path);
+    let backup_dir = state::backup_dir(dir);
+    let state_path = state::state_path(dir);
     let record = State {
         mode: args.mode,
         manifest: plan.manifest_path.clone(),
         backup: backup.clone(),
         batch_max_wait: args.batch_max_wait.clone(),
+    }
+    .to_text();
+    if plan.patched.changed {
+        changes.extend([
+            Change::PrivateDir(&backup_dir),
+            Change::File { path: &backup, bytes: plan.original.as_bytes(), mode: 0o600 },
+            Change::File { path: &state_path, bytes: record.as_bytes(), mode: 0o600 },
+            // Last, so the kubelet sees the new manifest only once everything it needs is there.
+            Change::File { path: &plan.manifest_path, bytes: plan.patched.text.as_bytes(), mode: 0o600 },
+        ]);
+    }
+    plan.node.apply(&changes)?;
+    let names: Vec<&str> = paths.iter().map(|(path, _)| path.rsplit('/').next().unwrap_or(path)).collect();
+    let mut summary = if names.is_empty() {
+        format!("{dir}: files already in place")
+    } else {
+        format!("{dir} (0700): {} (0600)", names.join(", "))
     };
-    plan.node.write(&state::state_path(&args.node.audit_dir), record.to_text().as_bytes(), 0o600)?;
-    plan.node.write(&plan.manifest_path, plan.patched.text.as_bytes(), 0o600)?;
-    Ok(((), format!("{} replaced; original backed up to {backup}", plan.manifest_path)))
+    if plan.patched.changed {
+        summary.push_str(&format!("; {} replaced, original backed up to {backup}", plan.manifest_path));
+    }
+    Ok((names.len(), summary))
 }
 
 fn wait_or_roll_back(args: &EnableArgs, plan: &Plan, steps: &Steps) -> Result<()> {

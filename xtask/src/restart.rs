@@ -102,22 +102,22 @@ pub fn apiserver_log_tail(node: &Node) -> String {
     // crictl first (kubeadm, minikube, RKE2), then the kubelet's pod logs, then kops's log file.
     if let Ok(ps) = node.run(&["crictl", "ps", "-a", "--name", "kube-apiserver", "-q"])
         && ps.status == 0
-        && let Some(id) = ps.stdout.lines().next()
+        && let Some(id) = ps.stdout_text().lines().next().map(str::to_string)
         && let Ok(logs) = node.run(&["crictl", "logs", "--tail", "25", id.trim()])
         && logs.status == 0
     {
-        return format!("{}{}", logs.stdout, logs.stderr);
+        return format!("{}{}", logs.stdout_text(), logs.stderr);
     }
     let pod_logs = "tail -n 25 /var/log/pods/kube-system_kube-apiserver-*/kube-apiserver/*.log";
     if let Ok(out) = node.run(&["sh", "-c", pod_logs])
         && out.status == 0
-        && !out.stdout.trim().is_empty()
+        && !out.stdout.trim_ascii().is_empty()
     {
-        return out.stdout;
+        return out.stdout_text();
     }
     let kops_log = node.path("/var/log/kube-apiserver.log");
     match node.run(&["tail", "-n", "25", &kops_log]) {
-        Ok(out) if out.status == 0 => out.stdout,
+        Ok(out) if out.status == 0 => out.stdout_text(),
         _ => "(no API server log found: tried crictl, /var/log/pods and /var/log/kube-apiserver.log)".into(),
     }
 }

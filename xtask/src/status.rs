@@ -44,7 +44,7 @@ pub fn run(sh: &Shell, args: StatusArgs) -> Result<()> {
     for name in ["audit-policy.yaml", "webhook-config.yaml", "audit.log"] {
         let path = node.path(&format!("{audit_dir}/{name}"));
         let stat = node.run(&["stat", "-c", "%a %U:%G %s bytes", &path])?;
-        let line = if stat.status == 0 { stat.stdout.trim().to_string() } else { "absent".into() };
+        let line = if stat.status == 0 { stat.stdout_text().trim().to_string() } else { "absent".into() };
         println!("  file     {audit_dir}/{name}: {line}");
     }
     if let Ok(bytes) = node.read(&state::state_path(audit_dir))

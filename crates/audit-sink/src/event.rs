@@ -136,15 +136,12 @@ struct WireStatus {
     code: Option<u16>,
 }
 
+/// The outer object, read in one pass: items stay unparsed slices of the body.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Head {
+struct Envelope<'a> {
     kind: Option<String>,
     api_version: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ListBody<'a> {
     /// Go encodes an empty slice as `null`.
     #[serde(borrow, default)]
     items: Option<Vec<&'a RawValue>>,
@@ -198,7 +195,7 @@ pub fn decode(body: &[u8]) -> Result<Vec<Event>, DecodeError> {
         Some(b'{') => {}
         Some(_) => return Err(DecodeError::NotObject),
     }
-    let head: Head = serde_json::from_str(text).map_err(json_error)?;
+    let head: Envelope = serde_json::from_str(text).map_err(json_error)?;
     if head.kind.is_none() {
         return Err(DecodeError::MissingKind);
     }
@@ -213,25 +210,23 @@ pub fn decode(body: &[u8]) -> Result<Vec<Event>, DecodeError> {
         }
     };
     match head.kind.as_deref() {
-        Some("EventList") => {
-            let list: ListBody = serde_json::from_str(text).map_err(json_error)?;
-            list.items
-                .unwrap_or_default()
-                .into_iter()
-                .enumerate()
-                .map(|(index, item)| {
-                    event(api_version, item).map_err(|e| {
-                        let (line, column) = absolute_position(text, item.get(), &e);
-                        DecodeError::Item {
-                            index,
-                            line,
-                            column,
-                            message: message_of(&e),
-                        }
-                    })
+        Some("EventList") => head
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| {
+                event(api_version, item).map_err(|e| {
+                    let (line, column) = absolute_position(text, item.get(), &e);
+                    DecodeError::Item {
+                        index,
+                        line,
+                        column,
+                        message: message_of(&e),
+                    }
                 })
-                .collect()
-        }
+            })
+            .collect(),
         Some("Event") => {
             let raw: &RawValue = serde_json::from_str(text).map_err(json_error)?;
             let event = event(api_version, raw).map_err(|e| DecodeError::Event {

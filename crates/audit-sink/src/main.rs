@@ -75,11 +75,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let (tx, rx) = mpsc::channel(QUEUE);
-    let _server = runtime.block_on(Server::bind(args.listen, config, tx))?;
-    eprintln!(
-        "audit-sink: listening on http://{}/k8s_audit and /k8s-audit",
-        args.listen
-    );
+    let server = runtime.block_on(Server::bind(args.listen, config, tx))?;
+    // The bound address, so that `--listen 127.0.0.1:0` tells which port it got.
+    eprintln!("audit-sink: listening on {} and /k8s-audit", server.url());
     let printer = std::thread::spawn(move || print(rx, format));
     runtime.block_on(async {
         tokio::select! {

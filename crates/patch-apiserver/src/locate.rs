@@ -83,8 +83,7 @@ pub(crate) struct Site<'t> {
 /// our locator.
 pub(crate) fn load(text: &str) -> Result<Node, PatchError> {
     if let Err(e) = serde_norway::from_str::<serde_norway::Value>(text) {
-        let message = e.to_string();
-        let reason = message.split(" at line ").next().unwrap_or(&message).to_string();
+        let reason = without_locations(&e.to_string());
         if let Some(loc) = e.location() {
             return Err(PatchError::Yaml {
                 at: Pos {
@@ -102,6 +101,27 @@ pub(crate) fn load(text: &str) -> Result<Node, PatchError> {
         });
     }
     yaml::parse(text)
+}
+
+/// serde's message without its ` at line L column C` parts (we print positions first).
+fn without_locations(message: &str) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(i) = rest.find(" at line ") {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i + " at line ".len()..];
+        let digits = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
+        let n = digits(tail);
+        match tail[n..].strip_prefix(" column ") {
+            Some(after) if n > 0 => rest = &after[digits(after)..],
+            _ => {
+                out.push_str(" at line ");
+                rest = tail;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn map_of<'t>(text: &str, node: &'t Node, expected: &'static str) -> Result<&'t Map, PatchError> {
@@ -275,6 +295,18 @@ fn is_shell(word: &str) -> bool {
 }
 
 /// Decides whether a container runs kube-apiserver, and if so in which shape.
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn serde_locations_are_cut_from_messages() {
+        assert_eq!(
+            super::without_locations("did not find expected ',' at line 6 column 1, while parsing a flow mapping at line 5 column 5"),
+            "did not find expected ',', while parsing a flow mapping"
+        );
+        assert_eq!(super::without_locations("x at line y"), "x at line y");
+    }
+}
+
 fn classify<'t>(text: &str, c: &'t Node) -> Result<Option<Candidate<'t>>, PatchError> {
     let map = map_of(text, c, "a container (a mapping)")?;
     let command = map.get("command");

@@ -8,6 +8,7 @@ use memchr::{memchr, memchr2};
 
 use crate::Options;
 use crate::error::{Missing, Origin, Reason, RenderError};
+use crate::memo::Memo;
 use crate::position::Tracker;
 use crate::vars::{NameHasher, NameMap, Vars, is_name_char, is_name_start};
 
@@ -47,7 +48,7 @@ enum State {
 }
 
 pub(crate) struct Engine<'a> {
-    vars: &'a Vars,
+    vars: Memo<'a>,
     only: Option<HashSet<Box<[u8]>, BuildHasherDefault<NameHasher>>>,
     strict: bool,
     no_empty: bool,
@@ -62,7 +63,7 @@ pub(crate) struct Engine<'a> {
 impl<'a> Engine<'a> {
     pub(crate) fn new(vars: &'a Vars, opts: &Options) -> Self {
         Engine {
-            vars,
+            vars: Memo::new(vars),
             only: opts.only.as_ref().map(|names| {
                 names
                     .iter()
@@ -178,6 +179,7 @@ impl<'a> Engine<'a> {
         }
     }
 
+    #[inline]
     fn substitute(
         &mut self,
         input: &[u8],
@@ -190,11 +192,20 @@ impl<'a> Engine<'a> {
             out.extend_from_slice(as_written);
             return;
         }
-        match self.lookup(name) {
-            Some(value) if !value.is_empty() => out.extend_from_slice(value),
-            Some(_) if self.no_empty => self.report(input, dollar, name, Reason::Empty),
-            None if self.strict => self.report(input, dollar, name, Reason::Unset),
-            _ => {}
+        let reason = match self.lookup(name) {
+            Some([]) => Reason::Empty,
+            Some(value) => {
+                out.extend_from_slice(value);
+                return;
+            }
+            None => Reason::Unset,
+        };
+        let fails = match reason {
+            Reason::Empty => self.no_empty,
+            _ => self.strict,
+        };
+        if fails {
+            self.report(input, dollar, name, reason);
         }
     }
 
@@ -288,13 +299,14 @@ impl<'a> Engine<'a> {
         Some(end)
     }
 
-    fn lookup(&self, name: &[u8]) -> Option<&[u8]> {
+    #[inline]
+    fn lookup(&mut self, name: &[u8]) -> Option<&[u8]> {
         if !self.assigned.is_empty()
             && let Some(value) = self.assigned.get(name)
         {
             return Some(value);
         }
-        self.vars.get_bytes(name)
+        self.vars.get(name)
     }
 
     fn position(&mut self, input: &[u8], offset: usize) -> (u64, u64) {

@@ -16,6 +16,7 @@
 mod engine;
 mod error;
 mod format;
+mod memo;
 mod output;
 mod position;
 mod stream;

@@ -140,8 +140,9 @@ fn burst(binary: &Path, dir: &Path, args: &Args, json: bool) -> anyhow::Result<B
     // All answered 200 means all events are in the printer's queue; wait for them to be written.
     let expected = args.posts * args.events;
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut counter = LineCounter::open(&out_path)?;
     let lines = loop {
-        let lines = count_lines(&out_path)?;
+        let lines = counter.count()?;
         if lines >= expected || Instant::now() > deadline {
             break lines;
         }
@@ -209,10 +210,10 @@ fn read_response(stream: &mut BufReader<TcpStream>) -> anyhow::Result<u16> {
         if header.is_empty() {
             break;
         }
-        if let Some((name, value)) = header.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse()?;
-            }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse()?;
         }
     }
     let mut body = vec![0; length];
@@ -238,16 +239,30 @@ fn event_list(post: usize, events: usize) -> String {
     body
 }
 
-fn count_lines(path: &Path) -> anyhow::Result<usize> {
-    let mut file = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut lines = 0;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(lines);
+/// Counts newlines as the file grows, reading only what is new.
+struct LineCounter {
+    file: std::fs::File,
+    buf: Vec<u8>,
+    lines: usize,
+}
+
+impl LineCounter {
+    fn open(path: &Path) -> anyhow::Result<Self> {
+        Ok(LineCounter {
+            file: std::fs::File::open(path)?,
+            buf: vec![0; 1 << 20],
+            lines: 0,
+        })
+    }
+
+    fn count(&mut self) -> anyhow::Result<usize> {
+        loop {
+            let n = self.file.read(&mut self.buf)?;
+            if n == 0 {
+                return Ok(self.lines);
+            }
+            self.lines += self.buf[..n].iter().filter(|&&b| b == b'\n').count();
         }
-        lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
     }
 }
 

@@ -27,14 +27,19 @@ pub fn assert_additions_only(old: &str, new: &str) {
 
 /// Lines the edit changed (rather than added), with what they became.
 pub fn changed_lines(old: &str, new: &str) -> Vec<(String, String)> {
+    // A missing final newline is kept by design; compare lines, not terminators.
+    let (old, new) = (&format!("{}\n", old.trim_end_matches('\n')), &format!("{}\n", new.trim_end_matches('\n')));
     let diff = similar::TextDiff::from_lines(old, new);
     let mut out = Vec::new();
     for op in diff.ops() {
         if let similar::DiffOp::Replace { old_index, old_len, new_index, new_len } = *op {
             let olds: Vec<&str> = old.lines().skip(old_index).take(old_len).collect();
             let news: Vec<&str> = new.lines().skip(new_index).take(new_len).collect();
-            for (i, o) in olds.iter().enumerate() {
-                out.push((o.to_string(), news.get(i).unwrap_or(&"").to_string()));
+            // Lines of a replaced block that survive unchanged are not changes; the
+            // others pair with the new line that extends them, if any.
+            for o in olds.iter().filter(|o| !news.contains(o)) {
+                let now = news.iter().find(|n| n.starts_with(*o)).unwrap_or(&"");
+                out.push((o.to_string(), now.to_string()));
             }
         }
         if let similar::DiffOp::Delete { old_index, old_len, .. } = *op {
@@ -152,38 +157,44 @@ pub fn expected_value(input: &str, opts: &PatchOptions) -> Value {
     if !append.is_empty() {
         let joined = append.join(" ");
         let mut placed = false;
-        match info.shape {
-            Shape::Command | Shape::Args | Shape::GoRunner => {
-                let command_has_binary_last = matches!(map.get("command"), Some(Value::Sequence(c)) if c.last().and_then(Value::as_str).is_some_and(is_binary));
-                let key = match info.shape {
-                    Shape::Command if !(command_has_binary_last && map.contains_key("args")) => "command",
-                    _ => "args",
-                };
-                if let Some(Value::Sequence(items)) = map.get_mut(key) {
-                    items.extend(append.iter().cloned().map(Value::from));
-                    placed = true;
-                }
+        let list = |key: &str| match map.get(key) {
+            Some(Value::Sequence(items)) => Some(items.iter().position(|i| i.as_str().is_some_and(is_binary))),
+            _ => None,
+        };
+        // Where the flags go, read from the parsed value rather than from the library.
+        let list_key = match (list("command"), list("args")) {
+            (Some(Some(i)), args) => {
+                let last = matches!(map.get("command"), Some(Value::Sequence(c)) if i + 1 == c.len());
+                Some(if last && args.is_some() { "args" } else { "command" })
             }
-            Shape::Shell | Shape::Json => {
-                for key in ["command", "args"] {
-                    let Some(Value::Sequence(items)) = map.get_mut(key) else { continue };
-                    for item in items.iter_mut() {
-                        let Some(s) = item.as_str() else { continue };
-                        // The binary's word ends at a space; `/var/log/kube-apiserver.log` does not.
-                        let binary = s
-                            .match_indices("kube-apiserver")
-                            .map(|(i, _)| i)
-                            .find(|&i| s[i + "kube-apiserver".len()..].chars().next().is_none_or(char::is_whitespace));
-                        if let Some(pos) = binary.filter(|_| s.contains(' ')) {
-                            let end = pos + "kube-apiserver".len();
-                            *item = Value::from(format!("{} {joined}{}", &s[..end], &s[end..]));
-                            placed = true;
-                            break;
-                        }
-                    }
-                    if placed {
+            (_, Some(Some(_))) => Some("args"),
+            (None, Some(None)) => Some("args"),
+            _ => None,
+        };
+        if let Some(key) = list_key {
+            if let Some(Value::Sequence(items)) = map.get_mut(key) {
+                items.extend(append.iter().cloned().map(Value::from));
+                placed = true;
+            }
+        } else {
+            for key in ["command", "args"] {
+                let Some(Value::Sequence(items)) = map.get_mut(key) else { continue };
+                for item in items.iter_mut() {
+                    let Some(s) = item.as_str() else { continue };
+                    // The binary's word ends at a space; `/var/log/kube-apiserver.log` does not.
+                    let binary = s
+                        .match_indices("kube-apiserver")
+                        .map(|(i, _)| i)
+                        .find(|&i| s[i + "kube-apiserver".len()..].chars().next().is_none_or(char::is_whitespace));
+                    if let Some(pos) = binary.filter(|_| s.contains(' ')) {
+                        let end = pos + "kube-apiserver".len();
+                        *item = Value::from(format!("{} {joined}{}", &s[..end], &s[end..]));
+                        placed = true;
                         break;
                     }
+                }
+                if placed {
+                    break;
                 }
             }
         }
