@@ -91,6 +91,8 @@ struct Plan {
     old_hash: Option<String>,
     /// Warnings found while planning, shown under the preflight line.
     warnings: Vec<String>,
+    /// Which Falco endpoint was chosen, and why.
+    falco_reason: Option<String>,
 }
 
 pub fn run(sh: &Shell, args: EnableArgs) -> Result<()> {
@@ -101,6 +103,9 @@ pub fn run(sh: &Shell, args: EnableArgs) -> Result<()> {
 pub fn enable(sh: &Shell, args: EnableArgs) -> Result<Option<ship::Stats>> {
     let steps = Steps::new(args.verbose);
     let plan = steps.run("preflight", || preflight(sh, &args, &steps))?;
+    if let Some(reason) = &plan.falco_reason {
+        steps.info(reason);
+    }
     for warning in &plan.warnings {
         steps.warn(warning);
     }
@@ -202,7 +207,7 @@ fn preflight(sh: &Shell, args: &EnableArgs, steps: &Steps) -> Result<(Plan, Stri
         }
     }
 
-    let falco = resolve_falco(args, kube.as_ref(), &mut warnings)?;
+    let (falco, falco_reason) = resolve_falco(args, kube.as_ref())?;
     let old_hash = match (&kube, args.no_wait) {
         (Some(kube), false) => restart::mirror_hash(kube, args.cluster.node_name.as_deref()),
         _ => None,
@@ -225,6 +230,7 @@ fn preflight(sh: &Shell, args: &EnableArgs, steps: &Steps) -> Result<(Plan, Stri
         kube,
         old_hash,
         warnings,
+        falco_reason,
     };
     Ok((plan, summary))
 }
@@ -253,9 +259,10 @@ fn uploads(mode: Mode) -> &'static [&'static str] {
     }
 }
 
-fn resolve_falco(args: &EnableArgs, kube: Option<&Kube>, warnings: &mut Vec<String>) -> Result<Option<FalcoUrl>> {
+/// Falco's endpoint, and a sentence on why it was chosen when it was looked up.
+fn resolve_falco(args: &EnableArgs, kube: Option<&Kube>) -> Result<(Option<FalcoUrl>, Option<String>)> {
     if let Some(url) = &args.falco.falco_url {
-        return Ok(Some(FalcoUrl::parse(url)?));
+        return Ok((Some(FalcoUrl::parse(url)?), None));
     }
     let kube = kube.context("finding Falco needs the cluster: pass --falco-url, or a kubeconfig")?;
     let endpoint = kube.block_on(kube.cluster.falco_endpoint(
@@ -263,12 +270,13 @@ fn resolve_falco(args: &EnableArgs, kube: Option<&Kube>, warnings: &mut Vec<Stri
         &args.falco.falco_service,
         args.falco.falco_via_nodeport,
     ))?;
-    warnings.push(format!("Falco endpoint {}: {}", endpoint.url(), endpoint.reason));
-    Ok(Some(FalcoUrl {
+    let reason = format!("Falco endpoint {} ({})", endpoint.url(), endpoint.reason);
+    let url = FalcoUrl {
         host: endpoint.host,
         port: endpoint.port,
         path: endpoint.path,
-    }))
+    };
+    Ok((Some(url), Some(reason)))
 }
 
 type Files = Vec<(&'static str, Vec<u8>)>;

@@ -35,6 +35,11 @@ impl Steps {
         println!("  ! {}", message.as_ref());
     }
 
+    /// Something the user should know that is not a problem, e.g. which Falco port was chosen.
+    pub fn info(&self, message: impl AsRef<str>) {
+        println!("  · {}", message.as_ref());
+    }
+
     pub fn detail(&self, message: impl AsRef<str>) {
         if self.verbose {
             println!("    {}", message.as_ref());

@@ -443,3 +443,41 @@ fn status_reports_the_node() {
     assert_ok(&after);
     node.settings().bind(|| insta::assert_snapshot!(stdout(&after)));
 }
+
+/// Without --falco-url, the webhook points at the Falco Service's ClusterIP and the port of the
+/// Falco flavour it exposes, and the step log says which and why.
+#[test]
+fn falco_endpoint_comes_from_the_service() {
+    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let cluster = ReplayServer::start();
+    cluster.route("GET", "/version", [Reply::json(200, r#"{"major":"1","minor":"28","gitVersion":"v1.28.3","gitCommit":"a8a1abc25cad87333840cd7d54be2efaf31a3177","gitTreeState":"clean","buildDate":"2023-10-18T11:33:18Z","goVersion":"go1.20.10","compiler":"gc","platform":"linux/amd64"}"#)]);
+    cluster.route(
+        "GET",
+        "/api/v1/namespaces/falco/services/falco",
+        [Reply::json(200, r#"{"kind":"Service","apiVersion":"v1","metadata":{"name":"falco","namespace":"falco"},"spec":{"type":"ClusterIP","clusterIP":"10.0.0.77","ports":[{"name":"k8saudit","protocol":"TCP","port":9765,"targetPort":9765}]}}"#)],
+    );
+    let kubeconfig = cluster.write_kubeconfig(node.home.path());
+    let out = node.xtask(
+        "enable",
+        Some("static"),
+        &["--no-wait", "--falco-service", "falco", "--falco-namespace", "falco", "--kubeconfig", kubeconfig.to_str().unwrap()],
+    );
+    assert_ok(&out);
+    let text = stdout(&out);
+    assert!(text.contains("· Falco endpoint http://10.0.0.77:9765/k8s-audit (Service falco/falco: port 9765 is the k8saudit plugin of Falco >= 0.32)"), "{text}");
+    let webhook = std::fs::read_to_string(node.path(&format!("{AUDIT_DIR}/webhook-config.yaml"))).unwrap();
+    assert!(webhook.contains("server: http://10.0.0.77:9765/k8s-audit\n"), "{webhook}");
+}
+
+#[test]
+fn minikube_variant_without_minikube_is_a_clear_error() {
+    let empty_path = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["enable", "minikube", "static", "--falco-url", FALCO_URL, "--no-wait"])
+        .env("PATH", empty_path.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the minikube variant needs the minikube CLI on PATH"), "{stderr}");
+}

@@ -39,7 +39,7 @@ fn bad_fixtures_fail_with_exact_messages() {
         ),
         (
             "bad/shell-without-binary.yaml",
-            "m.yaml:9:7: the shell command does not run the kube-apiserver binary; expected `exec /path/to/kube-apiserver --flags ...`",
+            "m.yaml:10:7: the shell command does not run the kube-apiserver binary; expected `exec /path/to/kube-apiserver --flags ...`",
         ),
     ] {
         fails(&fixture(name), want);

@@ -40,19 +40,32 @@ const LINES: &[(&str, u32)] = &[
     ("  labels:\n    app.kubernetes.io/name: ${APP_NAME}\n", 1),
     ("    app.kubernetes.io/version: \"$APP_VERSION\"\n", 1),
     ("data:\n", 1),
-    ("  server: http://$FALCO_SERVICE_CLUSTERIP:8765/k8s_audit\n", 2),
+    (
+        "  server: http://$FALCO_SERVICE_CLUSTERIP:8765/k8s_audit\n",
+        2,
+    ),
     ("  image: \"${REGISTRY}/falco:${FALCO_VERSION}\"\n", 3),
     ("  optional: \"${OPTIONAL_SETTING}\"\n", 1),
     ("  log-level: $LOG_LEVEL\n", 1),
-    ("  description: plain text, nothing to substitute on this line\n", 1),
-    ("  # a comment line that a template author left for the reader\n", 1),
+    (
+        "  description: plain text, nothing to substitute on this line\n",
+        1,
+    ),
+    (
+        "  # a comment line that a template author left for the reader\n",
+        1,
+    ),
     ("  cost: $5 per month, billed to ${OPTIONAL_TEAM}\n", 1),
 ];
 
 pub fn run(sh: &xshell::Shell, args: Args) -> anyhow::Result<()> {
     ensure!(args.runs > 0, "--runs must be at least 1");
     let gnu = Path::new("/usr/bin/envsubst");
-    ensure!(gnu.exists(), "{} is missing (Debian: apt-get install gettext-base)", gnu.display());
+    ensure!(
+        gnu.exists(),
+        "{} is missing (Debian: apt-get install gettext-base)",
+        gnu.display()
+    );
     cmd!(sh, "cargo build --release --quiet -p render").run()?;
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -74,9 +87,16 @@ pub fn run(sh: &xshell::Shell, args: Args) -> anyhow::Result<()> {
         output_digest(&render, &template)?,
         output_digest(gnu, &template)?,
     );
-    ensure!(ours == theirs, "render and GNU envsubst disagree on the template: {ours:?} vs {theirs:?}");
+    ensure!(
+        ours == theirs,
+        "render and GNU envsubst disagree on the template: {ours:?} vs {theirs:?}"
+    );
 
-    let tools: [(&str, &Path); 3] = [("render", &render), ("envsubst", gnu), ("cat", Path::new("cat"))];
+    let tools: [(&str, &Path); 3] = [
+        ("render", &render),
+        ("envsubst", gnu),
+        ("cat", Path::new("cat")),
+    ];
     let mut times = vec![Vec::new(); tools.len()];
     // Interleaved, so that drift in machine load hits every tool alike.
     for _ in 0..args.runs {
@@ -85,7 +105,10 @@ pub fn run(sh: &xshell::Shell, args: Args) -> anyhow::Result<()> {
         }
     }
 
-    println!("{:<10} {:>10} {:>10} {:>20}", "tool", "median s", "MB/s", "min..max s");
+    println!(
+        "{:<10} {:>10} {:>10} {:>20}",
+        "tool", "median s", "MB/s", "min..max s"
+    );
     let mut medians = Vec::new();
     for ((name, _), times) in tools.iter().zip(&mut times) {
         times.sort();
