@@ -63,7 +63,7 @@ fn build(sh: &Shell) -> anyhow::Result<PathBuf> {
         eprintln!("apiserver: cached, nothing to build");
         return Ok(binary);
     }
-    preflight(sh)?;
+    preflight(sh, &binary)?;
     let started = std::time::Instant::now();
     ensure_deb_src(sh)?;
     install_missing(sh, BUILD_PACKAGES)?;
@@ -75,7 +75,7 @@ fn build(sh: &Shell) -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
-fn preflight(sh: &Shell) -> anyhow::Result<()> {
+fn preflight(sh: &Shell, binary: &Path) -> anyhow::Result<()> {
     if cmd!(sh, "apt-get --version")
         .quiet()
         .ignore_stdout()
@@ -92,9 +92,14 @@ fn preflight(sh: &Shell) -> anyhow::Result<()> {
         .read()
         .context("running `id -u`")?;
     if uid.trim() != "0" {
+        // sudo changes HOME; pointing XDG_CACHE_HOME at the caller's cache keeps the binary
+        // where the tests of the calling user look for it.
+        let cache = binary.ancestors().nth(3).unwrap_or(binary);
         bail!(
             "building kube-apiserver needs root for apt (adding a deb-src entry, installing \
-             dpkg-dev and golang-go); run `sudo cargo xtask apiserver build` once, the result is cached"
+             dpkg-dev and golang-go); run it once as root, e.g. \
+             `sudo env XDG_CACHE_HOME={} cargo xtask apiserver build`; the binary is then cached",
+            cache.display()
         );
     }
     Ok(())

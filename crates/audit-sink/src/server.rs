@@ -1,7 +1,8 @@
 //! The HTTP receiver: POSTs on `/k8s_audit` (classic Falco) and `/k8s-audit` (k8saudit plugin).
 //!
-//! Memory stays bounded under bursts: at most `max_connections` requests are in flight, each
-//! body is capped at `max_body_bytes`, and a request is answered only once its events are in
+//! Memory stays bounded under bursts: each body is capped at `max_body_bytes`, bodies being read
+//! or decoded share a budget of `max_in_flight_bytes` (a request waits for its share, its bytes
+//! still in the kernel's socket buffer), and a request is answered only once its events are in
 //! the sink, so a slow consumer slows the senders down instead of queueing without limit.
 
 use std::convert::Infallible;
@@ -29,6 +30,8 @@ pub struct Config {
     pub filter: Filter,
     /// Larger bodies get 413. The API server's default batch (400 events) is well below 16 MiB.
     pub max_body_bytes: usize,
+    /// Body bytes held at once across all requests (decoded events take about as much again).
+    pub max_in_flight_bytes: usize,
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
     /// A client that sends its headers or body slower than this is dropped.
@@ -40,6 +43,7 @@ impl Default for Config {
         Config {
             filter: Filter::default(),
             max_body_bytes: 16 << 20,
+            max_in_flight_bytes: 32 << 20,
             max_connections: 64,
             read_timeout: Duration::from_secs(30),
         }
@@ -145,10 +149,12 @@ impl Drop for Server {
 /// after a pause instead of stopping the receiver.
 async fn serve(listener: TcpListener, config: Config, sink: impl EventSink, stats: Arc<Stats>) {
     let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let budget = Semaphore::new(kib(config.max_in_flight_bytes.max(config.max_body_bytes)));
     let shared = Arc::new(Shared {
         config,
         sink,
         stats,
+        budget,
     });
     loop {
         let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
@@ -183,6 +189,12 @@ struct Shared<S> {
     config: Config,
     sink: S,
     stats: Arc<Stats>,
+    /// `max_in_flight_bytes` in KiB permits.
+    budget: Semaphore,
+}
+
+fn kib(bytes: usize) -> usize {
+    bytes.div_ceil(1024).min(Semaphore::MAX_PERMITS)
 }
 
 impl<S: EventSink> Shared<S> {
@@ -217,6 +229,21 @@ impl<S: EventSink> Shared<S> {
             return response;
         }
         let limit = self.config.max_body_bytes;
+        let declared = req
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > limit) {
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body larger than {limit} bytes"),
+            );
+        }
+        // A chunked body may be as large as the limit, so it reserves that much.
+        let share = u32::try_from(kib(declared.unwrap_or(limit))).unwrap_or(u32::MAX);
+        let Ok(_share) = self.budget.acquire_many(share).await else {
+            return reply(StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_owned());
+        };
         let body = Limited::new(req.into_body(), limit).collect();
         let body = match tokio::time::timeout(self.config.read_timeout, body).await {
             Err(_) => {

@@ -13,7 +13,11 @@ pub(crate) struct Edit {
 
 impl Edit {
     pub fn insert(at: usize, text: String) -> Self {
-        Edit { start: at, end: at, text }
+        Edit {
+            start: at,
+            end: at,
+            text,
+        }
     }
     pub fn delete(start: usize, end: usize) -> Self {
         Edit {
@@ -30,7 +34,12 @@ pub(crate) fn apply(src: &str, mut edits: Vec<Edit>) -> Result<String, PatchErro
     let mut out = String::with_capacity(src.len() + 512);
     let mut at = 0;
     for e in &edits {
-        if e.start < at || e.end < e.start || e.end > src.len() || !src.is_char_boundary(e.start) || !src.is_char_boundary(e.end) {
+        if e.start < at
+            || e.end < e.start
+            || e.end > src.len()
+            || !src.is_char_boundary(e.start)
+            || !src.is_char_boundary(e.end)
+        {
             return Err(PatchError::Internal(format!(
                 "overlapping or misplaced edit at {}",
                 Pos::of(src, e.start)
@@ -93,7 +102,11 @@ fn block(node: &New, style: Style, unit: usize) -> Vec<String> {
                     New::Str(s) => lines.push(format!("{k}: {}", scalar(s, Style::Plain))),
                     New::Map(_) => {
                         lines.push(format!("{k}:"));
-                        lines.extend(block(v, style, unit).into_iter().map(|l| format!("{}{l}", " ".repeat(unit))));
+                        lines.extend(
+                            block(v, style, unit)
+                                .into_iter()
+                                .map(|l| format!("{}{l}", " ".repeat(unit))),
+                        );
                     }
                 }
             }
@@ -105,12 +118,18 @@ fn block(node: &New, style: Style, unit: usize) -> Vec<String> {
 /// Inserts whole lines after the line holding `off`. The text starts with the line
 /// break, so a file without a final newline keeps having none.
 fn lines_after(text: &str, off: usize, lines: &[String]) -> Edit {
+    let mut at = line_end(text, off);
+    // CRLF files get CRLF lines, inserted before the `\r` that ends the line.
+    let crlf = text.contains("\r\n");
+    if crlf && at > 0 && text.as_bytes()[at - 1] == b'\r' {
+        at -= 1;
+    }
     let mut s = String::new();
     for l in lines {
-        s.push('\n');
+        s.push_str(if crlf { "\r\n" } else { "\n" });
         s.push_str(l);
     }
-    Edit::insert(line_end(text, off), s)
+    Edit::insert(at, s)
 }
 
 /// Deletes the lines holding `start..end`, with the line break before them (the
@@ -125,7 +144,16 @@ fn delete_lines(text: &str, start: usize, end: usize) -> Result<Edit, PatchError
         });
     }
     let le = line_end(text, end);
-    Ok(if ls > 0 { Edit::delete(ls - 1, le) } else { Edit::delete(0, (le + 1).min(text.len())) })
+    let b = text.as_bytes();
+    // The last line of a CRLF file without a final newline came with a whole `\r\n`.
+    if le == text.len() && ls >= 2 && b[ls - 2] == b'\r' && b[le - 1] != b'\r' {
+        return Ok(Edit::delete(ls - 2, le));
+    }
+    Ok(if ls > 0 {
+        Edit::delete(ls - 1, le)
+    } else {
+        Edit::delete(0, (le + 1).min(text.len()))
+    })
 }
 
 /// The leading spaces of the line holding `off`.
@@ -140,7 +168,13 @@ fn same_line(text: &str, a: usize, b: usize) -> bool {
 }
 
 /// Appends items to a sequence, in its style.
-pub(crate) fn append_items(text: &str, seq: &Node, items: &[New], style: Style, unit: usize) -> Result<Edit, PatchError> {
+pub(crate) fn append_items(
+    text: &str,
+    seq: &Node,
+    items: &[New],
+    style: Style,
+    unit: usize,
+) -> Result<Edit, PatchError> {
     let Some(s) = seq.as_seq() else {
         return Err(PatchError::Internal("append to a non-sequence".into()));
     };
@@ -171,7 +205,11 @@ pub(crate) fn append_items(text: &str, seq: &Node, items: &[New], style: Style, 
     };
     let mut lines = Vec::new();
     for item in items {
-        let rendered = if flow_items { vec![flow(item, style)] } else { block(item, style, unit) };
+        let rendered = if flow_items {
+            vec![flow(item, style)]
+        } else {
+            block(item, style, unit)
+        };
         for (i, l) in rendered.into_iter().enumerate() {
             lines.push(if i == 0 {
                 format!("{}-{}{l}", " ".repeat(dash), " ".repeat(content - dash - 1))
@@ -200,15 +238,26 @@ pub(crate) fn add_key(
     let style = if json { Style::Double } else { Style::Plain };
     if m.flow {
         let k = scalar(key, style);
-        let value = format!("{k}: [{}]", items.iter().map(|i| flow(i, Style::Double)).collect::<Vec<_>>().join(", "));
+        let value = format!(
+            "{k}: [{}]",
+            items
+                .iter()
+                .map(|i| flow(i, Style::Double))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         return Ok(match m.entries.last() {
             None => Edit::insert(map.span.start + 1, value),
-            Some(last) if same_line(text, last.key.span.start, map.span.start) => {
-                Edit::insert(last.value.span.end.max(last.key.span.end), format!(", {value}"))
-            }
+            Some(last) if same_line(text, last.key.span.start, map.span.start) => Edit::insert(
+                last.value.span.end.max(last.key.span.end),
+                format!(", {value}"),
+            ),
             Some(last) => {
                 let indent = indent_of(text, last.key.span.start);
-                Edit::insert(last.value.span.end.max(last.key.span.end), format!(",\n{indent}{value}"))
+                Edit::insert(
+                    last.value.span.end.max(last.key.span.end),
+                    format!(",\n{indent}{value}"),
+                )
             }
         });
     }
@@ -224,11 +273,19 @@ pub(crate) fn add_key(
             lines.push(format!("{}{lead}{l}", " ".repeat(dash)));
         }
     }
-    Ok(lines_after(text, last.value.span.end.max(last.key.span.end), &lines))
+    Ok(lines_after(
+        text,
+        last.value.span.end.max(last.key.span.end),
+        &lines,
+    ))
 }
 
 /// Deletes items `remove` (ascending indexes) of a sequence, with their separators.
-pub(crate) fn delete_items(text: &str, seq: &Node, remove: &[usize]) -> Result<Vec<Edit>, PatchError> {
+pub(crate) fn delete_items(
+    text: &str,
+    seq: &Node,
+    remove: &[usize],
+) -> Result<Vec<Edit>, PatchError> {
     let Some(s) = seq.as_seq() else {
         return Err(PatchError::Internal("delete from a non-sequence".into()));
     };
@@ -241,7 +298,11 @@ pub(crate) fn delete_items(text: &str, seq: &Node, remove: &[usize]) -> Result<V
 }
 
 /// Deletes entries `remove` of a mapping.
-pub(crate) fn delete_entries(text: &str, map: &Node, remove: &[usize]) -> Result<Vec<Edit>, PatchError> {
+pub(crate) fn delete_entries(
+    text: &str,
+    map: &Node,
+    remove: &[usize],
+) -> Result<Vec<Edit>, PatchError> {
     let Some(m) = map.as_map() else {
         return Err(PatchError::Internal("delete from a non-mapping".into()));
     };
@@ -253,10 +314,17 @@ pub(crate) fn delete_entries(text: &str, map: &Node, remove: &[usize]) -> Result
     delete_spans(text, m.flow, &spans, remove)
 }
 
-fn delete_spans(text: &str, flow: bool, spans: &[(usize, usize)], remove: &[usize]) -> Result<Vec<Edit>, PatchError> {
+fn delete_spans(
+    text: &str,
+    flow: bool,
+    spans: &[(usize, usize)],
+    remove: &[usize],
+) -> Result<Vec<Edit>, PatchError> {
     let mut edits = Vec::new();
     for &i in remove {
-        let Some(&(start, end)) = spans.get(i) else { continue };
+        let Some(&(start, end)) = spans.get(i) else {
+            continue;
+        };
         if !flow {
             edits.push(delete_lines(text, start, end)?);
             continue;
@@ -295,7 +363,13 @@ mod tests {
         ] {
             let root = parse(text).unwrap();
             let seq = seq_at(&root, "a");
-            let style = match seq.as_seq().unwrap().items.last().and_then(|i| i.node.as_scalar()) {
+            let style = match seq
+                .as_seq()
+                .unwrap()
+                .items
+                .last()
+                .and_then(|i| i.node.as_scalar())
+            {
                 Some(s) => s.style,
                 None => Style::Plain,
             };
@@ -322,7 +396,10 @@ mod tests {
     #[test]
     fn overlapping_edits_are_an_error_not_a_panic() {
         let edits = vec![Edit::delete(0, 3), Edit::delete(2, 4)];
-        assert!(matches!(apply("abcdef", edits), Err(PatchError::Internal(_))));
+        assert!(matches!(
+            apply("abcdef", edits),
+            Err(PatchError::Internal(_))
+        ));
         assert!(apply("ab", vec![Edit::delete(1, 9)]).is_err());
     }
 }

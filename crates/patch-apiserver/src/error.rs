@@ -35,7 +35,9 @@ impl fmt::Display for Pos {
 pub enum PatchError {
     #[error("{at}: not valid YAML: {reason}")]
     Yaml { at: Pos, reason: String },
-    #[error("{at}: unsupported YAML ({what}); expected plain block or flow YAML as in Pod manifests")]
+    #[error(
+        "{at}: unsupported YAML ({what}); expected plain block or flow YAML as in Pod manifests"
+    )]
     Unsupported { at: Pos, what: &'static str },
     #[error("{at}: expected {expected}, found {found}")]
     Unexpected {
@@ -87,7 +89,9 @@ pub enum PatchError {
         path: String,
         volume: String,
     },
-    #[error("{at}: {file} (from {flag}) is not under a hostPath volume mounted into the kube-apiserver container")]
+    #[error(
+        "{at}: {file} (from {flag}) is not under a hostPath volume mounted into the kube-apiserver container"
+    )]
     NotMounted {
         at: Pos,
         file: String,
@@ -99,7 +103,9 @@ pub enum PatchError {
         version: crate::KubeVersion,
         reason: &'static str,
     },
-    #[error("static mode needs Kubernetes 1.8 or newer (advanced auditing was alpha before), found {version}")]
+    #[error(
+        "static mode needs Kubernetes 1.8 or newer (advanced auditing was alpha before), found {version}"
+    )]
     TooOld { version: crate::KubeVersion },
     #[error(
         "mode {mode} needs the Kubernetes version and the image {image:?} has no version tag; pass --kube-version"

@@ -17,7 +17,11 @@ pub(crate) const BATCH_MAX_WAIT: &str = "--audit-webhook-batch-max-wait";
 pub(crate) const DYNAMIC_CONFIG: &str = "--audit-dynamic-configuration";
 pub(crate) const FEATURE_GATES: &str = "--feature-gates";
 pub(crate) const RUNTIME_CONFIG: &str = "--runtime-config";
-pub(crate) const ROTATION_FLAGS: [&str; 3] = ["--audit-log-maxage", "--audit-log-maxbackup", "--audit-log-maxsize"];
+pub(crate) const ROTATION_FLAGS: [&str; 3] = [
+    "--audit-log-maxage",
+    "--audit-log-maxbackup",
+    "--audit-log-maxsize",
+];
 
 /// What a flag of ours must say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +30,10 @@ pub(crate) enum Want {
     /// A boolean flag, written bare.
     Switch,
     /// One `key=value` entry in a comma-separated list flag.
-    Entry { key: &'static str, value: &'static str },
+    Entry {
+        key: &'static str,
+        value: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +102,11 @@ pub(crate) fn specs(opts: &PatchOptions, version: Option<&KubeVersion>) -> Vec<F
         }
     }
     if let (true, Some(r)) = (opts.mode.logs(), opts.rotation) {
-        for (name, v) in ROTATION_FLAGS.into_iter().zip([r.max_age_days, r.max_backups, r.max_size_mb]) {
+        for (name, v) in
+            ROTATION_FLAGS
+                .into_iter()
+                .zip([r.max_age_days, r.max_backups, r.max_size_mb])
+        {
             if let Some(v) = v {
                 out.push(FlagSpec::value(name, v.to_string()));
             }
@@ -202,7 +213,9 @@ pub(crate) fn shell_words(s: &str) -> Vec<Vec<Word>> {
         let (end, text) = word_end(s, i);
         i = end;
         // `2>&1`: digits glued to a redirection are its file descriptor, not a word.
-        if b.get(end).is_some_and(|&n| n == b'<' || n == b'>') && text.bytes().all(|d| d.is_ascii_digit()) {
+        if b.get(end).is_some_and(|&n| n == b'<' || n == b'>')
+            && text.bytes().all(|d| d.is_ascii_digit())
+        {
             continue;
         }
         if let Some(cmd) = commands.last_mut() {
@@ -269,14 +282,19 @@ mod tests {
     #[test]
     fn shell_words_split_commands_and_drop_redirections() {
         assert_eq!(
-            texts("mkfifo /tmp/pipe; (tee -a /var/log/k.log < /tmp/pipe & ) ; exec /usr/local/bin/kube-apiserver --a=b --c='x y' 1>>/var/log/k.log 2>&1"),
+            texts(
+                "mkfifo /tmp/pipe; (tee -a /var/log/k.log < /tmp/pipe & ) ; exec /usr/local/bin/kube-apiserver --a=b --c='x y' 1>>/var/log/k.log 2>&1"
+            ),
             vec![
                 vec!["mkfifo", "/tmp/pipe"],
                 vec!["tee", "-a", "/var/log/k.log"],
                 vec!["exec", "/usr/local/bin/kube-apiserver", "--a=b", "--c=x y"],
             ]
         );
-        assert_eq!(texts("exec x --a \"q\\\"s\" > /tmp/pipe 2>&1"), vec![vec!["exec", "x", "--a", "q\"s"]]);
+        assert_eq!(
+            texts("exec x --a \"q\\\"s\" > /tmp/pipe 2>&1"),
+            vec![vec!["exec", "x", "--a", "q\"s"]]
+        );
         let w = &shell_words("exec  k --v=2")[0][2];
         assert_eq!((w.start, w.end), (8, 13));
     }
@@ -291,7 +309,12 @@ mod tests {
     #[test]
     fn batch_wait_depends_on_version() {
         let o = PatchOptions::new(Mode::Static);
-        let names = |v: Option<KubeVersion>| specs(&o, v.as_ref()).into_iter().map(|s| s.name).collect::<Vec<_>>();
+        let names = |v: Option<KubeVersion>| {
+            specs(&o, v.as_ref())
+                .into_iter()
+                .map(|s| s.name)
+                .collect::<Vec<_>>()
+        };
         assert!(names(Some(KubeVersion::new(1, 10, 0))).contains(&BATCH_MAX_WAIT));
         assert!(!names(Some(KubeVersion::new(1, 9, 11))).contains(&BATCH_MAX_WAIT));
         assert!(names(None).contains(&BATCH_MAX_WAIT));

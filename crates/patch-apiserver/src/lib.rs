@@ -19,6 +19,7 @@ mod edit;
 mod error;
 mod flags;
 mod locate;
+mod mounts;
 mod options;
 mod patch;
 mod revert;
@@ -29,7 +30,10 @@ use std::fmt;
 
 pub use diff::unified_diff;
 pub use error::{Located, PatchError, Pos};
-pub use options::{DEFAULT_AUDIT_DIR, DEFAULT_BATCH_MAX_WAIT, Mode, ParseModeError, PatchOptions, Rotation, VOLUME_NAME};
+pub use options::{
+    DEFAULT_AUDIT_DIR, DEFAULT_BATCH_MAX_WAIT, Mode, ParseModeError, PatchOptions, Rotation,
+    VOLUME_NAME,
+};
 pub use patch::{audit_flags, check, needed_files, patch};
 pub use revert::revert;
 pub use version::{KubeVersion, ParseVersionError};
@@ -94,21 +98,41 @@ pub struct Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Note {
     /// The flag was already there with our value.
-    AlreadyPresent { flag: String },
+    AlreadyPresent {
+        flag: String,
+    },
     /// Our entry went into an existing comma list.
-    Merged { flag: &'static str, entry: String },
+    Merged {
+        flag: &'static str,
+        entry: String,
+    },
     /// `--force` replaced another value.
-    Replaced { at: Pos, flag: String, old: String },
-    BatchWaitLeftOut { version: KubeVersion },
+    Replaced {
+        at: Pos,
+        flag: String,
+        old: String,
+    },
+    BatchWaitLeftOut {
+        version: KubeVersion,
+    },
     /// No version in the image tag and none given: every flag was written.
     VersionUnknown,
-    VersionOverride { image: KubeVersion, given: KubeVersion },
+    VersionOverride {
+        image: KubeVersion,
+        given: KubeVersion,
+    },
     /// The audit directory was already mounted from a hostPath volume of the user's.
-    DirAlreadyMounted { volume: String },
+    DirAlreadyMounted {
+        volume: String,
+    },
     /// revert: a volume by our name but with another path was left alone.
-    ForeignVolumeKept { path: String },
+    ForeignVolumeKept {
+        path: String,
+    },
     /// revert: the list flag held only our entry, so the whole flag went.
-    EmptiedFlagRemoved { flag: &'static str },
+    EmptiedFlagRemoved {
+        flag: &'static str,
+    },
 }
 
 impl fmt::Display for Note {
@@ -116,7 +140,9 @@ impl fmt::Display for Note {
         match self {
             Note::AlreadyPresent { flag } => write!(f, "{flag} already present with our value"),
             Note::Merged { flag, entry } => write!(f, "added {entry} to the existing {flag}"),
-            Note::Replaced { at, flag, old } => write!(f, "{at}: replaced {flag} (was {old:?}) because of --force"),
+            Note::Replaced { at, flag, old } => {
+                write!(f, "{at}: replaced {flag} (was {old:?}) because of --force")
+            }
             Note::BatchWaitLeftOut { version } => write!(
                 f,
                 "--audit-webhook-batch-max-wait left out: Kubernetes {version} predates it (1.10); its default applies"
@@ -126,15 +152,26 @@ impl fmt::Display for Note {
                 "no Kubernetes version in the image tag: wrote the flags for 1.10 and newer (pass --kube-version to be exact)"
             ),
             Note::VersionOverride { image, given } => {
-                write!(f, "the image says {image} but --kube-version says {given}; using {given}")
+                write!(
+                    f,
+                    "the image says {image} but --kube-version says {given}; using {given}"
+                )
             }
             Note::DirAlreadyMounted { volume } => {
-                write!(f, "the audit directory is already mounted from hostPath volume {volume:?}")
+                write!(
+                    f,
+                    "the audit directory is already mounted from hostPath volume {volume:?}"
+                )
             }
             Note::ForeignVolumeKept { path } => {
-                write!(f, "volume {VOLUME_NAME:?} mounts {path}, not the audit directory; left it alone")
+                write!(
+                    f,
+                    "volume {VOLUME_NAME:?} mounts {path}, not the audit directory; left it alone"
+                )
             }
-            Note::EmptiedFlagRemoved { flag } => write!(f, "{flag} held only our entry; removed the flag"),
+            Note::EmptiedFlagRemoved { flag } => {
+                write!(f, "{flag} held only our entry; removed the flag")
+            }
         }
     }
 }

@@ -26,7 +26,11 @@ pub(crate) enum Origin<'t> {
     /// A whole list item.
     Item { seq: &'t Node, index: usize },
     /// A shell word spanning value bytes `start..end` of a scalar.
-    Word { scalar: &'t Node, start: usize, end: usize },
+    Word {
+        scalar: &'t Node,
+        start: usize,
+        end: usize,
+    },
 }
 
 impl Flag<'_> {
@@ -125,10 +129,15 @@ fn without_locations(message: &str) -> String {
 }
 
 fn map_of<'t>(text: &str, node: &'t Node, expected: &'static str) -> Result<&'t Map, PatchError> {
-    node.as_map().ok_or_else(|| unexpected(text, node, expected))
+    node.as_map()
+        .ok_or_else(|| unexpected(text, node, expected))
 }
 
-fn seq_items<'t>(text: &str, node: Option<&'t Node>, expected: &'static str) -> Result<Vec<&'t Node>, PatchError> {
+fn seq_items<'t>(
+    text: &str,
+    node: Option<&'t Node>,
+    expected: &'static str,
+) -> Result<Vec<&'t Node>, PatchError> {
     match node {
         None => Ok(Vec::new()),
         Some(n) if n.is_null() => Err(unexpected(text, n, expected)),
@@ -153,10 +162,18 @@ pub(crate) fn unexpected(text: &str, node: &Node, expected: &'static str) -> Pat
     }
 }
 
-fn string_at<'t>(text: &str, map: &'t Map, key: &str, expected: &'static str) -> Result<Option<&'t str>, PatchError> {
+fn string_at<'t>(
+    text: &str,
+    map: &'t Map,
+    key: &str,
+    expected: &'static str,
+) -> Result<Option<&'t str>, PatchError> {
     match map.get(key) {
         None => Ok(None),
-        Some(n) => n.as_str().map(Some).ok_or_else(|| unexpected(text, n, expected)),
+        Some(n) => n
+            .as_str()
+            .map(Some)
+            .ok_or_else(|| unexpected(text, n, expected)),
     }
 }
 
@@ -195,7 +212,9 @@ impl<'t> Site<'t> {
             .ok_or_else(|| unexpected(text, spec, "a spec with `containers:`"))?;
         let mut found: Option<Candidate<'t>> = None;
         for c in seq_items(text, Some(containers), "a list of containers")? {
-            let Some(candidate) = classify(text, c)? else { continue };
+            let Some(candidate) = classify(text, c)? else {
+                continue;
+            };
             if let Some(first) = &found {
                 return Err(PatchError::SeveralApiservers {
                     at: Pos::of(text, c.span.start),
@@ -218,13 +237,22 @@ impl<'t> Site<'t> {
 
         let volumes = spec_map.get("volumes");
         let mut volume_list = Vec::new();
-        for (index, v) in seq_items(text, volumes, "a list of volumes")?.into_iter().enumerate() {
+        for (index, v) in seq_items(text, volumes, "a list of volumes")?
+            .into_iter()
+            .enumerate()
+        {
             let m = map_of(text, v, "a volume (a mapping)")?;
-            let name = string_at(text, m, "name", "a volume name")?.ok_or(PatchError::UnnamedVolume {
-                at: Pos::of(text, v.span.start),
-            })?;
+            let name =
+                string_at(text, m, "name", "a volume name")?.ok_or(PatchError::UnnamedVolume {
+                    at: Pos::of(text, v.span.start),
+                })?;
             let host_path = match m.get("hostPath") {
-                Some(h) => string_at(text, map_of(text, h, "a hostPath (a mapping)")?, "path", "a path")?,
+                Some(h) => string_at(
+                    text,
+                    map_of(text, h, "a hostPath (a mapping)")?,
+                    "path",
+                    "a path",
+                )?,
                 None => None,
             };
             volume_list.push(Volume {
@@ -236,18 +264,23 @@ impl<'t> Site<'t> {
         }
         let mounts = container.get("volumeMounts");
         let mut mount_list = Vec::new();
-        for (index, v) in seq_items(text, mounts, "a list of volume mounts")?.into_iter().enumerate() {
+        for (index, v) in seq_items(text, mounts, "a list of volume mounts")?
+            .into_iter()
+            .enumerate()
+        {
             let m = map_of(text, v, "a volume mount (a mapping)")?;
             let at = Pos::of(text, v.span.start);
-            let name = string_at(text, m, "name", "a volume name")?.ok_or(PatchError::UnnamedMount {
-                at,
-                what: "a volume mount",
-            })?;
-            let mount_path = string_at(text, m, "mountPath", "a mount path")?.ok_or(PatchError::Unexpected {
-                at,
-                expected: "a volume mount with `mountPath:`",
-                found: "none".into(),
-            })?;
+            let name =
+                string_at(text, m, "name", "a volume name")?.ok_or(PatchError::UnnamedMount {
+                    at,
+                    what: "a volume mount",
+                })?;
+            let mount_path =
+                string_at(text, m, "mountPath", "a mount path")?.ok_or(PatchError::Unexpected {
+                    at,
+                    expected: "a volume mount with `mountPath:`",
+                    found: "none".into(),
+                })?;
             mount_list.push(Mount {
                 index,
                 name: name.to_string(),
@@ -291,29 +324,24 @@ fn item_flags<'t>(seq: &'t Node, from: usize) -> Vec<Flag<'t>> {
 }
 
 fn is_shell(word: &str) -> bool {
-    matches!(word.rsplit('/').next(), Some("sh" | "bash" | "ash" | "dash"))
+    matches!(
+        word.rsplit('/').next(),
+        Some("sh" | "bash" | "ash" | "dash")
+    )
 }
 
 /// Decides whether a container runs kube-apiserver, and if so in which shape.
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn serde_locations_are_cut_from_messages() {
-        assert_eq!(
-            super::without_locations("did not find expected ',' at line 6 column 1, while parsing a flow mapping at line 5 column 5"),
-            "did not find expected ',', while parsing a flow mapping"
-        );
-        assert_eq!(super::without_locations("x at line y"), "x at line y");
-    }
-}
-
 fn classify<'t>(text: &str, c: &'t Node) -> Result<Option<Candidate<'t>>, PatchError> {
     let map = map_of(text, c, "a container (a mapping)")?;
     let command = map.get("command");
     let args = map.get("args");
     let command_items = seq_items(text, command, "a command list")?;
     let args_items = seq_items(text, args, "an args list")?;
-    let binary_at = |items: &[&Node]| items.iter().position(|n| n.as_str().is_some_and(|s| is_binary(s.trim())));
+    let binary_at = |items: &[&Node]| {
+        items
+            .iter()
+            .position(|n| n.as_str().is_some_and(|s| is_binary(s.trim())))
+    };
 
     if let (Some(cmd), Some(i)) = (command, binary_at(&command_items)) {
         let last = i + 1 == command_items.len();
@@ -339,7 +367,11 @@ fn classify<'t>(text: &str, c: &'t Node) -> Result<Option<Candidate<'t>>, PatchE
         }));
     }
     if let (Some(a), Some(i)) = (args, binary_at(&args_items)) {
-        let shape = if command.is_some() { Shape::GoRunner } else { Shape::Args };
+        let shape = if command.is_some() {
+            Shape::GoRunner
+        } else {
+            Shape::Args
+        };
         return Ok(Some(Candidate {
             shape,
             target: Target::List(a),
@@ -350,7 +382,9 @@ fn classify<'t>(text: &str, c: &'t Node) -> Result<Option<Candidate<'t>>, PatchE
     for node in command_items.iter().chain(&args_items) {
         let Some(s) = node.as_str() else { continue };
         for words in shell_words(s) {
-            let Some(b) = words.iter().position(|w| is_binary(&w.text)) else { continue };
+            let Some(b) = words.iter().position(|w| is_binary(&w.text)) else {
+                continue;
+            };
             let end = words[b].end;
             let flags = words[b + 1..]
                 .iter()
@@ -365,20 +399,30 @@ fn classify<'t>(text: &str, c: &'t Node) -> Result<Option<Candidate<'t>>, PatchE
                 .collect();
             return Ok(Some(Candidate {
                 shape: Shape::Shell,
-                target: Target::Shell { scalar: node, at: end },
+                target: Target::Shell {
+                    scalar: node,
+                    at: end,
+                },
                 flags,
                 container: c,
             }));
         }
     }
     let named = map.get("name").and_then(Node::as_str) == Some("kube-apiserver");
-    let imaged = map.get("image").and_then(Node::as_str).is_some_and(|i| i.contains("kube-apiserver"));
+    let imaged = map
+        .get("image")
+        .and_then(Node::as_str)
+        .is_some_and(|i| i.contains("kube-apiserver"));
     if !(named || imaged) {
         return Ok(None);
     }
     let first = command_items.first().and_then(|n| n.as_str()).unwrap_or("");
     if is_shell(first) {
-        let last = command_items.last().or(args_items.last()).copied().unwrap_or(c);
+        let last = command_items
+            .last()
+            .or(args_items.last())
+            .copied()
+            .unwrap_or(c);
         return Err(PatchError::ShellWithoutBinary {
             at: Pos::of(text, last.span.start),
         });
@@ -396,5 +440,19 @@ fn classify<'t>(text: &str, c: &'t Node) -> Result<Option<Candidate<'t>>, PatchE
             command.unwrap_or(c),
             "a command or args list that runs the kube-apiserver binary",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn serde_locations_are_cut_from_messages() {
+        assert_eq!(
+            super::without_locations(
+                "did not find expected ',' at line 6 column 1, while parsing a flow mapping at line 5 column 5"
+            ),
+            "did not find expected ',', while parsing a flow mapping"
+        );
+        assert_eq!(super::without_locations("x at line y"), "x at line y");
     }
 }

@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Parser;
 use patch_apiserver::{
-    DEFAULT_AUDIT_DIR, DEFAULT_BATCH_MAX_WAIT, KubeVersion, Mode, Outcome, PatchOptions, Rotation, check, needed_files, patch,
-    revert, unified_diff,
+    DEFAULT_AUDIT_DIR, DEFAULT_BATCH_MAX_WAIT, KubeVersion, Mode, Outcome, PatchOptions, Rotation,
+    check, needed_files, patch, revert, unified_diff,
 };
 
 const EXAMPLES: &str = "\
@@ -89,7 +89,12 @@ impl Cli {
     fn options(&self) -> PatchOptions {
         let rotation = if self.cis {
             Some(Rotation::CIS)
-        } else if self.log_maxage.or(self.log_maxbackup).or(self.log_maxsize).is_some() {
+        } else if self
+            .log_maxage
+            .or(self.log_maxbackup)
+            .or(self.log_maxsize)
+            .is_some()
+        {
             Some(Rotation {
                 max_age_days: self.log_maxage,
                 max_backups: self.log_maxbackup,
@@ -129,7 +134,9 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         ),
         None if cli.file == "-" => {
             let mut s = String::new();
-            io::stdin().read_to_string(&mut s).context("reading standard input")?;
+            io::stdin()
+                .read_to_string(&mut s)
+                .context("reading standard input")?;
             ("<stdin>".to_string(), s)
         }
         None => (
@@ -160,7 +167,12 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     }
     if cli.diff {
         let label = if cli.revert { "reverted" } else { "patched" };
-        print(&unified_diff(&text, &outcome.text, &name, &format!("{name} ({label})")))?;
+        print(&unified_diff(
+            &text,
+            &outcome.text,
+            &name,
+            &format!("{name} ({label})"),
+        ))?;
         return Ok(ExitCode::SUCCESS);
     }
     let Some(path) = &cli.in_place else {
@@ -176,7 +188,10 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| Path::new(&opts.audit_dir).join("backup"));
     let backup = write_in_place(path, &text, &outcome.text, &backup_dir)?;
-    eprintln!("patch-apiserver: backup of the original: {}", backup.display());
+    eprintln!(
+        "patch-apiserver: backup of the original: {}",
+        backup.display()
+    );
     if !cli.revert {
         for file in needed_files(&opts) {
             if !Path::new(&file).exists() {
@@ -191,34 +206,63 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
 
 fn print(s: &str) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
-    out.write_all(s.as_bytes()).and_then(|()| out.flush()).context("writing standard output")
+    out.write_all(s.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing standard output")
+}
+
+/// `path` made absolute with symlinks resolved, as far as it exists.
+fn resolve(path: &Path) -> anyhow::Result<PathBuf> {
+    let absolute =
+        std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
+    let mut existing = absolute.as_path();
+    let mut missing = Vec::new();
+    while !existing.exists() {
+        let (Some(parent), Some(name)) = (existing.parent(), existing.file_name()) else {
+            break;
+        };
+        missing.push(name);
+        existing = parent;
+    }
+    let mut resolved = existing
+        .canonicalize()
+        .with_context(|| format!("resolving {}", existing.display()))?;
+    resolved.extend(missing.iter().rev());
+    Ok(resolved)
 }
 
 /// Backs `path` up into `backup_dir`, then replaces it through a hidden temporary file
 /// in its own directory (the kubelet ignores dotfiles) and a rename.
 fn write_in_place(path: &Path, old: &str, new: &str, backup_dir: &Path) -> anyhow::Result<PathBuf> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let file_name = path
         .file_name()
         .with_context(|| format!("{} is not a file path", path.display()))?
         .to_string_lossy()
         .into_owned();
+    // Checked before anything is created: a directory in the manifests directory would
+    // be bad enough, a backup manifest there would start as a second API server.
+    let manifests = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
+    if resolve(backup_dir)?.starts_with(&manifests) {
+        bail!(
+            "backup directory {} is inside {}, where the kubelet would run the backup as a second pod; choose another --backup-dir",
+            backup_dir.display(),
+            manifests.display()
+        );
+    }
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(backup_dir)
         .with_context(|| format!("creating backup directory {}", backup_dir.display()))?;
-    let manifests = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
     let backups = backup_dir
         .canonicalize()
         .with_context(|| format!("resolving {}", backup_dir.display()))?;
-    if backups.starts_with(&manifests) {
-        bail!(
-            "backup directory {} is inside {}, where the kubelet would run the backup as a second pod; choose another --backup-dir",
-            backups.display(),
-            manifests.display()
-        );
-    }
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -226,23 +270,39 @@ fn write_in_place(path: &Path, old: &str, new: &str, backup_dir: &Path) -> anyho
     let mut backup = backups.join(format!("{file_name}.{stamp}.orig"));
     let mut n = 1;
     let mut file = loop {
-        match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&backup) {
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&backup)
+        {
             Ok(f) => break f,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => {
                 backup = backups.join(format!("{file_name}.{stamp}.{n}.orig"));
                 n += 1;
             }
-            Err(e) => return Err(e).with_context(|| format!("creating backup {}", backup.display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("creating backup {}", backup.display()));
+            }
         }
     };
     file.write_all(old.as_bytes())
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing backup {}", backup.display()))?;
 
-    let mode = fs::metadata(path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o600);
-    let tmp = dir.join(format!(".{file_name}.patch-apiserver.{}.tmp", std::process::id()));
+    let mode = fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o600);
+    let tmp = dir.join(format!(
+        ".{file_name}.patch-apiserver.{}.tmp",
+        std::process::id()
+    ));
     let written = (|| -> io::Result<()> {
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(new.as_bytes())?;
         f.sync_all()?;

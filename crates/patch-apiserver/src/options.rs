@@ -185,7 +185,16 @@ mod tests {
             assert!(o.validate().is_err(), "{bad}");
         }
         o.audit_dir = DEFAULT_AUDIT_DIR.into();
-        for (d, ok) in [("5s", true), ("1m30s", true), ("250ms", true), ("", false), ("5", false), ("s", false), ("-5s", false), ("5 s", false)] {
+        for (d, ok) in [
+            ("5s", true),
+            ("1m30s", true),
+            ("250ms", true),
+            ("", false),
+            ("5", false),
+            ("s", false),
+            ("-5s", false),
+            ("5 s", false),
+        ] {
             o.batch_max_wait = d.into();
             assert_eq!(o.validate().is_ok(), ok, "{d}");
         }

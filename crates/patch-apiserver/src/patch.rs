@@ -4,18 +4,25 @@ use crate::edit::{self, Edit, New, escape};
 use crate::error::{PatchError, Pos};
 use crate::flags::{self, FlagSpec, Want};
 use crate::locate::{self, Flag, Origin, Site, Target};
-use crate::yaml::{Node, Style, col};
-use crate::{HostMount, Inspection, KubeVersion, Mode, Note, Outcome, PatchOptions, VOLUME_NAME};
+use crate::mounts::{covered, mount_edits, referenced_files};
+use crate::yaml::{Node, Style};
+use crate::{HostMount, Inspection, KubeVersion, Mode, Note, Outcome, PatchOptions};
 
 /// The flags `patch` writes for these options and version (the version that matters
 /// is the one the manifest runs; `None` means "assume a current one").
 pub fn audit_flags(opts: &PatchOptions, version: Option<&KubeVersion>) -> Vec<String> {
-    flags::specs(opts, version).iter().map(FlagSpec::render).collect()
+    flags::specs(opts, version)
+        .iter()
+        .map(FlagSpec::render)
+        .collect()
 }
 
 /// Files our flags name that must exist on the node before the API server can start.
 pub fn needed_files(opts: &PatchOptions) -> Vec<String> {
-    flags::needed_files(opts).into_iter().map(|(_, f)| f).collect()
+    flags::needed_files(opts)
+        .into_iter()
+        .map(|(_, f)| f)
+        .collect()
 }
 
 /// Whether the manifest already has everything `patch` would add (`Ok(true)`).
@@ -49,15 +56,25 @@ pub(crate) fn inspect(text: &str) -> Result<Inspection, PatchError> {
 }
 
 fn has_entry(site: &Site<'_>, name: &str, want: &Want) -> bool {
-    let Want::Entry { key, value } = want else { return false };
+    let Want::Entry { key, value } = want else {
+        return false;
+    };
     site.flags
         .iter()
         .filter(|f| f.name() == Some(name))
-        .any(|f| entries(f.value().unwrap_or("")).iter().any(|e| e.0 == *key && e.1 == *value))
+        .any(|f| {
+            entries(f.value().unwrap_or(""))
+                .iter()
+                .any(|e| e.0 == *key && e.1 == *value)
+        })
 }
 
 fn patched_mode(site: &Site<'_>) -> Option<Mode> {
-    let has = |name: &str| site.flags.iter().any(|f| f.name() == Some(name) && f.value() != Some("false"));
+    let has = |name: &str| {
+        site.flags
+            .iter()
+            .any(|f| f.name() == Some(name) && f.value() != Some("false"))
+    };
     let logs = has(flags::LOG_PATH) && has(flags::POLICY_FILE);
     let dynamic = has(flags::DYNAMIC_CONFIG)
         && has_entry(site, flags::FEATURE_GATES, &flags::DYNAMIC_GATE)
@@ -80,7 +97,11 @@ pub(crate) fn entries(value: &str) -> Vec<(&str, &str)> {
 }
 
 /// The version to write for, after the mode's version rules.
-fn resolve_version(opts: &PatchOptions, site: &Site<'_>, notes: &mut Vec<Note>) -> Result<Option<KubeVersion>, PatchError> {
+fn resolve_version(
+    opts: &PatchOptions,
+    site: &Site<'_>,
+    notes: &mut Vec<Note>,
+) -> Result<Option<KubeVersion>, PatchError> {
     let version = match (opts.kube_version, site.version) {
         (Some(given), Some(image)) if given != image => {
             notes.push(Note::VersionOverride { image, given });
@@ -89,8 +110,12 @@ fn resolve_version(opts: &PatchOptions, site: &Site<'_>, notes: &mut Vec<Note>) 
         (given, image) => given.or(image),
     };
     match (opts.mode, version) {
-        (Mode::Static, Some(v)) if v < flags::STATIC_SINCE => return Err(PatchError::TooOld { version: v }),
-        (Mode::Static, Some(v)) if v < flags::BATCH_FLAGS_SINCE => notes.push(Note::BatchWaitLeftOut { version: v }),
+        (Mode::Static, Some(v)) if v < flags::STATIC_SINCE => {
+            return Err(PatchError::TooOld { version: v });
+        }
+        (Mode::Static, Some(v)) if v < flags::BATCH_FLAGS_SINCE => {
+            notes.push(Note::BatchWaitLeftOut { version: v })
+        }
         (Mode::Static, None) => notes.push(Note::VersionUnknown),
         (Mode::Static, Some(_)) => {}
         (mode, None) => {
@@ -128,7 +153,15 @@ pub fn patch(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
     let mut edits = Vec::new();
     let mut new_flags = Vec::new();
     for spec in &specs {
-        plan_flag(text, &site, spec, opts.force, &mut edits, &mut new_flags, &mut notes)?;
+        plan_flag(
+            text,
+            &site,
+            spec,
+            opts.force,
+            &mut edits,
+            &mut new_flags,
+            &mut notes,
+        )?;
     }
     if !new_flags.is_empty() {
         edits.push(insert_flags(text, &site, &new_flags)?);
@@ -146,7 +179,9 @@ pub fn patch(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
 }
 
 pub(crate) fn flag_pos(text: &str, f: &Flag<'_>) -> Pos {
-    let off = f.scalar_range().map_or(0, |(n, s, _)| n.as_scalar().map_or(n.span.start, |sc| sc.source_offset(s)));
+    let off = f.scalar_range().map_or(0, |(n, s, _)| {
+        n.as_scalar().map_or(n.span.start, |sc| sc.source_offset(s))
+    });
     Pos::of(text, off)
 }
 
@@ -162,7 +197,8 @@ pub(crate) fn rewrite_word(f: &Flag<'_>, word: &str) -> Result<Edit, PatchError>
     let Some(sc) = node.as_scalar() else {
         return Err(PatchError::Internal("flag in a non-scalar".into()));
     };
-    let in_flow = matches!(f.origin, Origin::Item { seq, .. } if seq.as_seq().is_some_and(|q| q.flow));
+    let in_flow =
+        matches!(f.origin, Origin::Item { seq, .. } if seq.as_seq().is_some_and(|q| q.flow));
     if sc.style == Style::Plain && in_flow && word.contains([',', '[', ']', '{', '}', '#', ':']) {
         let quoted = format!("\"{}\"", escape(word, Style::Double));
         return Ok(Edit {
@@ -172,7 +208,11 @@ pub(crate) fn rewrite_word(f: &Flag<'_>, word: &str) -> Result<Edit, PatchError>
         });
     }
     let word = match f.origin {
-        Origin::Word { .. } if word.bytes().any(|b| !(b.is_ascii_alphanumeric() || b"-_=.,/:+@%".contains(&b))) => {
+        Origin::Word { .. }
+            if word
+                .bytes()
+                .any(|b| !(b.is_ascii_alphanumeric() || b"-_=.,/:+@%".contains(&b))) =>
+        {
             format!("'{}'", word.replace('\'', "'\\''"))
         }
         _ => word.to_string(),
@@ -192,7 +232,8 @@ fn append_to_word(f: &Flag<'_>, suffix: &str) -> Result<Edit, PatchError> {
     let Some(sc) = node.as_scalar() else {
         return Err(PatchError::Internal("flag in a non-scalar".into()));
     };
-    let in_flow = matches!(f.origin, Origin::Item { seq, .. } if seq.as_seq().is_some_and(|q| q.flow));
+    let in_flow =
+        matches!(f.origin, Origin::Item { seq, .. } if seq.as_seq().is_some_and(|q| q.flow));
     if sc.style == Style::Plain && in_flow && suffix.contains(',') {
         return rewrite_word(f, &format!("{}{suffix}", f.text));
     }
@@ -208,7 +249,11 @@ fn plan_flag(
     new_flags: &mut Vec<String>,
     notes: &mut Vec<Note>,
 ) -> Result<(), PatchError> {
-    let existing: Vec<&Flag<'_>> = site.flags.iter().filter(|f| f.name() == Some(spec.name)).collect();
+    let existing: Vec<&Flag<'_>> = site
+        .flags
+        .iter()
+        .filter(|f| f.name() == Some(spec.name))
+        .collect();
     let Some(last) = existing.last() else {
         new_flags.push(spec.render());
         return Ok(());
@@ -231,7 +276,9 @@ fn plan_flag(
                 if same {
                     continue;
                 }
-                let have = f.value().map_or_else(|| "(no value)".to_string(), str::to_string);
+                let have = f
+                    .value()
+                    .map_or_else(|| "(no value)".to_string(), str::to_string);
                 if !force || (f.value().is_none() && matches!(spec.want, Want::Value(_))) {
                     return Err(conflict(f, have, spec.shown()));
                 }
@@ -244,7 +291,9 @@ fn plan_flag(
                 replaced = true;
             }
             if !replaced {
-                notes.push(Note::AlreadyPresent { flag: spec.render() });
+                notes.push(Note::AlreadyPresent {
+                    flag: spec.render(),
+                });
             }
         }
         Want::Entry { key, value } => {
@@ -261,15 +310,28 @@ fn plan_flag(
                     present = true;
                     continue;
                 }
-                let have = items.iter().find(|(k, v)| k == key && v != value).map(|(k, v)| format!("{k}={v}")).unwrap_or_default();
+                let have = items
+                    .iter()
+                    .find(|(k, v)| k == key && v != value)
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .unwrap_or_default();
                 if !force {
                     return Err(conflict(f, have, spec.shown()));
                 }
                 let merged: Vec<String> = items
                     .iter()
-                    .map(|(k, v)| if k == key { format!("{k}={value}") } else { format!("{k}={v}") })
+                    .map(|(k, v)| {
+                        if k == key {
+                            format!("{k}={value}")
+                        } else {
+                            format!("{k}={v}")
+                        }
+                    })
                     .collect();
-                edits.push(rewrite_word(f, &format!("{}={}", spec.name, merged.join(",")))?);
+                edits.push(rewrite_word(
+                    f,
+                    &format!("{}={}", spec.name, merged.join(",")),
+                )?);
                 notes.push(Note::Replaced {
                     at: flag_pos(text, f),
                     flag: format!("{} entry {key}", spec.name),
@@ -278,13 +340,22 @@ fn plan_flag(
                 present = true;
             }
             if present {
-                notes.push(Note::AlreadyPresent { flag: spec.render() });
+                notes.push(Note::AlreadyPresent {
+                    flag: spec.render(),
+                });
             } else {
                 let list = last.value().unwrap_or("");
                 let entry = format!("{key}={value}");
-                let suffix = if list.is_empty() { entry.clone() } else { format!(",{entry}") };
+                let suffix = if list.is_empty() {
+                    entry.clone()
+                } else {
+                    format!(",{entry}")
+                };
                 edits.push(append_to_word(last, &suffix)?);
-                notes.push(Note::Merged { flag: spec.name, entry });
+                notes.push(Note::Merged {
+                    flag: spec.name,
+                    entry,
+                });
             }
         }
     }
@@ -294,11 +365,19 @@ fn plan_flag(
 fn insert_flags(text: &str, site: &Site<'_>, new_flags: &[String]) -> Result<Edit, PatchError> {
     match site.target {
         Target::List(seq) => {
-            let style = seq
-                .as_seq()
-                .and_then(|s| s.items.last())
-                .map_or(if site.shape == crate::Shape::Json { Style::Double } else { Style::Plain }, |i| style_of(&i.node));
-            let style = if matches!(style, Style::Literal | Style::Folded) { Style::Plain } else { style };
+            let style = seq.as_seq().and_then(|s| s.items.last()).map_or(
+                if site.shape == crate::Shape::Json {
+                    Style::Double
+                } else {
+                    Style::Plain
+                },
+                |i| style_of(&i.node),
+            );
+            let style = if matches!(style, Style::Literal | Style::Folded) {
+                Style::Plain
+            } else {
+                style
+            };
             let items: Vec<New> = new_flags.iter().map(|f| New::Str(f.clone())).collect();
             edit::append_items(text, seq, &items, style, 2)
         }
@@ -312,161 +391,26 @@ fn insert_flags(text: &str, site: &Site<'_>, new_flags: &[String]) -> Result<Edi
     }
 }
 
-/// `p` without trailing slashes (`/` stays `/`).
-pub(crate) fn norm(p: &str) -> &str {
-    match p.trim_end_matches('/') {
-        "" => "/",
-        d => d,
-    }
-}
-
-/// Files our flags reference, with the flag naming each.
-fn referenced_files(opts: &PatchOptions) -> Vec<(&'static str, String)> {
-    let mut out = Vec::new();
-    if opts.mode.logs() {
-        out.push((flags::LOG_PATH, flags::log_file(opts)));
-    }
-    out.extend(flags::needed_files(opts));
-    out
-}
-
-/// Whether `file` is inside a mount whose hostPath volume has the same path, so the
-/// file we write on the node is the file the API server reads.
-fn covered(site: &Site<'_>, file: &str) -> Option<String> {
-    site.mount_list.iter().find_map(|m| {
-        let v = site.volume_list.iter().find(|v| v.name == m.name)?;
-        let mp = norm(&m.mount_path);
-        let inside = mp == "/" || file.strip_prefix(mp).is_some_and(|rest| rest.starts_with('/'));
-        (inside && v.host_path.as_deref().map(norm) == Some(mp)).then(|| m.name.clone())
-    })
-}
-
-fn mount_edits(text: &str, site: &Site<'_>, opts: &PatchOptions, notes: &mut Vec<Note>) -> Result<Vec<Edit>, PatchError> {
-    let dir = opts.dir();
-    let files = referenced_files(opts);
-    let covering: Vec<Option<String>> = files.iter().map(|(_, f)| covered(site, f)).collect();
-    if covering.iter().all(Option::is_some) {
-        if let Some(Some(v)) = covering.first().filter(|v| v.as_deref() != Some(VOLUME_NAME)) {
-            notes.push(Note::DirAlreadyMounted { volume: v.clone() });
-        }
-        return Ok(Vec::new());
-    }
-    if let Some(m) = site.mount_list.iter().find(|m| norm(&m.mount_path) == dir) {
-        return Err(PatchError::MountPathTaken {
-            at: Pos::of(text, m.node.span.start),
-            path: dir.to_string(),
-            volume: m.name.clone(),
-        });
-    }
-    if let Some(m) = site.mount_list.iter().find(|m| m.name == VOLUME_NAME) {
-        return Err(PatchError::VolumeNameTaken {
-            at: Pos::of(text, m.node.span.start),
-            name: VOLUME_NAME.to_string(),
-            existing: format!("a mount at {}", m.mount_path),
-            wanted: dir.to_string(),
-        });
-    }
-    let ours = site.volume_list.iter().find(|v| v.name == VOLUME_NAME);
-    if let Some(v) = ours
-        && v.host_path.as_deref().map(norm) != Some(dir)
-    {
-        return Err(PatchError::VolumeNameTaken {
-            at: Pos::of(text, v.node.span.start),
-            name: VOLUME_NAME.to_string(),
-            existing: v.host_path.as_ref().map_or_else(|| "a volume that is not a hostPath".into(), |p| format!("hostPath {p}")),
-            wanted: dir.to_string(),
-        });
-    }
-    let json = site.shape == crate::Shape::Json;
-    let seq_indent = seq_indent(text, site);
-    let mut edits = Vec::new();
-
-    let name_first = |list: Option<&Node>| {
-        list.and_then(Node::as_seq)
-            .and_then(|s| s.items.first())
-            .and_then(|i| i.node.as_map())
-            .and_then(|m| m.entries.first())
-            .and_then(|e| e.key.as_str())
-            == Some("name")
-    };
-    let named = |first: bool, mut rest: Vec<(&'static str, New)>| {
-        let name = ("name", New::Str(VOLUME_NAME.to_string()));
-        if first {
-            rest.insert(0, name);
-        } else {
-            rest.push(name);
-        }
-        New::Map(rest)
-    };
-    let mount = named(name_first(site.mounts), vec![("mountPath", New::Str(dir.to_string()))]);
-    edits.push(match site.mounts {
-        Some(list) => edit::append_items(text, list, &[mount], Style::Plain, 2)?,
-        None => edit::add_key(text, site.container, "volumeMounts", &[mount], json, seq_indent, 2)?,
-    });
-    if ours.is_none() {
-        let host = New::Map(vec![
-            ("path", New::Str(dir.to_string())),
-            ("type", New::Str("DirectoryOrCreate".into())),
-        ]);
-        let volume = named(name_first(site.volumes), vec![("hostPath", host)]);
-        let unit = map_unit(text, site);
-        edits.push(match site.volumes {
-            Some(list) => edit::append_items(text, list, &[volume], Style::Plain, unit)?,
-            None => edit::add_key(text, site.spec, "volumes", &[volume], json, seq_indent, unit)?,
-        });
-    }
-    Ok(edits)
-}
-
-/// How far `containers:` items' dashes sit right of the key (0 for kubeadm, 2 for others).
-fn seq_indent(text: &str, site: &Site<'_>) -> usize {
-    let key = site
-        .spec
-        .as_map()
-        .and_then(|m| m.entry("containers"))
-        .map(|e| col(text, e.key.span.start));
-    let dash = site
-        .containers
-        .as_seq()
-        .filter(|s| !s.flow)
-        .and_then(|s| s.items.first())
-        .map(|i| col(text, i.dash));
-    match (key, dash) {
-        (Some(k), Some(d)) if d >= k => d - k,
-        _ => 0,
-    }
-}
-
-/// The indentation step of nested mappings, read from the existing volumes (where our
-/// `hostPath:` goes) or else from the container.
-fn map_unit(text: &str, site: &Site<'_>) -> usize {
-    let step = |m: &crate::yaml::Map| {
-        m.entries.iter().find_map(|e| {
-            let inner = e.value.as_map().filter(|m| !m.flow)?;
-            let first = inner.entries.first()?;
-            col(text, first.key.span.start).checked_sub(col(text, e.key.span.start))
-        })
-    };
-    site.volume_list
-        .iter()
-        .find_map(|v| v.node.as_map().and_then(step))
-        .or_else(|| site.container.as_map().and_then(step))
-        .filter(|&u| u > 0)
-        .unwrap_or(2)
-}
-
 /// Re-reads the result: it must parse, carry every flag, and mount every file.
 fn verify(out: &str, opts: &PatchOptions, specs: &[FlagSpec]) -> Result<(), PatchError> {
-    let root = locate::load(out).map_err(|e| PatchError::Internal(format!("the result does not parse: {e}")))?;
-    let site = Site::locate(out, &root).map_err(|e| PatchError::Internal(format!("the result is not a manifest: {e}")))?;
+    let root = locate::load(out)
+        .map_err(|e| PatchError::Internal(format!("the result does not parse: {e}")))?;
+    let site = Site::locate(out, &root)
+        .map_err(|e| PatchError::Internal(format!("the result is not a manifest: {e}")))?;
     for spec in specs {
         let ok = match &spec.want {
-            Want::Value(v) => site.flags.iter().any(|f| f.name() == Some(spec.name) && f.value() == Some(v)),
+            Want::Value(v) => site
+                .flags
+                .iter()
+                .any(|f| f.name() == Some(spec.name) && f.value() == Some(v)),
             Want::Switch => site.flags.iter().any(|f| f.name() == Some(spec.name)),
             w @ Want::Entry { .. } => has_entry(&site, spec.name, w),
         };
         if !ok {
-            return Err(PatchError::Internal(format!("{} is missing from the result", spec.render())));
+            return Err(PatchError::Internal(format!(
+                "{} is missing from the result",
+                spec.render()
+            )));
         }
     }
     for (flag, file) in referenced_files(opts) {

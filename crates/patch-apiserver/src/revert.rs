@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use crate::edit::{self, Edit};
 use crate::flags::{self, FlagSpec, Want};
 use crate::locate::{self, Flag, Origin, Site};
-use crate::patch::{entries, norm, rewrite_word};
+use crate::mounts::norm;
+use crate::patch::{entries, rewrite_word};
 use crate::yaml::Node;
 use crate::{Note, Outcome, PatchError, PatchOptions, VOLUME_NAME};
 
@@ -52,7 +53,8 @@ pub fn revert(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
     edits.extend(remove_flags(text, &site, &remove)?);
     edits.extend(remove_volume(text, &site, opts, &mut notes)?);
     let out = edit::apply(text, edits)?;
-    locate::load(&out).map_err(|e| PatchError::Internal(format!("the result does not parse: {e}")))?;
+    locate::load(&out)
+        .map_err(|e| PatchError::Internal(format!("the result does not parse: {e}")))?;
     Ok(Outcome {
         changed: out != text,
         text: out,
@@ -67,23 +69,40 @@ enum Dropped {
 }
 
 /// Takes our `key=value` out of a list flag.
-fn drop_entry(f: &Flag<'_>, spec: &FlagSpec, key: &str, value: &str) -> Result<Dropped, PatchError> {
-    let Some(list) = f.value() else { return Ok(Dropped::Nothing) };
+fn drop_entry(
+    f: &Flag<'_>,
+    spec: &FlagSpec,
+    key: &str,
+    value: &str,
+) -> Result<Dropped, PatchError> {
+    let Some(list) = f.value() else {
+        return Ok(Dropped::Nothing);
+    };
     let items = entries(list);
     let ours = |(k, v): &(&str, &str)| *k == key && *v == value;
     if !items.iter().any(ours) {
         return Ok(Dropped::Nothing);
     }
-    let kept: Vec<String> = items.iter().filter(|e| !ours(e)).map(|(k, v)| format!("{k}={v}")).collect();
+    let kept: Vec<String> = items
+        .iter()
+        .filter(|e| !ours(e))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     if kept.is_empty() {
         return Ok(Dropped::Flag);
     }
     // Undo our append exactly when the word still ends with it.
     let entry = format!(",{key}={value}");
-    if let (Some((node, s, e)), Some(sc)) = (f.scalar_range(), f.scalar_range().and_then(|r| r.0.as_scalar())) {
+    if let (Some((node, s, e)), Some(sc)) = (
+        f.scalar_range(),
+        f.scalar_range().and_then(|r| r.0.as_scalar()),
+    ) {
         let word = sc.value.get(s..e).unwrap_or("");
         if word.ends_with(&entry) && node.as_scalar().is_some() {
-            return Ok(Dropped::Entry(Edit::delete(sc.source_offset(e - entry.len()), sc.source_offset(e))));
+            return Ok(Dropped::Entry(Edit::delete(
+                sc.source_offset(e - entry.len()),
+                sc.source_offset(e),
+            )));
         }
     }
     rewrite_word(f, &format!("{}={}", spec.name, kept.join(","))).map(Dropped::Entry)
@@ -95,12 +114,19 @@ fn remove_flags(text: &str, site: &Site<'_>, remove: &[bool]) -> Result<Vec<Edit
     let mut by_seq: BTreeMap<usize, (&Node, Vec<usize>)> = BTreeMap::new();
     for (f, _) in site.flags.iter().zip(remove).filter(|(_, r)| **r) {
         match f.origin {
-            Origin::Item { seq, index } => by_seq.entry(seq.span.start).or_insert((seq, Vec::new())).1.push(index),
+            Origin::Item { seq, index } => by_seq
+                .entry(seq.span.start)
+                .or_insert((seq, Vec::new()))
+                .1
+                .push(index),
             Origin::Word { scalar, start, end } => {
-                let Some(sc) = scalar.as_scalar() else { continue };
+                let Some(sc) = scalar.as_scalar() else {
+                    continue;
+                };
                 let v = sc.value.as_bytes();
                 let raw = |i: usize| sc.source_offset(i);
-                let edit = if start > 0 && v[start - 1] == b' ' && raw(start) == raw(start - 1) + 1 {
+                let edit = if start > 0 && v[start - 1] == b' ' && raw(start) == raw(start - 1) + 1
+                {
                     Edit::delete(raw(start - 1), raw(end))
                 } else if v.get(end) == Some(&b' ') && raw(end + 1) == raw(end) + 1 {
                     Edit::delete(raw(start), raw(end + 1))
@@ -118,9 +144,30 @@ fn remove_flags(text: &str, site: &Site<'_>, remove: &[bool]) -> Result<Vec<Edit
     Ok(edits)
 }
 
-fn remove_volume(text: &str, site: &Site<'_>, opts: &PatchOptions, notes: &mut Vec<Note>) -> Result<Vec<Edit>, PatchError> {
+fn remove_volume(
+    text: &str,
+    site: &Site<'_>,
+    opts: &PatchOptions,
+    notes: &mut Vec<Note>,
+) -> Result<Vec<Edit>, PatchError> {
     let mut edits = Vec::new();
     let Some(v) = site.volume_list.iter().find(|v| v.name == VOLUME_NAME) else {
+        // Our mount without its volume (someone removed the volume by hand) is dangling.
+        let dangling: Vec<usize> = site
+            .mount_list
+            .iter()
+            .filter(|m| m.name == VOLUME_NAME && norm(&m.mount_path) == opts.dir())
+            .map(|m| m.index)
+            .collect();
+        if let Some(list) = site.mounts {
+            edits.extend(remove_from(
+                text,
+                site.container,
+                "volumeMounts",
+                list,
+                &dangling,
+            )?);
+        }
         return Ok(edits);
     };
     if v.host_path.as_deref().map(norm) != Some(opts.dir()) {
@@ -129,9 +176,20 @@ fn remove_volume(text: &str, site: &Site<'_>, opts: &PatchOptions, notes: &mut V
         });
         return Ok(edits);
     }
-    let mounts: Vec<usize> = site.mount_list.iter().filter(|m| m.name == VOLUME_NAME).map(|m| m.index).collect();
+    let mounts: Vec<usize> = site
+        .mount_list
+        .iter()
+        .filter(|m| m.name == VOLUME_NAME)
+        .map(|m| m.index)
+        .collect();
     if let Some(list) = site.mounts {
-        edits.extend(remove_from(text, site.container, "volumeMounts", list, &mounts)?);
+        edits.extend(remove_from(
+            text,
+            site.container,
+            "volumeMounts",
+            list,
+            &mounts,
+        )?);
     }
     if let Some(list) = site.volumes {
         edits.extend(remove_from(text, site.spec, "volumes", list, &[v.index])?);
@@ -140,13 +198,21 @@ fn remove_volume(text: &str, site: &Site<'_>, opts: &PatchOptions, notes: &mut V
 }
 
 /// Removes items of `map[key]`, or the whole key when nothing else is left in it.
-fn remove_from(text: &str, map: &Node, key: &str, list: &Node, indexes: &[usize]) -> Result<Vec<Edit>, PatchError> {
+fn remove_from(
+    text: &str,
+    map: &Node,
+    key: &str,
+    list: &Node,
+    indexes: &[usize],
+) -> Result<Vec<Edit>, PatchError> {
     if indexes.is_empty() {
         return Ok(Vec::new());
     }
     let len = list.as_seq().map_or(0, |s| s.items.len());
     if len == indexes.len() {
-        let position = map.as_map().and_then(|m| m.entries.iter().position(|e| e.key.as_str() == Some(key)));
+        let position = map
+            .as_map()
+            .and_then(|m| m.entries.iter().position(|e| e.key.as_str() == Some(key)));
         if let Some(p) = position {
             return edit::delete_entries(text, map, &[p]);
         }

@@ -11,14 +11,20 @@ pub struct KubeVersion {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid Kubernetes version {input:?}: expected MAJOR.MINOR[.PATCH] with an optional leading v and -suffix, e.g. v1.28.3")]
+#[error(
+    "invalid Kubernetes version {input:?}: expected MAJOR.MINOR[.PATCH] with an optional leading v and -suffix, e.g. v1.28.3"
+)]
 pub struct ParseVersionError {
     pub input: String,
 }
 
 impl KubeVersion {
     pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
-        KubeVersion { major, minor, patch }
+        KubeVersion {
+            major,
+            minor,
+            patch,
+        }
     }
 
     /// The version in an image reference's tag, e.g. `registry.k8s.io/kube-apiserver:v1.28.1`
@@ -36,7 +42,9 @@ impl FromStr for KubeVersion {
     type Err = ParseVersionError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParseVersionError { input: s.to_string() };
+        let err = || ParseVersionError {
+            input: s.to_string(),
+        };
         let body = s.trim().strip_prefix('v').unwrap_or(s.trim());
         let core = body.split(['-', '+']).next().unwrap_or(body);
         let mut parts = core.split('.');
@@ -55,7 +63,11 @@ impl FromStr for KubeVersion {
         if parts.next().is_some() {
             return Err(err());
         }
-        Ok(KubeVersion { major, minor, patch })
+        Ok(KubeVersion {
+            major,
+            minor,
+            patch,
+        })
     }
 }
 
@@ -79,7 +91,16 @@ mod tests {
         ] {
             assert_eq!(s.parse::<KubeVersion>(), Ok(want), "{s}");
         }
-        for bad in ["", "v", "1", "latest", "1.x", "v1.2.3.4", "1..2", "99999999999.1"] {
+        for bad in [
+            "",
+            "v",
+            "1",
+            "latest",
+            "1.x",
+            "v1.2.3.4",
+            "1..2",
+            "99999999999.1",
+        ] {
             assert!(bad.parse::<KubeVersion>().is_err(), "{bad}");
         }
         assert_eq!(KubeVersion::new(1, 28, 3).to_string(), "v1.28.3");
@@ -89,16 +110,28 @@ mod tests {
     #[test]
     fn reads_image_tags() {
         for (image, want) in [
-            ("registry.k8s.io/kube-apiserver:v1.28.1", Some(KubeVersion::new(1, 28, 1))),
-            ("k8s.gcr.io/kube-apiserver-amd64:v1.11.2", Some(KubeVersion::new(1, 11, 2))),
+            (
+                "registry.k8s.io/kube-apiserver:v1.28.1",
+                Some(KubeVersion::new(1, 28, 1)),
+            ),
+            (
+                "k8s.gcr.io/kube-apiserver-amd64:v1.11.2",
+                Some(KubeVersion::new(1, 11, 2)),
+            ),
             (
                 "rancher/hardened-kubernetes:v1.28.9-rke2r1-build20240416",
                 Some(KubeVersion::new(1, 28, 9)),
             ),
-            ("localhost:5000/kube-apiserver:v1.20.0", Some(KubeVersion::new(1, 20, 0))),
+            (
+                "localhost:5000/kube-apiserver:v1.20.0",
+                Some(KubeVersion::new(1, 20, 0)),
+            ),
             ("localhost:5000/kube-apiserver", None),
             ("registry.k8s.io/kube-apiserver@sha256:abcd", None),
-            ("registry.k8s.io/kube-apiserver:v1.29.0@sha256:abcd", Some(KubeVersion::new(1, 29, 0))),
+            (
+                "registry.k8s.io/kube-apiserver:v1.29.0@sha256:abcd",
+                Some(KubeVersion::new(1, 29, 0)),
+            ),
             ("kube-apiserver:latest", None),
         ] {
             assert_eq!(KubeVersion::from_image(image), want, "{image}");

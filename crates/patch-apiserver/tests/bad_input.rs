@@ -28,7 +28,10 @@ fn bad_fixtures_fail_with_exact_messages() {
             "bad/two-documents.yaml",
             "m.yaml:5:1: a second YAML document starts here; expected exactly one Pod manifest",
         ),
-        ("bad/deployment.yaml", "m.yaml:2:7: expected a Pod manifest, found kind \"Deployment\""),
+        (
+            "bad/deployment.yaml",
+            "m.yaml:2:7: expected a Pod manifest, found kind \"Deployment\"",
+        ),
         (
             "bad/no-apiserver.yaml",
             "m.yaml:7:3: no kube-apiserver container; expected a container that runs the kube-apiserver binary or is named kube-apiserver",
@@ -48,9 +51,18 @@ fn bad_fixtures_fail_with_exact_messages() {
 
 #[test]
 fn structural_surprises_are_reported_where_they_are() {
-    fails("", "m.yaml:1:1: expected a Pod manifest, found an empty file");
-    fails("- a\n- b\n", "m.yaml:1:1: expected a Pod manifest (a mapping), found a list");
-    fails("kind: Pod\n", "m.yaml:1:1: expected a Pod with `spec:`, found a mapping");
+    fails(
+        "",
+        "m.yaml:1:1: expected a Pod manifest, found an empty file",
+    );
+    fails(
+        "- a\n- b\n",
+        "m.yaml:1:1: expected a Pod manifest (a mapping), found a list",
+    );
+    fails(
+        "kind: Pod\n",
+        "m.yaml:1:1: expected a Pod with `spec:`, found a mapping",
+    );
     fails(
         "kind: Pod\nspec:\n  containers: x\n",
         "m.yaml:3:15: expected a list of containers, found \"x\"",
@@ -67,5 +79,8 @@ fn structural_surprises_are_reported_where_they_are() {
         "kind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    command: [/hyperkube, apiserver]\n",
         "m.yaml:5:14: expected a command or args list that runs the kube-apiserver binary, found a list",
     );
-    fails("\u{0}", "m.yaml:1:1: not valid YAML: control characters are not allowed");
+    fails(
+        "\u{0}",
+        "m.yaml:1:1: not valid YAML: control characters are not allowed",
+    );
 }

@@ -3,7 +3,10 @@
 mod common;
 
 use common::{assert_properties, fixture, opts};
-use patch_apiserver::{KubeVersion, Mode, Note, PatchError, PatchOptions, Rotation, audit_flags, check, inspect, patch, revert};
+use patch_apiserver::{
+    KubeVersion, Mode, Note, PatchError, PatchOptions, Rotation, audit_flags, check, inspect,
+    patch, revert,
+};
 
 fn err(text: &str, o: &PatchOptions) -> String {
     patch(text, o).unwrap_err().located("m.yaml").to_string()
@@ -21,7 +24,10 @@ fn audit_flags_are_exactly_the_documented_ones() {
             "--audit-webhook-batch-max-wait=5s",
         ]
     );
-    assert_eq!(audit_flags(&opts(Mode::Static), Some(&v("v1.9.0"))).len(), 3);
+    assert_eq!(
+        audit_flags(&opts(Mode::Static), Some(&v("v1.9.0"))).len(),
+        3
+    );
     assert_eq!(
         audit_flags(&opts(Mode::Dynamic), Some(&v("v1.16.0"))),
         [
@@ -56,16 +62,29 @@ fn a_different_value_is_a_conflict_unless_forced() {
         "m.yaml:10:7: --audit-log-path is already set to \"-\", this tool would set \"/var/lib/k8s_audit/audit.log\"; pass --force to replace it"
     );
     assert_eq!(
-        check(&text, &opts(Mode::Static)).unwrap_err().position().map(|p| p.line),
+        check(&text, &opts(Mode::Static))
+            .unwrap_err()
+            .position()
+            .map(|p| p.line),
         Some(10)
     );
     let mut o = opts(Mode::Static);
     o.force = true;
     let out = patch(&text, &o).unwrap();
-    assert!(out.text.contains("    - --audit-log-path=/var/lib/k8s_audit/audit.log\n    - --audit-policy-file"));
+    assert!(out.text.contains(
+        "    - --audit-log-path=/var/lib/k8s_audit/audit.log\n    - --audit-policy-file"
+    ));
     assert!(!out.text.contains("--audit-log-path=-"));
-    assert_eq!(out.text.matches("--audit-policy-file").count(), 1, "the same value is left alone");
-    assert!(out.notes.iter().any(|n| matches!(n, Note::Replaced { old, .. } if old == "-")));
+    assert_eq!(
+        out.text.matches("--audit-policy-file").count(),
+        1,
+        "the same value is left alone"
+    );
+    assert!(
+        out.notes
+            .iter()
+            .any(|n| matches!(n, Note::Replaced { old, .. } if old == "-"))
+    );
     assert!(out.notes.contains(&Note::AlreadyPresent {
         flag: "--audit-policy-file=/var/lib/k8s_audit/audit-policy.yaml".into()
     }));
@@ -77,7 +96,9 @@ fn list_flags_merge_and_unmerge() {
     let text = fixture("existing-feature-gates.yaml");
     let o = opts(Mode::Dynamic);
     let out = assert_properties(&text, &o, true);
-    assert!(out.contains("- --feature-gates=EphemeralContainers=true,TTLAfterFinished=true,DynamicAuditing=true\n"));
+    assert!(out.contains(
+        "- --feature-gates=EphemeralContainers=true,TTLAfterFinished=true,DynamicAuditing=true\n"
+    ));
     assert_eq!(out.matches("--feature-gates").count(), 1);
     assert_eq!(out.matches("--runtime-config").count(), 1);
     // A conflicting entry names both values.
@@ -86,8 +107,19 @@ fn list_flags_merge_and_unmerge() {
         err(&off, &o),
         "m.yaml:11:7: --feature-gates is already set to \"DynamicAuditing=false\", this tool would set \"DynamicAuditing=true\"; pass --force to replace it"
     );
-    let forced = patch(&off, &PatchOptions { force: true, ..o.clone() }).unwrap();
-    assert!(forced.text.contains("--feature-gates=EphemeralContainers=true,DynamicAuditing=true\n"));
+    let forced = patch(
+        &off,
+        &PatchOptions {
+            force: true,
+            ..o.clone()
+        },
+    )
+    .unwrap();
+    assert!(
+        forced
+            .text
+            .contains("--feature-gates=EphemeralContainers=true,DynamicAuditing=true\n")
+    );
 }
 
 #[test]
@@ -99,18 +131,28 @@ fn empty_runtime_config_takes_our_entry_and_revert_drops_the_emptied_flag() {
     let back = revert(&out, &o).unwrap();
     // The documented rule: a list flag holding only our entry is ours.
     assert_eq!(back.text, text.replace("    - --runtime-config=\n", ""));
-    assert!(back.notes.contains(&Note::EmptiedFlagRemoved { flag: "--runtime-config" }));
+    assert!(back.notes.contains(&Note::EmptiedFlagRemoved {
+        flag: "--runtime-config"
+    }));
 }
 
 #[test]
 fn versions_gate_the_modes() {
-    let t = |image: &str| fixture("kubeadm-v1.28.yaml").replace("registry.k8s.io/kube-apiserver:v1.28.3", image);
+    let t = |image: &str| {
+        fixture("kubeadm-v1.28.yaml").replace("registry.k8s.io/kube-apiserver:v1.28.3", image)
+    };
     assert_eq!(
-        err(&t("registry.k8s.io/kube-apiserver:v1.20.0"), &opts(Mode::Dynamic)),
+        err(
+            &t("registry.k8s.io/kube-apiserver:v1.20.0"),
+            &opts(Mode::Dynamic)
+        ),
         "m.yaml: mode dynamic does not work with Kubernetes v1.20.0: DynamicAuditing and the AuditSink API were removed in 1.19, and the API server refuses to start with their flags; use --mode static"
     );
     assert_eq!(
-        err(&t("k8s.gcr.io/kube-apiserver:v1.12.10"), &opts(Mode::DynamicLog)),
+        err(
+            &t("k8s.gcr.io/kube-apiserver:v1.12.10"),
+            &opts(Mode::DynamicLog)
+        ),
         "m.yaml: mode dynamic+log does not work with Kubernetes v1.12.10: dynamic audit configuration (AuditSink) first appeared in 1.13; use --mode static"
     );
     assert_eq!(
@@ -129,7 +171,13 @@ fn versions_gate_the_modes() {
         given: "v1.18.0".parse().unwrap()
     }));
     // Nothing written on refusal: the caller gets an error, not text.
-    assert!(patch(&t("registry.k8s.io/kube-apiserver:v1.20.0"), &opts(Mode::Dynamic)).is_err());
+    assert!(
+        patch(
+            &t("registry.k8s.io/kube-apiserver:v1.20.0"),
+            &opts(Mode::Dynamic)
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -167,7 +215,8 @@ fn volume_collisions_are_checked_by_name_and_by_path() {
         "m.yaml:13:5: volume name \"k8s-audit\" is already used for hostPath /srv/audit; expected it free for the audit directory /var/lib/k8s_audit"
     );
     // A mount at our path from a volume that is not a hostPath of it.
-    let other = fixture("kubeadm-v1.28.yaml").replace("mountPath: /etc/ssl/certs", "mountPath: /var/lib/k8s_audit");
+    let other = fixture("kubeadm-v1.28.yaml")
+        .replace("mountPath: /etc/ssl/certs", "mountPath: /var/lib/k8s_audit");
     assert!(err(&other, &opts(Mode::Static)).starts_with(
         "m.yaml:79:7: the container already mounts volume \"ca-certs\" at /var/lib/k8s_audit"
     ));
@@ -176,7 +225,9 @@ fn volume_collisions_are_checked_by_name_and_by_path() {
         .replace("mountPath: /etc/ssl/certs", "mountPath: /var/lib/k8s_audit")
         .replace("path: /etc/ssl/certs", "path: /var/lib/k8s_audit");
     let out = patch(&own, &opts(Mode::Static)).unwrap();
-    assert!(out.notes.contains(&Note::DirAlreadyMounted { volume: "ca-certs".into() }));
+    assert!(out.notes.contains(&Note::DirAlreadyMounted {
+        volume: "ca-certs".into()
+    }));
     assert!(!out.text.contains("k8s-audit"));
 }
 
@@ -185,17 +236,34 @@ fn inspect_reports_args_mounts_and_mode() {
     let text = fixture("kops-go-runner.manifest");
     let info = inspect(&text).unwrap();
     assert_eq!(info.version, Some("v1.26.7".parse().unwrap()));
-    assert_eq!(info.apiserver_args.first().map(String::as_str), Some("--allow-privileged=true"));
-    assert_eq!(info.apiserver_args.last().map(String::as_str), Some("--v=2"));
+    assert_eq!(
+        info.apiserver_args.first().map(String::as_str),
+        Some("--allow-privileged=true")
+    );
+    assert_eq!(
+        info.apiserver_args.last().map(String::as_str),
+        Some("--v=2")
+    );
     assert_eq!(info.host_mounts.len(), 2);
     assert_eq!(info.patched, None);
     let out = patch(&text, &opts(Mode::Static)).unwrap().text;
     let after = inspect(&out).unwrap();
     assert_eq!(after.patched, Some(Mode::Static));
-    assert!(after.host_mounts.iter().any(|m| m.volume == "k8s-audit" && m.host_path == "/var/lib/k8s_audit"));
+    assert!(
+        after
+            .host_mounts
+            .iter()
+            .any(|m| m.volume == "k8s-audit" && m.host_path == "/var/lib/k8s_audit")
+    );
     let shell = inspect(&fixture("kops-legacy-shell-folded.manifest")).unwrap();
-    assert_eq!(shell.apiserver_args.first().map(String::as_str), Some("--allow-privileged=true"));
-    assert_eq!(shell.apiserver_args.last().map(String::as_str), Some("--v=2"));
+    assert_eq!(
+        shell.apiserver_args.first().map(String::as_str),
+        Some("--allow-privileged=true")
+    );
+    assert_eq!(
+        shell.apiserver_args.last().map(String::as_str),
+        Some("--v=2")
+    );
 }
 
 #[test]
@@ -205,7 +273,10 @@ fn check_says_whether_patched() {
     assert_eq!(check(&text, &o), Ok(false));
     let out = patch(&text, &o).unwrap().text;
     assert_eq!(check(&out, &o), Ok(true));
-    assert!(matches!(check(&out, &opts(Mode::Dynamic)), Err(PatchError::ModeRefused { .. })));
+    assert!(matches!(
+        check(&out, &opts(Mode::Dynamic)),
+        Err(PatchError::ModeRefused { .. })
+    ));
 }
 
 #[test]
@@ -213,8 +284,51 @@ fn switching_modes_adds_only_the_difference() {
     let text = fixture("minikube-v1.18.yaml");
     let dynamic = patch(&text, &opts(Mode::Dynamic)).unwrap().text;
     let both = patch(&dynamic, &opts(Mode::DynamicLog)).unwrap();
-    assert_eq!(both.text.matches("--audit-dynamic-configuration").count(), 1);
+    assert_eq!(
+        both.text.matches("--audit-dynamic-configuration").count(),
+        1
+    );
     assert_eq!(inspect(&both.text).unwrap().patched, Some(Mode::DynamicLog));
     // One revert removes what either mode added.
     assert_eq!(revert(&both.text, &opts(Mode::Static)).unwrap().text, text);
+}
+
+#[test]
+fn crlf_files_stay_crlf() {
+    for name in [
+        "kubeadm-v1.28.yaml",
+        "kops-legacy-shell-folded.manifest",
+        "no-final-newline.yaml",
+        "args-no-command-name-first.yaml",
+    ] {
+        let text = fixture(name).replace('\n', "\r\n");
+        let out = assert_properties(&text, &opts(Mode::Static), true);
+        assert_eq!(
+            out.matches('\n').count(),
+            out.matches("\r\n").count(),
+            "{name}: a bare LF was written"
+        );
+    }
+}
+
+#[test]
+fn revert_leaves_foreign_volumes_and_removes_dangling_mounts() {
+    let text = fixture("kubeadm-v1.28.yaml");
+    let o = opts(Mode::Static);
+    let patched = patch(&text, &o).unwrap().text;
+    // Our volume name with another path is not ours.
+    let foreign = patched.replace(
+        "      path: /var/lib/k8s_audit\n",
+        "      path: /srv/other\n",
+    );
+    let out = revert(&foreign, &o).unwrap();
+    assert!(out.text.contains("name: k8s-audit"));
+    assert!(out.notes.contains(&Note::ForeignVolumeKept {
+        path: "/srv/other".into()
+    }));
+    // Our mount whose volume was removed by hand goes too.
+    let vol = "  - hostPath:\n      path: /var/lib/k8s_audit\n      type: DirectoryOrCreate\n    name: k8s-audit\n";
+    assert!(patched.contains(vol));
+    let dangling = patched.replace(vol, "");
+    assert_eq!(revert(&dangling, &o).unwrap().text, text);
 }

@@ -59,7 +59,11 @@ fn report(name: &str, mode: Mode) -> String {
 fn snapshots_per_fixture_and_mode() {
     for (name, _) in FIXTURES {
         for mode in Mode::ALL {
-            let snap = format!("{}__{}", name.replace(['.', '-'], "_"), mode.to_string().replace('+', "_"));
+            let snap = format!(
+                "{}__{}",
+                name.replace(['.', '-'], "_"),
+                mode.to_string().replace('+', "_")
+            );
             insta::assert_snapshot!(snap, report(name, mode));
         }
     }

@@ -1,7 +1,7 @@
 //! Property tests over generated manifests: indentation 2/4, indented or flush
 //! sequences, `- ` or `-   ` items, comments (own line, trailing, commented-out
 //! flags), blank and whitespace-only lines, flag order, `name:`-first items, a final
-//! newline or not, and every shape. For each mode that the version allows: additions
+//! newline or not, LF or CRLF, and every shape. For each mode that the version allows: additions
 //! only, semantic equality with the intended additions, idempotence, revert.
 
 mod common;
@@ -55,6 +55,7 @@ struct Gen {
     volumes: bool,
     minor: u32,
     status: bool,
+    crlf: bool,
 }
 
 fn manifests() -> impl Strategy<Value = Gen> {
@@ -74,7 +75,7 @@ fn manifests() -> impl Strategy<Value = Gen> {
     (
         shapes,
         prop_oneof![Just(2usize), Just(4usize)],
-        any::<[bool; 8]>(),
+        any::<[bool; 9]>(),
         flags,
         proptest::collection::vec(0u8..6, FLAG_POOL.len()),
         prop_oneof![13u32..=18, 10u32..=30],
@@ -93,6 +94,7 @@ fn manifests() -> impl Strategy<Value = Gen> {
             volumes: b[6],
             minor,
             status: b[7],
+            crlf: b[8],
         })
 }
 
@@ -102,7 +104,10 @@ impl Gen {
     }
 
     fn shell_line(&self) -> String {
-        format!("exec /usr/local/bin/kube-apiserver {} 1>>/var/log/kube-apiserver.log 2>&1", self.flags.join(" "))
+        format!(
+            "exec /usr/local/bin/kube-apiserver {} 1>>/var/log/kube-apiserver.log 2>&1",
+            self.flags.join(" ")
+        )
     }
 
     fn render(&self) -> String {
@@ -116,6 +121,9 @@ impl Gen {
                 out.pop();
             }
         }
+        if self.crlf {
+            out = out.replace('\n', "\r\n");
+        }
         out
     }
 
@@ -124,11 +132,21 @@ impl Gen {
         let command: Vec<String> = if self.shape == GenShape::JsonShell {
             vec![q("/bin/sh"), q("-c"), q(&self.shell_line())]
         } else {
-            std::iter::once(q("kube-apiserver")).chain(self.flags.iter().map(|f| q(f))).collect()
+            std::iter::once(q("kube-apiserver"))
+                .chain(self.flags.iter().map(|f| q(f)))
+                .collect()
         };
-        let mut s = String::from("{\n\"apiVersion\": \"v1\",\n\"kind\": \"Pod\",\n\"metadata\": {\"name\": \"kube-apiserver\"},\n\"spec\": {\n  \"containers\": [\n    {\n");
-        s += &format!("      \"name\": \"kube-apiserver\",\n      \"image\": {},\n", q(&self.image()));
-        s += &format!("      \"command\": [\n        {}\n      ]", command.join(",\n        "));
+        let mut s = String::from(
+            "{\n\"apiVersion\": \"v1\",\n\"kind\": \"Pod\",\n\"metadata\": {\"name\": \"kube-apiserver\"},\n\"spec\": {\n  \"containers\": [\n    {\n",
+        );
+        s += &format!(
+            "      \"name\": \"kube-apiserver\",\n      \"image\": {},\n",
+            q(&self.image())
+        );
+        s += &format!(
+            "      \"command\": [\n        {}\n      ]",
+            command.join(",\n        ")
+        );
         if self.mounts {
             s += ",\n      \"volumeMounts\": [\n        {\"name\": \"pki\", \"mountPath\": \"/etc/kubernetes/pki\"}\n      ]";
         }
@@ -150,7 +168,10 @@ impl Gen {
         if self.header_comment {
             s += "# generated\n\n";
         }
-        s += &format!("apiVersion: v1\nkind: Pod\nmetadata:\n{0}name: kube-apiserver\n{0}namespace: kube-system\nspec:\n", pad(u));
+        s += &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n{0}name: kube-apiserver\n{0}namespace: kube-system\nspec:\n",
+            pad(u)
+        );
         s += &format!("{}containers:\n", pad(u));
         let dash = u + seq;
         let c = dash + 1 + gap;
@@ -161,9 +182,17 @@ impl Gen {
             let d = key_col + seq;
             let mut lines = Vec::new();
             for (i, item) in items.iter().enumerate() {
-                let decor = if decorate && i > 0 { self.decor.get(i).copied().unwrap_or(0) } else { 0 };
+                let decor = if decorate && i > 0 {
+                    self.decor.get(i).copied().unwrap_or(0)
+                } else {
+                    0
+                };
                 match decor {
-                    1 => lines.push(format!("{}# about {}", pad(d), item.trim_start_matches('-'))),
+                    1 => lines.push(format!(
+                        "{}# about {}",
+                        pad(d),
+                        item.trim_start_matches('-')
+                    )),
                     3 => lines.push(String::new()),
                     4 => lines.push(pad(d + 3)),
                     5 => lines.push(format!("{}# - --old-flag=1", pad(d))),
@@ -176,21 +205,40 @@ impl Gen {
         };
         let mut entries: Vec<(String, Vec<String>)> = Vec::new();
         let flags: Vec<String> = self.flags.iter().map(|f| f.to_string()).collect();
-        let binary = |b: &str| std::iter::once(b.to_string()).chain(flags.iter().cloned()).collect::<Vec<_>>();
+        let binary = |b: &str| {
+            std::iter::once(b.to_string())
+                .chain(flags.iter().cloned())
+                .collect::<Vec<_>>()
+        };
         match self.shape {
-            GenShape::Command => entries.push(("command".into(), list_lines(c, &binary("kube-apiserver"), true))),
+            GenShape::Command => entries.push((
+                "command".into(),
+                list_lines(c, &binary("kube-apiserver"), true),
+            )),
             GenShape::ArgsAfterCommand => {
-                entries.push(("command".into(), list_lines(c, &["/usr/local/bin/kube-apiserver".into()], false)));
+                entries.push((
+                    "command".into(),
+                    list_lines(c, &["/usr/local/bin/kube-apiserver".into()], false),
+                ));
                 entries.push(("args".into(), list_lines(c, &flags, true)));
             }
             GenShape::ArgsFirst => {
                 entries.push(("args".into(), list_lines(c, &flags, true)));
-                entries.push(("command".into(), list_lines(c, &["/usr/local/bin/kube-apiserver".into()], false)));
+                entries.push((
+                    "command".into(),
+                    list_lines(c, &["/usr/local/bin/kube-apiserver".into()], false),
+                ));
             }
             GenShape::ArgsNoCommand => entries.push(("args".into(), list_lines(c, &flags, true))),
             GenShape::GoRunner => {
-                entries.push(("command".into(), list_lines(c, &["/go-runner".into()], false)));
-                let mut args = vec!["--log-file=/var/log/kube-apiserver.log".to_string(), "--also-stdout".into()];
+                entries.push((
+                    "command".into(),
+                    list_lines(c, &["/go-runner".into()], false),
+                ));
+                let mut args = vec![
+                    "--log-file=/var/log/kube-apiserver.log".to_string(),
+                    "--also-stdout".into(),
+                ];
                 args.extend(binary("/usr/local/bin/kube-apiserver"));
                 entries.push(("args".into(), list_lines(c, &args, true)));
             }
@@ -202,7 +250,11 @@ impl Gen {
                         // Break after the binary and then every two words, as kops did.
                         let cont = format!("\n{}", pad(c + seq + 1 + gap + 2));
                         let mut words = line.split(' ');
-                        let mut text = format!("{} {}", words.next().unwrap_or(""), words.next().unwrap_or(""));
+                        let mut text = format!(
+                            "{} {}",
+                            words.next().unwrap_or(""),
+                            words.next().unwrap_or("")
+                        );
                         let rest: Vec<&str> = words.collect();
                         for chunk in rest.chunks(2) {
                             text += &cont;
@@ -212,7 +264,10 @@ impl Gen {
                     }
                     _ => line,
                 };
-                entries.push(("command".into(), list_lines(c, &["/bin/sh".into(), "-c".into(), last], false)));
+                entries.push((
+                    "command".into(),
+                    list_lines(c, &["/bin/sh".into(), "-c".into(), last], false),
+                ));
             }
             GenShape::JsonList | GenShape::JsonShell => unreachable!("rendered as JSON"),
         }
@@ -220,8 +275,18 @@ impl Gen {
         if self.mounts {
             let d = c + seq;
             let mc = d + 1 + gap;
-            let (first, second) = if self.name_first { ("name: pki", "mountPath: /etc/kubernetes/pki") } else { ("mountPath: /etc/kubernetes/pki", "name: pki") };
-            entries.push(("volumeMounts".into(), vec![format!("{}{first}", item_dash(d)), format!("{}{second}", pad(mc))]));
+            let (first, second) = if self.name_first {
+                ("name: pki", "mountPath: /etc/kubernetes/pki")
+            } else {
+                ("mountPath: /etc/kubernetes/pki", "name: pki")
+            };
+            entries.push((
+                "volumeMounts".into(),
+                vec![
+                    format!("{}{first}", item_dash(d)),
+                    format!("{}{second}", pad(mc)),
+                ],
+            ));
         }
         let name = ("name: kube-apiserver".to_string(), Vec::new());
         if self.name_first {
@@ -231,7 +296,11 @@ impl Gen {
             entries.insert(at, name);
         }
         for (i, (key, lines)) in entries.iter().enumerate() {
-            let head = if lines.is_empty() { key.clone() } else { format!("{key}:") };
+            let head = if lines.is_empty() {
+                key.clone()
+            } else {
+                format!("{key}:")
+            };
             if i == 0 {
                 s += &format!("{}{head}\n", item_dash(dash));
             } else {
@@ -248,9 +317,19 @@ impl Gen {
             let vc = d + 1 + gap;
             s += &format!("{}volumes:\n", pad(u));
             if self.name_first {
-                s += &format!("{}name: pki\n{}hostPath:\n{}path: /etc/kubernetes/pki\n", item_dash(d), pad(vc), pad(vc + u));
+                s += &format!(
+                    "{}name: pki\n{}hostPath:\n{}path: /etc/kubernetes/pki\n",
+                    item_dash(d),
+                    pad(vc),
+                    pad(vc + u)
+                );
             } else {
-                s += &format!("{}hostPath:\n{}path: /etc/kubernetes/pki\n{}name: pki\n", item_dash(d), pad(vc + u), pad(vc));
+                s += &format!(
+                    "{}hostPath:\n{}path: /etc/kubernetes/pki\n{}name: pki\n",
+                    item_dash(d),
+                    pad(vc + u),
+                    pad(vc)
+                );
             }
         }
         if self.status {

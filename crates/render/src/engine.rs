@@ -8,7 +8,6 @@ use memchr::{memchr, memchr2};
 
 use crate::Options;
 use crate::error::{Missing, Origin, Reason, RenderError};
-use crate::memo::Memo;
 use crate::position::Tracker;
 use crate::vars::{NameHasher, NameMap, Vars, is_name_char, is_name_start};
 
@@ -48,7 +47,7 @@ enum State {
 }
 
 pub(crate) struct Engine<'a> {
-    vars: Memo<'a>,
+    vars: &'a Vars,
     only: Option<HashSet<Box<[u8]>, BuildHasherDefault<NameHasher>>>,
     strict: bool,
     no_empty: bool,
@@ -63,7 +62,7 @@ pub(crate) struct Engine<'a> {
 impl<'a> Engine<'a> {
     pub(crate) fn new(vars: &'a Vars, opts: &Options) -> Self {
         Engine {
-            vars: Memo::new(vars),
+            vars,
             only: opts.only.as_ref().map(|names| {
                 names
                     .iter()
@@ -300,13 +299,13 @@ impl<'a> Engine<'a> {
     }
 
     #[inline]
-    fn lookup(&mut self, name: &[u8]) -> Option<&[u8]> {
+    fn lookup(&self, name: &[u8]) -> Option<&[u8]> {
         if !self.assigned.is_empty()
             && let Some(value) = self.assigned.get(name)
         {
             return Some(value);
         }
-        self.vars.get(name)
+        self.vars.get_bytes(name)
     }
 
     fn position(&mut self, input: &[u8], offset: usize) -> (u64, u64) {

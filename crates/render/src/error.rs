@@ -64,6 +64,8 @@ pub enum AssignmentError {
     UnterminatedQuote(char),
 }
 
+/// Each message is complete on its own (the I/O cause is part of it, not a separate `source`),
+/// so that printing it, or a chain of contexts around it, never repeats the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
     /// Every reference that could not be rendered, in input order, one per line.
@@ -72,12 +74,12 @@ pub enum RenderError {
         origin: Origin,
         missing: Vec<Missing>,
     },
-    #[error("error while reading {origin}: {source}")]
-    Read { origin: Origin, source: io::Error },
+    #[error("error while reading {origin}: {error}")]
+    Read { origin: Origin, error: io::Error },
     #[error("write error: {0}")]
-    Write(#[source] io::Error),
-    #[error("cannot read env file {}: {source}", path.display())]
-    EnvFileRead { path: PathBuf, source: io::Error },
+    Write(io::Error),
+    #[error("cannot read env file {}: {error}", path.display())]
+    EnvFileRead { path: PathBuf, error: io::Error },
     #[error("{}:{line}:{column}: {problem}", path.display())]
     EnvFile {
         path: PathBuf,
@@ -85,8 +87,8 @@ pub enum RenderError {
         column: u64,
         problem: AssignmentError,
     },
-    #[error("cannot write {}: {source}", path.display())]
-    Output { path: PathBuf, source: io::Error },
+    #[error("cannot write {}: {error}", path.display())]
+    Output { path: PathBuf, error: io::Error },
 }
 
 struct MissingList<'a> {

@@ -16,7 +16,6 @@
 mod engine;
 mod error;
 mod format;
-mod memo;
 mod output;
 mod position;
 mod stream;

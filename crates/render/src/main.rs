@@ -101,9 +101,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         None => {
             let stdin = io::stdin().as_fd().try_clone_to_owned();
-            let stdin = stdin.map_err(|source| RenderError::Read {
+            let stdin = stdin.map_err(|error| RenderError::Read {
                 origin: Origin::Stdin,
-                source,
+                error,
             })?;
             (File::from(stdin), Origin::Stdin)
         }

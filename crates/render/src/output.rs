@@ -21,9 +21,9 @@ pub struct AtomicFile {
 
 impl AtomicFile {
     pub fn create(target: &Path) -> Result<Self, RenderError> {
-        let error = |source| RenderError::Output {
+        let error = |error| RenderError::Output {
             path: target.to_path_buf(),
-            source,
+            error,
         };
         let dir = match target.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -50,9 +50,9 @@ impl AtomicFile {
 
     /// Makes the content durable, then renames it over the target.
     pub fn commit(mut self) -> Result<(), RenderError> {
-        let error = |source| RenderError::Output {
+        let error = |error| RenderError::Output {
             path: self.target.clone(),
-            source,
+            error,
         };
         self.temp.flush().map_err(error)?;
         self.temp.as_file().sync_all().map_err(error)?;
@@ -61,7 +61,7 @@ impl AtomicFile {
             .persist(&target)
             .map_err(|e| RenderError::Output {
                 path: target,
-                source: e.error,
+                error: e.error,
             })?;
         Ok(())
     }

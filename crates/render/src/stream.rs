@@ -42,12 +42,12 @@ pub fn render_stream<R: Read, W: Write>(
         }
         let n = match read_some(&mut input, &mut buf[end..]) {
             Ok(n) => n,
-            Err(source) => {
+            Err(error) => {
                 // Best effort: GNU also flushes what it has before exiting on a read error.
                 let _ = output.write_all(&out).and_then(|()| output.flush());
                 return Err(RenderError::Read {
                     origin: origin.clone(),
-                    source,
+                    error,
                 });
             }
         };

@@ -98,9 +98,9 @@ impl Vars {
 
     /// Loads `KEY=VALUE` lines, overriding what is already set. See [`Vars::parse_env_file`].
     pub fn load_env_file(&mut self, path: &Path) -> Result<(), RenderError> {
-        let contents = std::fs::read(path).map_err(|source| RenderError::EnvFileRead {
+        let contents = std::fs::read(path).map_err(|error| RenderError::EnvFileRead {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         self.parse_env_file(&contents, path)
     }

@@ -29,16 +29,31 @@ pub(crate) struct Keys {
 }
 
 pub(crate) fn keys(opts: &ConnectOptions, config_files: &[PathBuf], identities_only: bool) -> Keys {
-    let mut files: Vec<PathBuf> = opts.identities.iter().chain(config_files).cloned().collect();
+    let mut files: Vec<PathBuf> = opts
+        .identities
+        .iter()
+        .chain(config_files)
+        .cloned()
+        .collect();
     files.dedup();
     if files.is_empty() {
         if let Some(home) = crate::config::home() {
-            files = DEFAULT_IDENTITIES.iter().map(|name| home.join(".ssh").join(name)).filter(|p| p.exists()).collect();
+            files = DEFAULT_IDENTITIES
+                .iter()
+                .map(|name| home.join(".ssh").join(name))
+                .filter(|p| p.exists())
+                .collect();
         }
     }
-    let agent_socket = opts.agent_socket.clone().or_else(|| std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from));
+    let agent_socket = opts
+        .agent_socket
+        .clone()
+        .or_else(|| std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from));
     let agent_socket = agent_socket.filter(|_| opts.use_agent && !identities_only);
-    Keys { files, agent_socket }
+    Keys {
+        files,
+        agent_socket,
+    }
 }
 
 pub(crate) fn authenticate(
@@ -48,7 +63,10 @@ pub(crate) fn authenticate(
     keys: &Keys,
     opts: &ConnectOptions,
 ) -> Result<(), ShipError> {
-    let methods = session.auth_methods(user).map(str::to_owned).unwrap_or_default();
+    let methods = session
+        .auth_methods(user)
+        .map(str::to_owned)
+        .unwrap_or_default();
     if session.authenticated() {
         return Ok(());
     }
@@ -56,7 +74,11 @@ pub(crate) fn authenticate(
     let failed = |tried: Vec<AuthAttempt>| ShipError::AuthFailed {
         host: host.to_owned(),
         user: user.to_owned(),
-        methods: if methods.is_empty() { "(unknown)".to_owned() } else { methods.clone() },
+        methods: if methods.is_empty() {
+            "(unknown)".to_owned()
+        } else {
+            methods.clone()
+        },
         tried,
     };
     if !methods.split(',').any(|m| m == "publickey") {
@@ -70,21 +92,34 @@ pub(crate) fn authenticate(
     for file in &keys.files {
         let key = file.display().to_string();
         if !file.exists() {
-            tried.push(AuthAttempt { key, outcome: AuthOutcome::FileMissing });
+            tried.push(AuthAttempt {
+                key,
+                outcome: AuthOutcome::FileMissing,
+            });
             continue;
         }
         let encrypted = match is_encrypted(file) {
             Ok(e) => e,
             Err(why) => {
-                tried.push(AuthAttempt { key, outcome: AuthOutcome::Unreadable(why) });
+                tried.push(AuthAttempt {
+                    key,
+                    outcome: AuthOutcome::Unreadable(why),
+                });
                 continue;
             }
         };
         let passphrase = if encrypted {
-            match opts.passphrase.clone().or_else(|| opts.ask_passphrase.and_then(|ask| ask(file))) {
+            match opts
+                .passphrase
+                .clone()
+                .or_else(|| opts.ask_passphrase.and_then(|ask| ask(file)))
+            {
                 Some(p) => Some(p),
                 None => {
-                    tried.push(AuthAttempt { key, outcome: AuthOutcome::NeedsPassphrase });
+                    tried.push(AuthAttempt {
+                        key,
+                        outcome: AuthOutcome::NeedsPassphrase,
+                    });
                     continue;
                 }
             }
@@ -92,19 +127,46 @@ pub(crate) fn authenticate(
             None
         };
         let public = public_key_beside(file);
-        match session.userauth_pubkey_file(user, public.as_deref(), file, passphrase.as_ref().map(|p| p.0.as_str())) {
+        match session.userauth_pubkey_file(
+            user,
+            public.as_deref(),
+            file,
+            passphrase.as_ref().map(|p| p.0.as_str()),
+        ) {
             Ok(()) if session.authenticated() => return Ok(()),
-            Ok(()) => tried.push(AuthAttempt { key, outcome: AuthOutcome::Rejected }),
-            Err(e) => tried.push(AuthAttempt { key, outcome: classify(&e, encrypted) }),
+            Ok(()) => tried.push(AuthAttempt {
+                key,
+                outcome: AuthOutcome::Rejected,
+            }),
+            Err(e) => tried.push(AuthAttempt {
+                key,
+                outcome: classify(&e, encrypted),
+            }),
         }
     }
     Err(failed(tried))
 }
 
-fn try_agent(session: &ssh2::Session, user: &str, socket: &Path, tried: &mut Vec<AuthAttempt>) -> bool {
-    let Ok(mut agent) = session.agent() else { return false };
-    if agent.set_identity_path(socket).is_err() || agent.connect().is_err() || agent.list_identities().is_err() {
-        tried.push(AuthAttempt { key: "ssh-agent".to_owned(), outcome: AuthOutcome::Unreadable(format!("cannot talk to the agent at {}", socket.display())) });
+fn try_agent(
+    session: &ssh2::Session,
+    user: &str,
+    socket: &Path,
+    tried: &mut Vec<AuthAttempt>,
+) -> bool {
+    let Ok(mut agent) = session.agent() else {
+        return false;
+    };
+    if agent.set_identity_path(socket).is_err()
+        || agent.connect().is_err()
+        || agent.list_identities().is_err()
+    {
+        tried.push(AuthAttempt {
+            key: "ssh-agent".to_owned(),
+            outcome: AuthOutcome::Unreadable(format!(
+                "cannot talk to the agent at {}",
+                socket.display()
+            )),
+        });
         return false;
     }
     for identity in agent.identities().unwrap_or_default() {
@@ -112,7 +174,10 @@ fn try_agent(session: &ssh2::Session, user: &str, socket: &Path, tried: &mut Vec
             let _ = agent.disconnect();
             return true;
         }
-        tried.push(AuthAttempt { key: format!("agent key {:?}", identity.comment()), outcome: AuthOutcome::Rejected });
+        tried.push(AuthAttempt {
+            key: format!("agent key {:?}", identity.comment()),
+            outcome: AuthOutcome::Rejected,
+        });
     }
     let _ = agent.disconnect();
     false
@@ -141,9 +206,16 @@ pub(crate) fn is_encrypted(path: &Path) -> Result<bool, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
         let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
-        let bytes = STANDARD.decode(body.trim()).map_err(|_| "not a valid OpenSSH private key (bad base64)".to_owned())?;
-        let rest = bytes.strip_prefix(b"openssh-key-v1\0").ok_or("not a valid OpenSSH private key (bad magic)")?;
-        let len = rest.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).ok_or("truncated key")?;
+        let bytes = STANDARD
+            .decode(body.trim())
+            .map_err(|_| "not a valid OpenSSH private key (bad base64)".to_owned())?;
+        let rest = bytes
+            .strip_prefix(b"openssh-key-v1\0")
+            .ok_or("not a valid OpenSSH private key (bad magic)")?;
+        let len = rest
+            .get(..4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or("truncated key")?;
         let cipher = rest.get(4..4 + len).ok_or("truncated key")?;
         return Ok(cipher != b"none");
     }
@@ -157,7 +229,14 @@ mod tests {
 
     fn keygen(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
         let path = dir.join(name);
-        let ok = Command::new("ssh-keygen").arg("-q").args(args).arg("-f").arg(&path).status().unwrap().success();
+        let ok = Command::new("ssh-keygen")
+            .arg("-q")
+            .args(args)
+            .arg("-f")
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success();
         assert!(ok);
         path
     }
@@ -166,14 +245,35 @@ mod tests {
     fn detects_encrypted_keys() {
         let dir = tempfile::tempdir().unwrap();
         assert!(!is_encrypted(&keygen(dir.path(), "plain", &["-t", "ed25519", "-N", ""])).unwrap());
-        assert!(is_encrypted(&keygen(dir.path(), "locked", &["-t", "ed25519", "-N", "secret"])).unwrap());
-        assert!(is_encrypted(&keygen(dir.path(), "pem", &["-t", "ecdsa", "-m", "PEM", "-N", "secret"])).unwrap());
-        std::fs::write(dir.path().join("junk"), "-----BEGIN OPENSSH PRIVATE KEY-----\n!!\n-----END OPENSSH PRIVATE KEY-----\n").unwrap();
+        assert!(
+            is_encrypted(&keygen(
+                dir.path(),
+                "locked",
+                &["-t", "ed25519", "-N", "secret"]
+            ))
+            .unwrap()
+        );
+        assert!(
+            is_encrypted(&keygen(
+                dir.path(),
+                "pem",
+                &["-t", "ecdsa", "-m", "PEM", "-N", "secret"]
+            ))
+            .unwrap()
+        );
+        std::fs::write(
+            dir.path().join("junk"),
+            "-----BEGIN OPENSSH PRIVATE KEY-----\n!!\n-----END OPENSSH PRIVATE KEY-----\n",
+        )
+        .unwrap();
         assert!(is_encrypted(&dir.path().join("junk")).is_err());
     }
 
     #[test]
     fn passphrase_is_not_printed() {
-        assert_eq!(format!("{:?}", Passphrase("hunter2".into())), "Passphrase(..)");
+        assert_eq!(
+            format!("{:?}", Passphrase("hunter2".into())),
+            "Passphrase(..)"
+        );
     }
 }

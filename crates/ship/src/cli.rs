@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use ship::{ConnectOptions, Destination, Passphrase, RemotePath, Session};
+use ship::{ConnectOptions, Destination, Passphrase, RemotePath, Session, Upload};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -83,7 +83,10 @@ enum Command {
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
-    u32::from_str_radix(text, 8).ok().filter(|&m| m <= 0o7777).ok_or_else(|| format!("expected an octal mode like 0600, got {text:?}"))
+    u32::from_str_radix(text, 8)
+        .ok()
+        .filter(|&m| m <= 0o7777)
+        .ok_or_else(|| format!("expected an octal mode like 0600, got {text:?}"))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -102,17 +105,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ..ConnectOptions::default()
     };
     match args.command {
-        Command::Exec { sudo, stdin, destination, command } => {
+        Command::Exec {
+            sudo,
+            stdin,
+            destination,
+            command,
+        } => {
             let dest: Destination = destination.parse()?;
             let session = connect(&dest, &opts, args.verbose)?;
             let argv: Vec<&str> = command.iter().map(String::as_str).collect();
             let mut input = std::io::stdin().lock();
             let input: Option<&mut dyn Read> = if stdin { Some(&mut input) } else { None };
-            let status = session.exec_streaming(&argv, sudo, input, &mut std::io::stdout().lock(), &mut std::io::stderr().lock())?;
+            let status = session.exec_streaming(
+                &argv,
+                sudo,
+                input,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            )?;
             report(&session, args.verbose);
             Ok(ExitCode::from(u8::try_from(status).unwrap_or(255)))
         }
-        Command::Cp { sudo, mode, operands } => {
+        Command::Cp {
+            sudo,
+            mode,
+            operands,
+        } => {
             copy(&operands, sudo, mode, &opts, args.verbose)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -123,7 +141,11 @@ fn connect(dest: &Destination, opts: &ConnectOptions, verbose: bool) -> anyhow::
     let start = Instant::now();
     let session = Session::connect(dest, opts)?;
     if verbose {
-        eprintln!("ship: connected to {} in {:.0?}", session.host(), start.elapsed());
+        eprintln!(
+            "ship: connected to {} in {:.0?}",
+            session.host(),
+            start.elapsed()
+        );
     }
     Ok(session)
 }
@@ -131,7 +153,10 @@ fn connect(dest: &Destination, opts: &ConnectOptions, verbose: bool) -> anyhow::
 fn report(session: &Session, verbose: bool) {
     if verbose {
         let stats = session.stats();
-        eprintln!("ship: {} TCP connection(s), {} round trips", stats.tcp_connections, stats.round_trips);
+        eprintln!(
+            "ship: {} TCP connection(s), {} round trips",
+            stats.tcp_connections, stats.round_trips
+        );
     }
 }
 
@@ -150,13 +175,24 @@ fn operand(text: &str) -> anyhow::Result<Operand> {
 }
 
 fn file_name(path: &str) -> Option<&str> {
-    path.rsplit('/').next().filter(|n| !n.is_empty() && *n != "." && *n != "..")
+    path.rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty() && *n != "." && *n != "..")
 }
 
-fn copy(operands: &[String], sudo: bool, mode: u32, opts: &ConnectOptions, verbose: bool) -> anyhow::Result<()> {
+fn copy(
+    operands: &[String],
+    sudo: bool,
+    mode: u32,
+    opts: &ConnectOptions,
+    verbose: bool,
+) -> anyhow::Result<()> {
     let (dest_text, source_texts) = operands.split_last().context("expected SRC... DEST")?;
     let dest = operand(dest_text)?;
-    let sources = source_texts.iter().map(|s| operand(s)).collect::<anyhow::Result<Vec<_>>>()?;
+    let sources = source_texts
+        .iter()
+        .map(|s| operand(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let many = sources.len() > 1;
     if many && sources.iter().any(|s| matches!(s, Operand::Stdio)) {
         bail!("`-` can only be the single source");
@@ -166,25 +202,41 @@ fn copy(operands: &[String], sudo: bool, mode: u32, opts: &ConnectOptions, verbo
             let mut files = Vec::new();
             for source in sources {
                 match source {
-                    Operand::Remote(_) => bail!("copying between two remote hosts is not supported"),
-                    Operand::Stdio if target.path.ends_with('/') => bail!("{dest_text}: needs a file name when the source is `-`"),
+                    Operand::Remote(_) => {
+                        bail!("copying between two remote hosts is not supported")
+                    }
+                    Operand::Stdio if target.path.ends_with('/') => {
+                        bail!("{dest_text}: needs a file name when the source is `-`")
+                    }
                     source => files.push(source),
                 }
             }
             let session = connect(&target.dest, opts, verbose)?;
+            let mut locals = Vec::new();
             for source in files {
-                let remote = match &source {
-                    Operand::Local(path) if many || target.path.ends_with('/') => {
-                        let name = path.file_name().and_then(|n| n.to_str()).with_context(|| format!("{}: no file name", path.display()))?;
-                        format!("{}/{name}", target.path.trim_end_matches('/'))
-                    }
-                    _ => target.path.clone(),
-                };
                 match source {
-                    Operand::Local(path) => upload_local(&session, &path, &remote, mode, sudo)?,
-                    _ => session.upload(&mut std::io::stdin().lock(), &remote, mode, sudo)?,
+                    Operand::Local(path) => {
+                        let remote = if many || target.path.ends_with('/') {
+                            let name = path
+                                .file_name()
+                                .and_then(|n| n.to_str())
+                                .with_context(|| format!("{}: no file name", path.display()))?;
+                            format!("{}/{name}", target.path.trim_end_matches('/'))
+                        } else {
+                            target.path.clone()
+                        };
+                        let file = std::fs::File::open(&path)
+                            .with_context(|| format!("{}: cannot open", path.display()))?;
+                        let len = file
+                            .metadata()
+                            .with_context(|| format!("{}: cannot stat", path.display()))?
+                            .len();
+                        locals.push((file, len, remote));
+                    }
+                    _ => session.upload(&mut std::io::stdin().lock(), &target.path, mode, sudo)?,
                 }
             }
+            upload_local(&session, &mut locals, mode, sudo)?;
             report(&session, verbose);
         }
         Operand::Stdio | Operand::Local(_) => {
@@ -204,7 +256,10 @@ fn copy(operands: &[String], sudo: bool, mode: u32, opts: &ConnectOptions, verbo
                 match &dest {
                     Operand::Local(path) => {
                         let target = if path.is_dir() {
-                            path.join(file_name(&remote.path).with_context(|| format!("{}: no file name", remote.path))?)
+                            path.join(
+                                file_name(&remote.path)
+                                    .with_context(|| format!("{}: no file name", remote.path))?,
+                            )
                         } else if many {
                             bail!("{}: not a directory (several sources)", path.display())
                         } else {
@@ -221,29 +276,63 @@ fn copy(operands: &[String], sudo: bool, mode: u32, opts: &ConnectOptions, verbo
     Ok(())
 }
 
-fn upload_local(session: &Session, path: &Path, remote: &str, mode: u32, sudo: bool) -> anyhow::Result<()> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let len = file.metadata().with_context(|| format!("{}: cannot stat", path.display()))?.len();
+/// All local files in one batch (one channel), with a progress bar on each big one.
+fn upload_local(
+    session: &Session,
+    files: &mut [(std::fs::File, u64, String)],
+    mode: u32,
+    sudo: bool,
+) -> anyhow::Result<()> {
     // A progress bar only where someone watches, and only when the wait is noticeable.
-    if std::io::stderr().is_terminal() && len > 4 << 20 {
-        let mut progress = Progress { inner: &mut file, done: 0, total: len, start: Instant::now(), shown: Instant::now(), name: remote };
-        session.upload_sized(&mut progress, len, remote, mode, sudo)?;
-        eprintln!();
-    } else {
-        session.upload_sized(&mut file, len, remote, mode, sudo)?;
-    }
+    let show = std::io::stderr().is_terminal();
+    let mut readers: Vec<Progress> = files
+        .iter_mut()
+        .map(|(file, len, remote)| Progress {
+            inner: file,
+            done: 0,
+            total: *len,
+            show: show && *len > 4 << 20,
+            start: Instant::now(),
+            shown: Instant::now(),
+            name: remote,
+        })
+        .collect();
+    let mut batch: Vec<Upload> = readers
+        .iter_mut()
+        .map(|p| Upload {
+            len: p.total,
+            remote_path: p.name.to_owned(),
+            source: p,
+        })
+        .collect();
+    session.upload_batch(&mut batch, mode, sudo)?;
     Ok(())
 }
 
 /// Writes a temp file beside `target` and renames it into place, so a failed download
 /// leaves the old file (or none).
-fn download_local(session: &Session, remote: &str, sudo: bool, target: &Path, mode: u32) -> anyhow::Result<()> {
+fn download_local(
+    session: &Session,
+    remote: &str,
+    sudo: bool,
+    target: &Path,
+    mode: u32,
+) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".ship.").tempfile_in(dir).with_context(|| format!("{}: cannot create a file", dir.display()))?;
+    let dir = target
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".ship.")
+        .tempfile_in(dir)
+        .with_context(|| format!("{}: cannot create a file", dir.display()))?;
     session.download_to(remote, sudo, tmp.as_file_mut())?;
-    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).context("set file mode")?;
-    tmp.persist(target).with_context(|| format!("{}: cannot write", target.display()))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .context("set file mode")?;
+    tmp.persist(target)
+        .with_context(|| format!("{}: cannot write", target.display()))?;
     Ok(())
 }
 
@@ -251,6 +340,7 @@ struct Progress<'a> {
     inner: &'a mut dyn Read,
     done: u64,
     total: u64,
+    show: bool,
     start: Instant,
     shown: Instant,
     name: &'a str,
@@ -260,11 +350,22 @@ impl Read for Progress<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.done += n as u64;
+        if !self.show {
+            return Ok(n);
+        }
         if self.shown.elapsed() > Duration::from_millis(200) || self.done == self.total {
             self.shown = Instant::now();
             let rate = self.done as f64 / self.start.elapsed().as_secs_f64().max(1e-3) / 1e6;
             let percent = self.done * 100 / self.total.max(1);
-            eprint!("\r{}: {percent:3}% {:.1}/{:.1} MB {rate:.1} MB/s", self.name, self.done as f64 / 1e6, self.total as f64 / 1e6);
+            eprint!(
+                "\r{}: {percent:3}% {:.1}/{:.1} MB {rate:.1} MB/s",
+                self.name,
+                self.done as f64 / 1e6,
+                self.total as f64 / 1e6
+            );
+            if self.done == self.total {
+                eprintln!();
+            }
             let _ = std::io::stderr().flush();
         }
         Ok(n)
@@ -274,7 +375,11 @@ impl Read for Progress<'_> {
 /// Asks on the terminal, with echo off; `None` when there is no terminal (pipes, CI).
 fn ask_passphrase(key: &Path) -> Option<Passphrase> {
     use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
-    let mut tty = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty").ok()?;
+    let mut tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .ok()?;
     let saved = tcgetattr(&tty).ok()?;
     let mut quiet = saved.clone();
     quiet.local_modes.remove(LocalModes::ECHO);

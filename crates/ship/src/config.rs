@@ -37,7 +37,9 @@ const REFUSED: &[&str] = &[
 ];
 
 pub fn home() -> Option<PathBuf> {
-    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from)
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
 }
 
 /// Reads `path` (or ~/.ssh/config when it exists) and resolves `alias`.
@@ -49,34 +51,61 @@ pub fn resolve(alias: &str, path: Option<&Path>) -> Result<HostConfig, ShipError
             None => return Ok(HostConfig::default()),
         },
     };
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| ShipError::Config { path: path.clone(), line: 0, message: format!("cannot read: {e}") })?;
+    let text = std::fs::read_to_string(&path).map_err(|e| ShipError::Config {
+        path: path.clone(),
+        line: 0,
+        message: format!("cannot read: {e}"),
+    })?;
     resolve_text(alias, &path, &text)
 }
 
 fn resolve_text(alias: &str, path: &Path, text: &str) -> Result<HostConfig, ShipError> {
-    let config_error = |line, message| ShipError::Config { path: path.to_owned(), line, message };
+    let config_error = |line, message| ShipError::Config {
+        path: path.to_owned(),
+        line,
+        message,
+    };
     if let Some(line) = keyword_line(text, "match") {
-        return Err(config_error(line, "`Match` blocks are not supported by ship; use `Host` blocks".to_owned()));
+        return Err(config_error(
+            line,
+            "`Match` blocks are not supported by ship; use `Host` blocks".to_owned(),
+        ));
     }
     let mut config = SshConfig::default();
     if let Some(home) = home() {
         config = config.home_dir(home);
     }
     let config = config
-        .parse(&mut BufReader::new(text.as_bytes()), ParseRule::ALLOW_UNKNOWN_FIELDS | ParseRule::ALLOW_UNSUPPORTED_FIELDS)
+        .parse(
+            &mut BufReader::new(text.as_bytes()),
+            ParseRule::ALLOW_UNKNOWN_FIELDS | ParseRule::ALLOW_UNSUPPORTED_FIELDS,
+        )
         .map_err(|e| config_error(0, e.to_string()))?;
     let params = config.query(alias);
 
-    let refused = params.unsupported_fields.keys().chain(params.ignored_fields.keys()).find(|k| REFUSED.contains(&k.as_str()));
-    let refused = refused.map(String::as_str).or(params.proxy_jump.as_ref().map(|_| "proxyjump"));
+    let refused = params
+        .unsupported_fields
+        .keys()
+        .chain(params.ignored_fields.keys())
+        .find(|k| REFUSED.contains(&k.as_str()));
+    let refused = refused
+        .map(String::as_str)
+        .or(params.proxy_jump.as_ref().map(|_| "proxyjump"));
     if let Some(keyword) = refused {
         return Err(config_error(
             keyword_line(text, keyword).unwrap_or(0),
-            format!("{keyword} applies to {alias}, and ship does not support it (it would change where or how we connect)"),
+            format!(
+                "{keyword} applies to {alias}, and ship does not support it (it would change where or how we connect)"
+            ),
         ));
     }
-    let flag = |name: &str| params.unsupported_fields.get(name).and_then(|a| a.first()).map(|v| v.to_ascii_lowercase());
+    let flag = |name: &str| {
+        params
+            .unsupported_fields
+            .get(name)
+            .and_then(|a| a.first())
+            .map(|v| v.to_ascii_lowercase())
+    };
     let identities_only = flag("identitiesonly").is_some_and(|v| v == "yes" || v == "true");
     let user_known_hosts = params
         .unsupported_fields
@@ -103,11 +132,16 @@ fn expand_tilde(path: &str) -> PathBuf {
 
 /// The 1-based line of the first use of `keyword`, for pointing at it in an error.
 fn keyword_line(text: &str, keyword: &str) -> Option<usize> {
-    text.lines().position(|line| {
-        let word = line.trim_start().split(|c: char| c.is_whitespace() || c == '=').next().unwrap_or("");
-        word.eq_ignore_ascii_case(keyword)
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|line| {
+            let word = line
+                .trim_start()
+                .split(|c: char| c.is_whitespace() || c == '=')
+                .next()
+                .unwrap_or("");
+            word.eq_ignore_ascii_case(keyword)
+        })
+        .map(|i| i + 1)
 }
 
 #[cfg(test)]
@@ -141,7 +175,10 @@ Host *
         assert_eq!(c.host_name.as_deref(), Some("10.0.0.5"));
         assert_eq!(c.user.as_deref(), Some("admin"));
         assert_eq!(c.port, Some(2222));
-        assert_eq!(c.identity_files, [PathBuf::from("/keys/node"), PathBuf::from("/keys/default")]);
+        assert_eq!(
+            c.identity_files,
+            [PathBuf::from("/keys/node"), PathBuf::from("/keys/default")]
+        );
         assert!(c.identities_only);
         assert_eq!(c.user_known_hosts, [PathBuf::from("/keys/known_hosts")]);
         assert_eq!(c.connect_timeout, Some(Duration::from_secs(3)));
@@ -158,10 +195,17 @@ Host *
     #[test]
     fn proxies_are_refused_with_the_line() {
         let err = resolve("jumpy").unwrap_err().to_string();
-        assert!(err.starts_with("/cfg:11: proxyjump applies to jumpy"), "{err}");
-        let err = resolve_text("x", Path::new("/cfg"), "Host x\n  ProxyCommand nc %h %p\n").unwrap_err().to_string();
+        assert!(
+            err.starts_with("/cfg:11: proxyjump applies to jumpy"),
+            "{err}"
+        );
+        let err = resolve_text("x", Path::new("/cfg"), "Host x\n  ProxyCommand nc %h %p\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("/cfg:2: proxycommand"), "{err}");
-        let err = resolve_text("x", Path::new("/cfg"), "Match host x\n  User y\n").unwrap_err().to_string();
+        let err = resolve_text("x", Path::new("/cfg"), "Match host x\n  User y\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("/cfg:1: `Match`"), "{err}");
     }
 }

@@ -15,7 +15,11 @@ pub struct Destination {
 
 impl Destination {
     pub fn new(host: impl Into<String>) -> Destination {
-        Destination { user: None, host: host.into(), port: None }
+        Destination {
+            user: None,
+            host: host.into(),
+            port: None,
+        }
     }
 }
 
@@ -33,7 +37,10 @@ impl std::fmt::Display for Destination {
 }
 
 fn invalid(input: &str, reason: &'static str) -> ShipError {
-    ShipError::InvalidDestination { input: input.to_owned(), reason }
+    ShipError::InvalidDestination {
+        input: input.to_owned(),
+        reason,
+    }
 }
 
 /// Splits `[user@]` off the front; the user part ends at the last '@' (user names may not
@@ -51,8 +58,15 @@ fn check_host<'a>(input: &str, host: &'a str) -> Result<&'a str, ShipError> {
         return Err(invalid(input, "expected a host name"));
     }
     // A leading '-' would be read as an option by anything the name is handed to.
-    if host.starts_with('-') || host.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
-        return Err(invalid(input, "the host name contains characters a host name cannot have"));
+    if host.starts_with('-')
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+    {
+        return Err(invalid(
+            input,
+            "the host name contains characters a host name cannot have",
+        ));
     }
     Ok(host)
 }
@@ -64,11 +78,15 @@ impl FromStr for Destination {
     fn from_str(input: &str) -> Result<Destination, ShipError> {
         let (user, rest) = split_user(input)?;
         let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
-            let (host, after) = inner.split_once(']').ok_or_else(|| invalid(input, "missing ']' after an IPv6 address"))?;
+            let (host, after) = inner
+                .split_once(']')
+                .ok_or_else(|| invalid(input, "missing ']' after an IPv6 address"))?;
             match after {
                 "" => (host, None),
                 _ => {
-                    let port = after.strip_prefix(':').ok_or_else(|| invalid(input, "expected ':port' after ']'"))?;
+                    let port = after
+                        .strip_prefix(':')
+                        .ok_or_else(|| invalid(input, "expected ':port' after ']'"))?;
                     (host, Some(port))
                 }
             }
@@ -82,10 +100,19 @@ impl FromStr for Destination {
             }
         };
         let port = port
-            .map(|p| p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| invalid(input, "the port must be a number from 1 to 65535")))
+            .map(|p| {
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|&p| p != 0)
+                    .ok_or_else(|| invalid(input, "the port must be a number from 1 to 65535"))
+            })
             .transpose()?;
         let host = check_host(input, host)?;
-        Ok(Destination { user, host: host.to_owned(), port })
+        Ok(Destination {
+            user,
+            host: host.to_owned(),
+            port,
+        })
     }
 }
 
@@ -102,7 +129,10 @@ impl RemotePath {
     pub fn parse(operand: &str) -> Result<Option<RemotePath>, ShipError> {
         let colon = if operand.contains('@') || operand.starts_with('[') {
             // `[v6]:path`: the separating colon is the first one after ']'.
-            let start = operand.find('[').and_then(|open| operand[open..].find(']').map(|close| open + close)).unwrap_or(0);
+            let start = operand
+                .find('[')
+                .and_then(|open| operand[open..].find(']').map(|close| open + close))
+                .unwrap_or(0);
             operand[start..].find(':').map(|i| start + i)
         } else {
             operand.find(':')
@@ -113,12 +143,25 @@ impl RemotePath {
         }
         let (spec, path) = (&operand[..colon], &operand[colon + 1..]);
         let (user, host) = split_user(spec)?;
-        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
         let host = check_host(operand, host)?;
         if path.is_empty() {
-            return Err(invalid(operand, "expected a path after ':' (an empty path is not the remote home here)"));
+            return Err(invalid(
+                operand,
+                "expected a path after ':' (an empty path is not the remote home here)",
+            ));
         }
-        Ok(Some(RemotePath { dest: Destination { user, host: host.to_owned(), port: None }, path: path.to_owned() }))
+        Ok(Some(RemotePath {
+            dest: Destination {
+                user,
+                host: host.to_owned(),
+                port: None,
+            },
+            path: path.to_owned(),
+        }))
     }
 }
 
@@ -132,8 +175,22 @@ mod tests {
 
     #[test]
     fn destinations() {
-        assert_eq!(dest("node"), Destination { user: None, host: "node".into(), port: None });
-        assert_eq!(dest("admin@node:2222"), Destination { user: Some("admin".into()), host: "node".into(), port: Some(2222) });
+        assert_eq!(
+            dest("node"),
+            Destination {
+                user: None,
+                host: "node".into(),
+                port: None
+            }
+        );
+        assert_eq!(
+            dest("admin@node:2222"),
+            Destination {
+                user: Some("admin".into()),
+                host: "node".into(),
+                port: Some(2222)
+            }
+        );
         assert_eq!(dest("[::1]:22").host, "::1");
         assert_eq!(dest("fe80::1").port, None);
         assert_eq!(dest("admin@node:2222").to_string(), "admin@node:2222");
@@ -156,8 +213,17 @@ mod tests {
 
     #[test]
     fn remote_operands() {
-        let r = RemotePath::parse("admin@node:/var/lib/x y").unwrap().unwrap();
-        assert_eq!((r.dest.user.as_deref(), r.dest.host.as_str(), r.path.as_str()), (Some("admin"), "node", "/var/lib/x y"));
+        let r = RemotePath::parse("admin@node:/var/lib/x y")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                r.dest.user.as_deref(),
+                r.dest.host.as_str(),
+                r.path.as_str()
+            ),
+            (Some("admin"), "node", "/var/lib/x y")
+        );
         let r = RemotePath::parse("[::1]:/etc/a:b").unwrap().unwrap();
         assert_eq!((r.dest.host.as_str(), r.path.as_str()), ("::1", "/etc/a:b"));
         assert_eq!(RemotePath::parse("./a:b").unwrap(), None);

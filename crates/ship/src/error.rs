@@ -25,7 +25,9 @@ impl std::fmt::Display for AuthAttempt {
         let outcome = match &self.outcome {
             AuthOutcome::Rejected => "rejected by the server".to_owned(),
             AuthOutcome::FileMissing => "file not found".to_owned(),
-            AuthOutcome::NeedsPassphrase => "encrypted, and no passphrase was given (no terminal to ask on)".to_owned(),
+            AuthOutcome::NeedsPassphrase => {
+                "encrypted, and no passphrase was given (no terminal to ask on)".to_owned()
+            }
             AuthOutcome::WrongPassphrase => "wrong passphrase".to_owned(),
             AuthOutcome::Unreadable(why) => format!("could not be used: {why}"),
         };
@@ -35,13 +37,18 @@ impl std::fmt::Display for AuthAttempt {
 
 fn list(attempts: &[AuthAttempt]) -> String {
     if attempts.is_empty() {
-        return "no keys (no agent, no -i, and none of ~/.ssh/id_rsa, id_ecdsa, id_ed25519 exist)".to_owned();
+        return "no keys (no agent, no -i, and none of ~/.ssh/id_rsa, id_ecdsa, id_ed25519 exist)"
+            .to_owned();
     }
     attempts.iter().map(|a| format!("\n  - {a}")).collect()
 }
 
 fn paths(files: &[PathBuf]) -> String {
-    files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,34 +57,67 @@ pub enum ShipError {
     InvalidDestination { input: String, reason: &'static str },
 
     #[error("{host}: invalid remote path {path:?}: {reason}")]
-    InvalidRemotePath { host: String, path: String, reason: &'static str },
+    InvalidRemotePath {
+        host: String,
+        path: String,
+        reason: &'static str,
+    },
 
     #[error("{}:{line}: {message}", path.display())]
-    Config { path: PathBuf, line: usize, message: String },
+    Config {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
 
     #[error("{host}: cannot resolve host name: {source}")]
-    Resolve { host: String, source: std::io::Error },
+    Resolve {
+        host: String,
+        source: std::io::Error,
+    },
 
     #[error("{host}:{port}: cannot connect: {source}")]
-    Connect { host: String, port: u16, source: std::io::Error },
+    Connect {
+        host: String,
+        port: u16,
+        source: std::io::Error,
+    },
 
     #[error("{host}:{port}: no answer within {}s (wrong port, firewall, or host down?)", timeout.as_secs_f32())]
-    ConnectTimeout { host: String, port: u16, timeout: Duration },
+    ConnectTimeout {
+        host: String,
+        port: u16,
+        timeout: Duration,
+    },
 
     #[error("{host}:{port}: SSH handshake failed (is this an SSH server?): {message}")]
-    Handshake { host: String, port: u16, message: String },
+    Handshake {
+        host: String,
+        port: u16,
+        message: String,
+    },
 
     #[error(
         "{host}:{port}: the server offers none of the host key types known_hosts records for it ({known}); \
          its key may have changed, refusing to connect"
     )]
-    NoKnownHostKeyType { host: String, port: u16, known: String },
+    NoKnownHostKeyType {
+        host: String,
+        port: u16,
+        known: String,
+    },
 
     #[error(
         "{host}:{port}: unknown host key {key_type} {fingerprint} (not in {files}).\n\
          If you trust it (check the fingerprint with the host's owner), run again with --accept-new to record it"
     , files = paths(known_hosts))]
-    UnknownHostKey { host: String, port: u16, key_type: String, fingerprint: String, known_hosts: Vec<PathBuf> },
+    UnknownHostKey {
+        host: String,
+        port: u16,
+        key_type: String,
+        fingerprint: String,
+        known_hosts: Vec<PathBuf>,
+    },
 
     #[error(
         "@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@\n\
@@ -86,46 +126,98 @@ pub enum ShipError {
          Refusing to connect; remove the old entry only after checking with the host's owner",
         file.display()
     )]
-    ChangedHostKey { host: String, port: u16, key_type: String, fingerprint: String, file: PathBuf, line: usize },
+    ChangedHostKey {
+        host: String,
+        port: u16,
+        key_type: String,
+        fingerprint: String,
+        file: PathBuf,
+        line: usize,
+    },
 
     #[error("{host}:{port}: host key {fingerprint} is marked @revoked in {}:{line}; refusing to connect", file.display())]
-    RevokedHostKey { host: String, port: u16, fingerprint: String, file: PathBuf, line: usize },
+    RevokedHostKey {
+        host: String,
+        port: u16,
+        fingerprint: String,
+        file: PathBuf,
+        line: usize,
+    },
 
     #[error("{}: cannot read known_hosts: {source}", path.display())]
-    KnownHostsRead { path: PathBuf, source: std::io::Error },
+    KnownHostsRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     #[error("{}: cannot record the host key: {source}", path.display())]
-    KnownHostsWrite { path: PathBuf, source: std::io::Error },
+    KnownHostsWrite {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     #[error(
         "{user}@{host}: authentication failed; the server allows: {methods}; tried:{}",
         list(tried)
     )]
-    AuthFailed { host: String, user: String, methods: String, tried: Vec<AuthAttempt> },
+    AuthFailed {
+        host: String,
+        user: String,
+        methods: String,
+        tried: Vec<AuthAttempt>,
+    },
 
-    #[error("{host}: sudo needs a password for this user; ship only runs `sudo -n` (configure NOPASSWD for it)")]
+    #[error(
+        "{host}: sudo needs a password for this user; ship only runs `sudo -n` (configure NOPASSWD for it)"
+    )]
     SudoNeedsPassword { host: String },
 
     #[error("{host}: remote command `{command}` failed with status {status}: {}", stderr.trim_end())]
-    RemoteCommand { host: String, command: String, status: i32, stderr: String },
+    RemoteCommand {
+        host: String,
+        command: String,
+        status: i32,
+        stderr: String,
+    },
 
     #[error("{host}: {path}: no such file or directory")]
     RemotePathMissing { host: String, path: String },
 
     #[error("{host}: {path}: not writable: {}", stderr.trim_end())]
-    RemotePathNotWritable { host: String, path: String, stderr: String },
+    RemotePathNotWritable {
+        host: String,
+        path: String,
+        stderr: String,
+    },
 
-    #[error("{host}: {path}: the upload was cut short (sent {sent} bytes); the target was left untouched")]
-    IncompleteUpload { host: String, path: String, sent: u64 },
+    #[error(
+        "{host}: {path}: the upload was cut short (sent {sent} bytes); the target was left untouched"
+    )]
+    IncompleteUpload {
+        host: String,
+        path: String,
+        sent: u64,
+    },
 
     #[error("{host}: reading the data to upload to {path}: {source}")]
-    ReadSource { host: String, path: String, source: std::io::Error },
+    ReadSource {
+        host: String,
+        path: String,
+        source: std::io::Error,
+    },
 
     #[error("{host}: writing local output: {source}")]
-    WriteLocal { host: String, source: std::io::Error },
+    WriteLocal {
+        host: String,
+        source: std::io::Error,
+    },
 
     #[error("{host}: connection lost during {during}: {message}")]
-    ConnectionLost { host: String, during: String, message: String },
+    ConnectionLost {
+        host: String,
+        during: String,
+        message: String,
+    },
 }
 
 impl ShipError {

@@ -24,7 +24,11 @@ pub struct Entry {
 
 /// The name OpenSSH records and looks up: `host` on port 22, `[host]:port` otherwise.
 pub fn host_name(host: &str, port: u16) -> String {
-    if port == 22 { host.to_owned() } else { format!("[{host}]:{port}") }
+    if port == 22 {
+        host.to_owned()
+    } else {
+        format!("[{host}]:{port}")
+    }
 }
 
 /// `SHA256:...` as OpenSSH prints it, from the raw SHA-256 digest of a key blob.
@@ -40,11 +44,22 @@ pub fn lookup(files: &[PathBuf], host: &str, port: u16) -> Result<Vec<Entry>, Sh
         let text = match fs::read(file) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(source) => return Err(ShipError::KnownHostsRead { path: file.clone(), source }),
+            Err(source) => {
+                return Err(ShipError::KnownHostsRead {
+                    path: file.clone(),
+                    source,
+                });
+            }
         };
         for (index, line) in text.lines().enumerate() {
             if let Some((key_type, blob, revoked)) = parse_line(line, &name) {
-                entries.push(Entry { file: file.clone(), line: index + 1, key_type, blob, revoked });
+                entries.push(Entry {
+                    file: file.clone(),
+                    line: index + 1,
+                    key_type,
+                    blob,
+                    revoked,
+                });
             }
         }
     }
@@ -97,16 +112,25 @@ fn hosts_match(hosts: &str, name: &str) -> bool {
 
 /// `|1|base64(salt)|base64(HMAC-SHA1(salt, name))`, what `HashKnownHosts yes` writes.
 fn hashed_match(hashed: &str, name: &str) -> bool {
-    let Some((salt, hash)) = hashed.split_once('|') else { return false };
-    let (Ok(salt), Ok(hash)) = (STANDARD.decode(salt), STANDARD.decode(hash)) else { return false };
-    let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(&salt) else { return false };
+    let Some((salt, hash)) = hashed.split_once('|') else {
+        return false;
+    };
+    let (Ok(salt), Ok(hash)) = (STANDARD.decode(salt), STANDARD.decode(hash)) else {
+        return false;
+    };
+    let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(&salt) else {
+        return false;
+    };
     mac.update(name.as_bytes());
     mac.verify_slice(&hash).is_ok()
 }
 
 /// OpenSSH pattern matching: `*` any run, `?` one character, case-insensitive.
 fn glob(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.to_lowercase().chars().collect(), name.to_lowercase().chars().collect());
+    let (p, n): (Vec<char>, Vec<char>) = (
+        pattern.to_lowercase().chars().collect(),
+        name.to_lowercase().chars().collect(),
+    );
     let (mut pi, mut ni) = (0, 0);
     let mut backtrack: Option<(usize, usize)> = None;
     while ni < n.len() {
@@ -130,14 +154,39 @@ fn glob(pattern: &str, name: &str) -> bool {
 /// Appends `name key_type base64` to `file` (as `StrictHostKeyChecking=accept-new` does),
 /// creating the directory 0700 and the file 0600 when missing. The line goes out in one
 /// write, so a reader never sees half of it.
-pub fn record(file: &Path, host: &str, port: u16, key_type: &str, blob: &[u8]) -> Result<(), ShipError> {
+pub fn record(
+    file: &Path,
+    host: &str,
+    port: u16,
+    key_type: &str,
+    blob: &[u8],
+) -> Result<(), ShipError> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let err = |source| ShipError::KnownHostsWrite { path: file.to_owned(), source };
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
+    let err = |source| ShipError::KnownHostsWrite {
+        path: file.to_owned(),
+        source,
+    };
+    if let Some(dir) = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err)?;
     }
-    let mut line = format!("{} {key_type} {}\n", host_name(host, port), STANDARD.encode(blob));
-    let mut f = fs::OpenOptions::new().append(true).create(true).mode(0o600).open(file).map_err(err)?;
+    let mut line = format!(
+        "{} {key_type} {}\n",
+        host_name(host, port),
+        STANDARD.encode(blob)
+    );
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(file)
+        .map_err(err)?;
     // A file that does not end in a newline would glue our entry onto its last line.
     let existing = fs::read(file).map_err(err)?;
     if existing.last().is_some_and(|&b| b != b'\n') {
@@ -167,22 +216,48 @@ mod tests {
     fn hashed_entry_written_by_ssh_keygen() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("known_hosts");
-        fs::write(&file, format!("node1.example.com ssh-ed25519 {BLOB}\n[10.0.0.1]:2222 ssh-ed25519 {BLOB}\n")).unwrap();
-        let status = std::process::Command::new("ssh-keygen").arg("-H").arg("-f").arg(&file).output().unwrap().status;
+        fs::write(
+            &file,
+            format!("node1.example.com ssh-ed25519 {BLOB}\n[10.0.0.1]:2222 ssh-ed25519 {BLOB}\n"),
+        )
+        .unwrap();
+        let status = std::process::Command::new("ssh-keygen")
+            .arg("-H")
+            .arg("-f")
+            .arg(&file)
+            .output()
+            .unwrap()
+            .status;
         assert!(status.success());
         let text = fs::read_to_string(&file).unwrap();
-        assert!(text.starts_with("|1|"), "ssh-keygen -H did not hash: {text}");
+        assert!(
+            text.starts_with("|1|"),
+            "ssh-keygen -H did not hash: {text}"
+        );
         let line = text.lines().next().unwrap();
         assert!(parse_line(line, "node1.example.com").is_some());
         assert!(parse_line(line, "node2.example.com").is_none());
-        assert_eq!(lookup(std::slice::from_ref(&file), "10.0.0.1", 2222).unwrap().len(), 1);
-        assert_eq!(lookup(std::slice::from_ref(&file), "10.0.0.1", 22).unwrap().len(), 0);
+        assert_eq!(
+            lookup(std::slice::from_ref(&file), "10.0.0.1", 2222)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            lookup(std::slice::from_ref(&file), "10.0.0.1", 22)
+                .unwrap()
+                .len(),
+            0
+        );
     }
 
     #[test]
     fn markers_and_junk() {
         assert!(parse_line(&format!("@cert-authority * ssh-ed25519 {BLOB}"), "x").is_none());
-        assert_eq!(parse_line(&format!("@revoked other ssh-ed25519 {BLOB}"), "x").map(|e| e.2), Some(true));
+        assert_eq!(
+            parse_line(&format!("@revoked other ssh-ed25519 {BLOB}"), "x").map(|e| e.2),
+            Some(true)
+        );
         assert!(parse_line("# comment", "x").is_none());
         assert!(parse_line("x ssh-ed25519 not-base64!", "x").is_none());
         assert!(parse_line("x", "x").is_none());
@@ -197,10 +272,26 @@ mod tests {
         record(&file, "node", 22, "ssh-ed25519", &blob).unwrap();
         let found = lookup(std::slice::from_ref(&file), "127.0.0.1", 2222).unwrap();
         assert_eq!(found.len(), 1);
-        assert_eq!((found[0].line, found[0].key_type.as_str(), &found[0].blob), (1, "ssh-ed25519", &blob));
-        assert_eq!(lookup(std::slice::from_ref(&file), "node", 22).unwrap()[0].line, 2);
+        assert_eq!(
+            (found[0].line, found[0].key_type.as_str(), &found[0].blob),
+            (1, "ssh-ed25519", &blob)
+        );
+        assert_eq!(
+            lookup(std::slice::from_ref(&file), "node", 22).unwrap()[0].line,
+            2
+        );
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(fs::metadata(file.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(file.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
     }
 }

@@ -14,6 +14,6 @@ mod session;
 pub use auth::Passphrase;
 pub use dest::{Destination, RemotePath};
 pub use error::{AuthAttempt, AuthOutcome, ShipError};
-pub use ops::Output;
+pub use ops::{Output, Upload};
 pub use quote::{command_line, quote};
 pub use session::{ConnectOptions, Session, Stats};

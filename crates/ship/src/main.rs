@@ -11,7 +11,9 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("ship: {err:#}");
             // 255 for connection and authentication failures, as ssh does; 1 for the rest.
-            let connection = err.downcast_ref::<ship::ShipError>().is_some_and(ship::ShipError::is_connection_failure);
+            let connection = err
+                .downcast_ref::<ship::ShipError>()
+                .is_some_and(ship::ShipError::is_connection_failure);
             ExitCode::from(if connection { 255 } else { 1 })
         }
     }

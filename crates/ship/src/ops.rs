@@ -55,6 +55,29 @@ mv -f -- "$tmp" "$t" || exit 92
 trap - EXIT
 "#;
 
+/// Several files in one channel: the data arrive back to back, and `head -c SIZE` cuts them
+/// apart, each into its own temp file, size-checked and renamed like [`UPLOAD`]. On failure it
+/// prints the index of the file it stopped at.
+const UPLOAD_BATCH: &str = r#"i=0 tmp=
+trap '[ -z "$tmp" ] || rm -f -- "$tmp"' EXIT
+trap 'exit 99' HUP PIPE TERM
+while [ $# -ge 4 ]; do
+d=$1 t=$1/$2 size=$3 mode=$4; shift 4
+if [ ! -d "$d" ]; then echo $i; echo "ship: $d: no such directory" >&2; exit 91; fi
+if [ -d "$t" ]; then echo $i; echo "ship: $t: is a directory" >&2; exit 94; fi
+tmp=$(mktemp "$d/.ship.XXXXXXXX") || { echo $i; exit 92; }
+head -c "$size" > "$tmp" || { echo $i; exit 92; }
+got=$(wc -c < "$tmp")
+if [ "$got" -ne "$size" ]; then echo $i; echo "ship: $t: got $got of $size bytes" >&2; exit 93; fi
+chmod "$mode" "$tmp" && mv -f -- "$tmp" "$t" || { echo $i; exit 92; }
+tmp= i=$((i+1))
+done
+"#;
+
+/// sshd hands the whole command line to the login shell as one argument, and Linux caps a
+/// single argument at 128 KiB; batches stay well below.
+const MAX_COMMAND_LINE: usize = 96 * 1024;
+
 const COMMIT: &str = r#"if [ -d "$3" ]; then rm -f -- "$2"; echo "ship: $3: is a directory" >&2; exit 94; fi
 chmod "$1" "$2" && mv -f -- "$2" "$3" || { rm -f -- "$2"; exit 92; }"#;
 
@@ -65,7 +88,11 @@ exec cat -- "$1""#;
 
 /// Splits a remote file path into its directory and file name.
 fn split_path(host: &str, path: &str) -> Result<(String, String), ShipError> {
-    let invalid = |reason| ShipError::InvalidRemotePath { host: host.to_owned(), path: path.to_owned(), reason };
+    let invalid = |reason| ShipError::InvalidRemotePath {
+        host: host.to_owned(),
+        path: path.to_owned(),
+        reason,
+    };
     if path.contains('\0') {
         return Err(invalid("contains a NUL byte"));
     }
@@ -81,7 +108,11 @@ fn split_path(host: &str, path: &str) -> Result<(String, String), ShipError> {
 }
 
 fn script_argv<'a>(sudo: bool, name: &'a str, script: &'a str, args: &[&'a str]) -> Vec<&'a str> {
-    let mut argv = if sudo { vec!["sudo", "-n", "--"] } else { Vec::new() };
+    let mut argv = if sudo {
+        vec!["sudo", "-n", "--"]
+    } else {
+        Vec::new()
+    };
     argv.extend(["sh", "-c", script, name]);
     argv.extend_from_slice(args);
     argv
@@ -90,6 +121,51 @@ fn script_argv<'a>(sudo: bool, name: &'a str, script: &'a str, args: &[&'a str])
 fn sudo_refused(stderr: &[u8]) -> bool {
     let text = String::from_utf8_lossy(stderr);
     text.contains("sudo: a password is required") || text.contains("sudo: a terminal is required")
+}
+
+/// One file of [`Session::upload_batch`]: exactly `len` bytes from `source`.
+pub struct Upload<'a> {
+    pub source: &'a mut dyn Read,
+    pub len: u64,
+    pub remote_path: String,
+}
+
+/// The files of a batch back to back; a source that ends early aborts the whole channel, so
+/// the server never takes the next file's bytes for the rest of this one.
+struct Chain<'a, 'b> {
+    files: &'a mut [Upload<'b>],
+    index: usize,
+    sent: u64,
+}
+
+impl Read for Chain<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while let Some(file) = self.files.get_mut(self.index) {
+            let remaining = file.len - self.sent;
+            if remaining == 0 {
+                self.index += 1;
+                self.sent = 0;
+                continue;
+            }
+            let room = usize::try_from(remaining)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            let n = file.source.read(&mut buf[..room])?;
+            if n == 0 {
+                let message = format!(
+                    "the source for {} ended after {} of {} bytes",
+                    file.remote_path, self.sent, file.len
+                );
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    message,
+                ));
+            }
+            self.sent += n as u64;
+            return Ok(n);
+        }
+        Ok(0)
+    }
 }
 
 /// Reads at most `limit` bytes and counts them.
@@ -101,7 +177,9 @@ struct Counted<'a> {
 
 impl Read for Counted<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let room = usize::try_from(self.limit - self.count).unwrap_or(usize::MAX).min(buf.len());
+        let room = usize::try_from(self.limit - self.count)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         let n = self.inner.read(&mut buf[..room])?;
         self.count += n as u64;
         Ok(n)
@@ -131,38 +209,191 @@ impl Session {
         let text = String::from_utf8_lossy(stderr).into_owned();
         let host = self.host().to_owned();
         match status {
-            MISSING => ShipError::RemotePathMissing { host, path: path.to_owned() },
-            NOT_WRITABLE => ShipError::RemotePathNotWritable { host, path: path.to_owned(), stderr: text },
-            IS_DIRECTORY => ShipError::InvalidRemotePath { host, path: path.to_owned(), reason: "is a directory" },
+            MISSING => ShipError::RemotePathMissing {
+                host,
+                path: path.to_owned(),
+            },
+            NOT_WRITABLE => ShipError::RemotePathNotWritable {
+                host,
+                path: path.to_owned(),
+                stderr: text,
+            },
+            IS_DIRECTORY => ShipError::InvalidRemotePath {
+                host,
+                path: path.to_owned(),
+                reason: "is a directory",
+            },
             _ if sudo_refused(stderr) => ShipError::SudoNeedsPassword { host },
-            _ => ShipError::RemoteCommand { host, command: format!("{what} {path}"), status, stderr: text },
+            _ => ShipError::RemoteCommand {
+                host,
+                command: format!("{what} {path}"),
+                status,
+                stderr: text,
+            },
         }
     }
 
     /// Uploads exactly `len` bytes from `source` to `remote_path` with `mode`, atomically
     /// (temp file beside the target, size check, rename). With `sudo` the file is written by
     /// root through `sudo -n`. One channel: three round trips.
-    pub fn upload_sized(&self, source: &mut dyn Read, len: u64, remote_path: &str, mode: u32, sudo: bool) -> Result<(), ShipError> {
+    pub fn upload_sized(
+        &self,
+        source: &mut dyn Read,
+        len: u64,
+        remote_path: &str,
+        mode: u32,
+        sudo: bool,
+    ) -> Result<(), ShipError> {
         let (dir, name) = split_path(self.host(), remote_path)?;
         let (mode_arg, size_arg) = (format!("{:o}", mode & 0o7777), len.to_string());
-        let argv = script_argv(sudo, "ship-upload", UPLOAD, &[&dir, &name, &mode_arg, &size_arg]);
-        let mut source = Counted { inner: source, count: 0, limit: len };
+        let argv = script_argv(
+            sudo,
+            "ship-upload",
+            UPLOAD,
+            &[&dir, &name, &mode_arg, &size_arg],
+        );
+        let mut source = Counted {
+            inner: source,
+            count: 0,
+            limit: len,
+        };
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let status = self.run(&command_line(&argv), remote_path, Some(&mut source), &mut stdout, &mut stderr)?;
+        let status = self.run(
+            &command_line(&argv),
+            remote_path,
+            Some(&mut source),
+            &mut stdout,
+            &mut stderr,
+        )?;
         match status {
             0 => Ok(()),
-            INCOMPLETE => Err(ShipError::IncompleteUpload { host: self.host().to_owned(), path: remote_path.to_owned(), sent: source.count }),
+            INCOMPLETE => Err(ShipError::IncompleteUpload {
+                host: self.host().to_owned(),
+                path: remote_path.to_owned(),
+                sent: source.count,
+            }),
             _ => Err(self.script_error(remote_path, "upload to", status, &stderr)),
         }
     }
 
-    pub fn upload_bytes(&self, bytes: &[u8], remote_path: &str, mode: u32, sudo: bool) -> Result<(), ShipError> {
+    /// Uploads several files over one channel (three round trips in all), each one atomically
+    /// like [`Session::upload_sized`]. Files before a failure are in place; the failing one
+    /// and those after it are not.
+    pub fn upload_batch(
+        &self,
+        files: &mut [Upload<'_>],
+        mode: u32,
+        sudo: bool,
+    ) -> Result<(), ShipError> {
+        if files.len() < 2 || !self.batching_works()? {
+            for file in files.iter_mut() {
+                self.upload_sized(file.source, file.len, &file.remote_path, mode, sudo)?;
+            }
+            return Ok(());
+        }
+        let mode_arg = format!("{:o}", mode & 0o7777);
+        let mut start = 0;
+        while start < files.len() {
+            let mut args: Vec<String> = Vec::new();
+            let mut end = start;
+            let mut length = UPLOAD_BATCH.len();
+            while end < files.len() {
+                let (dir, name) = split_path(self.host(), &files[end].remote_path)?;
+                let more = [dir, name, files[end].len.to_string(), mode_arg.clone()];
+                // Quoting can quadruple a quote character; count the worst case.
+                let cost: usize = more.iter().map(|a| a.len() * 4 + 3).sum();
+                if end > start && length + cost > MAX_COMMAND_LINE {
+                    break;
+                }
+                length += cost;
+                args.extend(more);
+                end += 1;
+            }
+            self.upload_chunk(&mut files[start..end], &args, sudo)?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Only GNU head is known to read exactly SIZE bytes from a pipe (no read-ahead), which
+    /// batching relies on; asked once per session.
+    fn batching_works(&self) -> Result<bool, ShipError> {
+        if let Some(known) = self.gnu_head.get() {
+            return Ok(known);
+        }
+        let probe = ["sh", "-c", "head --version 2>/dev/null | grep -q coreutils"];
+        let works = self.exec(&probe, false)?.status == 0;
+        self.gnu_head.set(Some(works));
+        Ok(works)
+    }
+
+    fn upload_chunk(
+        &self,
+        files: &mut [Upload<'_>],
+        args: &[String],
+        sudo: bool,
+    ) -> Result<(), ShipError> {
+        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let argv = script_argv(sudo, "ship-upload", UPLOAD_BATCH, &arg_refs);
+        let during = files
+            .first()
+            .map(|f| f.remote_path.clone())
+            .unwrap_or_default();
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let mut chain = Chain {
+            files: &mut *files,
+            index: 0,
+            sent: 0,
+        };
+        let status = self.run(
+            &command_line(&argv),
+            &during,
+            Some(&mut chain),
+            &mut stdout,
+            &mut stderr,
+        )?;
+        if status == 0 {
+            return Ok(());
+        }
+        let failed = String::from_utf8_lossy(&stdout)
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| files.get(i));
+        let path = failed.map_or(during.as_str(), |f| f.remote_path.as_str());
+        match status {
+            INCOMPLETE => Err(ShipError::IncompleteUpload {
+                host: self.host().to_owned(),
+                path: path.to_owned(),
+                sent: failed.map_or(0, |f| f.len),
+            }),
+            _ => Err(self.script_error(path, "upload to", status, &stderr)),
+        }
+    }
+
+    pub fn upload_bytes(
+        &self,
+        bytes: &[u8],
+        remote_path: &str,
+        mode: u32,
+        sudo: bool,
+    ) -> Result<(), ShipError> {
         self.upload_sized(&mut &bytes[..], bytes.len() as u64, remote_path, mode, sudo)
     }
 
     /// Uploads a local file (its size is known, so this is a single step).
-    pub fn upload_file(&self, local: &Path, remote_path: &str, mode: u32, sudo: bool) -> Result<(), ShipError> {
-        let read_err = |source| ShipError::ReadSource { host: self.host().to_owned(), path: local.display().to_string(), source };
+    pub fn upload_file(
+        &self,
+        local: &Path,
+        remote_path: &str,
+        mode: u32,
+        sudo: bool,
+    ) -> Result<(), ShipError> {
+        let read_err = |source| ShipError::ReadSource {
+            host: self.host().to_owned(),
+            path: local.display().to_string(),
+            source,
+        };
         let mut file = std::fs::File::open(local).map_err(read_err)?;
         let len = file.metadata().map_err(read_err)?.len();
         self.upload_sized(&mut file, len, remote_path, mode, sudo)
@@ -170,12 +401,28 @@ impl Session {
 
     /// Uploads a stream of unknown length: it is staged in a temp file beside the target, and
     /// renamed into place only when the server received every byte we sent (two channels).
-    pub fn upload(&self, source: &mut dyn Read, remote_path: &str, mode: u32, sudo: bool) -> Result<(), ShipError> {
+    pub fn upload(
+        &self,
+        source: &mut dyn Read,
+        remote_path: &str,
+        mode: u32,
+        sudo: bool,
+    ) -> Result<(), ShipError> {
         let (dir, name) = split_path(self.host(), remote_path)?;
         let argv = script_argv(sudo, "ship-upload", UPLOAD, &[&dir, &name, "0", "-"]);
-        let mut source = Counted { inner: source, count: 0, limit: u64::MAX };
+        let mut source = Counted {
+            inner: source,
+            count: 0,
+            limit: u64::MAX,
+        };
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let status = self.run(&command_line(&argv), remote_path, Some(&mut source), &mut stdout, &mut stderr)?;
+        let status = self.run(
+            &command_line(&argv),
+            remote_path,
+            Some(&mut source),
+            &mut stdout,
+            &mut stderr,
+        )?;
         if status != 0 {
             return Err(self.script_error(remote_path, "upload to", status, &stderr));
         }
@@ -191,13 +438,29 @@ impl Session {
         }
         if got.trim().parse::<u64>().ok() != Some(source.count) {
             let argv = script_argv(sudo, "ship-discard", DISCARD, &[tmp]);
-            let _ = self.run(&command_line(&argv), remote_path, None, &mut Vec::new(), &mut Vec::new());
-            return Err(ShipError::IncompleteUpload { host: self.host().to_owned(), path: remote_path.to_owned(), sent: source.count });
+            let _ = self.run(
+                &command_line(&argv),
+                remote_path,
+                None,
+                &mut Vec::new(),
+                &mut Vec::new(),
+            );
+            return Err(ShipError::IncompleteUpload {
+                host: self.host().to_owned(),
+                path: remote_path.to_owned(),
+                sent: source.count,
+            });
         }
         let mode_arg = format!("{:o}", mode & 0o7777);
         let argv = script_argv(sudo, "ship-commit", COMMIT, &[&mode_arg, tmp, remote_path]);
         let mut stderr = Vec::new();
-        let status = self.run(&command_line(&argv), remote_path, None, &mut Vec::new(), &mut stderr)?;
+        let status = self.run(
+            &command_line(&argv),
+            remote_path,
+            None,
+            &mut Vec::new(),
+            &mut stderr,
+        )?;
         match status {
             0 => Ok(()),
             _ => Err(self.script_error(remote_path, "rename into", status, &stderr)),
@@ -205,7 +468,12 @@ impl Session {
     }
 
     /// Streams a remote file into `to`.
-    pub fn download_to(&self, remote_path: &str, sudo: bool, to: &mut dyn Write) -> Result<(), ShipError> {
+    pub fn download_to(
+        &self,
+        remote_path: &str,
+        sudo: bool,
+        to: &mut dyn Write,
+    ) -> Result<(), ShipError> {
         let argv = script_argv(sudo, "ship-download", DOWNLOAD, &[remote_path]);
         let mut stderr = Vec::new();
         let status = self.run(&command_line(&argv), remote_path, None, to, &mut stderr)?;
@@ -226,7 +494,11 @@ impl Session {
     pub fn exec(&self, argv: &[&str], sudo: bool) -> Result<Output, ShipError> {
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         let status = self.exec_streaming(argv, sudo, None, &mut stdout, &mut stderr)?;
-        Ok(Output { status, stdout, stderr })
+        Ok(Output {
+            status,
+            stdout,
+            stderr,
+        })
     }
 
     /// Like [`Session::exec`], with the output copied to `stdout`/`stderr` as it arrives and
@@ -239,11 +511,26 @@ impl Session {
         stdout: &mut dyn Write,
         stderr: &mut dyn Write,
     ) -> Result<i32, ShipError> {
-        let full: Vec<&str> = if sudo { ["sudo", "-n", "--"].iter().chain(argv).copied().collect() } else { argv.to_vec() };
-        let mut tee = Tee { inner: stderr, head: Vec::new() };
-        let status = self.run(&command_line(&full), &command_line(argv), stdin, stdout, &mut tee)?;
+        let full: Vec<&str> = if sudo {
+            ["sudo", "-n", "--"].iter().chain(argv).copied().collect()
+        } else {
+            argv.to_vec()
+        };
+        let mut tee = Tee {
+            inner: stderr,
+            head: Vec::new(),
+        };
+        let status = self.run(
+            &command_line(&full),
+            &command_line(argv),
+            stdin,
+            stdout,
+            &mut tee,
+        )?;
         if sudo && status == 1 && sudo_refused(&tee.head) {
-            return Err(ShipError::SudoNeedsPassword { host: self.host().to_owned() });
+            return Err(ShipError::SudoNeedsPassword {
+                host: self.host().to_owned(),
+            });
         }
         Ok(status)
     }
@@ -256,7 +543,10 @@ mod tests {
     #[test]
     fn remote_paths_split_into_dir_and_name() {
         let split = |p: &str| split_path("h", p).map_err(|e| e.to_string());
-        assert_eq!(split("/etc/x.yaml").unwrap(), ("/etc".into(), "x.yaml".into()));
+        assert_eq!(
+            split("/etc/x.yaml").unwrap(),
+            ("/etc".into(), "x.yaml".into())
+        );
         assert_eq!(split("/x").unwrap(), ("/".into(), "x".into()));
         assert_eq!(split("rel").unwrap(), (".".into(), "rel".into()));
         assert_eq!(split("a b/c\nd").unwrap(), ("a b".into(), "c\nd".into()));
@@ -267,8 +557,15 @@ mod tests {
 
     #[test]
     fn check_carries_stderr() {
-        let out = Output { status: 2, stdout: vec![], stderr: b"boom\n".to_vec() };
+        let out = Output {
+            status: 2,
+            stdout: vec![],
+            stderr: b"boom\n".to_vec(),
+        };
         let err = out.check("node", &["ls", "a b"]).unwrap_err().to_string();
-        assert_eq!(err, "node: remote command `ls 'a b'` failed with status 2: boom");
+        assert_eq!(
+            err,
+            "node: remote command `ls 'a b'` failed with status 2: boom"
+        );
     }
 }

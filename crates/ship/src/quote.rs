@@ -6,7 +6,9 @@
 /// written as `'\''` (close, escaped quote, reopen). Plain words are left readable.
 pub fn quote(arg: &str) -> String {
     let plain = !arg.is_empty()
-        && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
     if plain {
         return arg.to_owned();
     }
@@ -35,8 +37,15 @@ mod tests {
 
     /// What /bin/sh makes of the quoted text: the real shell is the only trustworthy oracle.
     fn sh_roundtrip(args: &[&str]) -> Vec<String> {
-        let script = format!("for a in {}; do printf '%s\\0' \"$a\"; done", command_line(args));
-        let out = Command::new("/bin/sh").arg("-c").arg(script).output().expect("run /bin/sh");
+        let script = format!(
+            "for a in {}; do printf '%s\\0' \"$a\"; done",
+            command_line(args)
+        );
+        let out = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .expect("run /bin/sh");
         assert!(out.status.success());
         let text = String::from_utf8(out.stdout).expect("utf8");
         text.split_terminator('\0').map(str::to_owned).collect()
@@ -44,7 +53,21 @@ mod tests {
 
     #[test]
     fn hostile_arguments_survive_the_shell() {
-        let args = ["plain", "", "with space", "it's", "$(id)", "`id`", "a\nb", "*", "~", "-n", "'", "\\", "é ü"];
+        let args = [
+            "plain",
+            "",
+            "with space",
+            "it's",
+            "$(id)",
+            "`id`",
+            "a\nb",
+            "*",
+            "~",
+            "-n",
+            "'",
+            "\\",
+            "é ü",
+        ];
         assert_eq!(sh_roundtrip(&args), args);
     }
 

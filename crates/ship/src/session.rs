@@ -77,40 +77,72 @@ pub struct Session {
     socket: TcpStream,
     host: String,
     stats: Cell<Stats>,
+    /// Whether the node's `head -c` can cut a batch upload apart; unknown until asked.
+    pub(crate) gnu_head: Cell<Option<bool>>,
 }
 
 impl Session {
     pub fn connect(dest: &Destination, opts: &ConnectOptions) -> Result<Session, ShipError> {
         let config = config::resolve(&dest.host, opts.ssh_config.as_deref())?;
-        let host = config.host_name.clone().unwrap_or_else(|| dest.host.clone());
+        let host = config
+            .host_name
+            .clone()
+            .unwrap_or_else(|| dest.host.clone());
         let port = dest.port.or(opts.port).or(config.port).unwrap_or(22);
-        let user = dest.user.clone().or_else(|| opts.user.clone()).or_else(|| config.user.clone()).unwrap_or_else(local_user);
-        let timeout = config.connect_timeout.map_or(opts.connect_timeout, |t| t.min(opts.connect_timeout));
+        let user = dest
+            .user
+            .clone()
+            .or_else(|| opts.user.clone())
+            .or_else(|| config.user.clone())
+            .unwrap_or_else(local_user);
+        let timeout = config
+            .connect_timeout
+            .map_or(opts.connect_timeout, |t| t.min(opts.connect_timeout));
         let deadline = Instant::now() + timeout;
 
         let files = known_hosts_files(opts, &config.user_known_hosts);
         let entries = known_hosts::lookup(&files, &host, port)?;
 
         let tcp = connect_tcp(&host, port, deadline, timeout)?;
-        let handshake_err = |message: String| ShipError::Handshake { host: host.clone(), port, message };
+        let handshake_err = |message: String| ShipError::Handshake {
+            host: host.clone(),
+            port,
+            message,
+        };
         let socket = tcp.try_clone().map_err(|e| handshake_err(e.to_string()))?;
         // Without it, every command round waits ~40 ms for delayed ACKs.
-        tcp.set_nodelay(true).map_err(|e| handshake_err(e.to_string()))?;
+        tcp.set_nodelay(true)
+            .map_err(|e| handshake_err(e.to_string()))?;
         let mut ssh = ssh2::Session::new().map_err(|e| handshake_err(e.to_string()))?;
         ssh.set_tcp_stream(tcp);
-        let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let remaining = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
         ssh.set_timeout(millis(remaining));
         let preferred = host_key_preference(&ssh, &entries);
         if let Some(prefs) = &preferred {
-            ssh.method_pref(ssh2::MethodType::HostKey, prefs).map_err(|e| handshake_err(e.to_string()))?;
+            ssh.method_pref(ssh2::MethodType::HostKey, prefs)
+                .map_err(|e| handshake_err(e.to_string()))?;
         }
         if let Err(e) = ssh.handshake() {
             return Err(match e.code() {
-                ssh2::ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) => ShipError::ConnectTimeout { host, port, timeout },
+                ssh2::ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) => ShipError::ConnectTimeout {
+                    host,
+                    port,
+                    timeout,
+                },
                 ssh2::ErrorCode::Session(LIBSSH2_ERROR_KEX_FAILURE) if preferred.is_some() => {
-                    let mut known: Vec<&str> = entries.iter().filter(|e| !e.revoked).map(|e| e.key_type.as_str()).collect();
+                    let mut known: Vec<&str> = entries
+                        .iter()
+                        .filter(|e| !e.revoked)
+                        .map(|e| e.key_type.as_str())
+                        .collect();
                     known.dedup();
-                    ShipError::NoKnownHostKeyType { host, port, known: known.join(", ") }
+                    ShipError::NoKnownHostKeyType {
+                        host,
+                        port,
+                        known: known.join(", "),
+                    }
                 }
                 _ => handshake_err(e.message().to_owned()),
             });
@@ -121,7 +153,16 @@ impl Session {
         let keys = auth::keys(opts, &config.identity_files, config.identities_only);
         auth::authenticate(&ssh, &host, &user, &keys, opts)?;
         ssh.set_keepalive(true, KEEPALIVE.as_secs() as u32);
-        Ok(Session { ssh, socket, host, stats: Cell::new(Stats { tcp_connections: 1, round_trips: 0 }) })
+        Ok(Session {
+            ssh,
+            socket,
+            host,
+            stats: Cell::new(Stats {
+                tcp_connections: 1,
+                round_trips: 0,
+            }),
+            gnu_head: Cell::new(None),
+        })
     }
 
     /// The host name this session is connected to (after ~/.ssh/config's HostName).
@@ -140,7 +181,11 @@ impl Session {
     }
 
     fn lost(&self, during: &str, message: impl std::fmt::Display) -> ShipError {
-        ShipError::ConnectionLost { host: self.host.clone(), during: during.to_owned(), message: message.to_string() }
+        ShipError::ConnectionLost {
+            host: self.host.clone(),
+            during: during.to_owned(),
+            message: message.to_string(),
+        }
     }
 
     /// Runs `command` (a remote shell line) on a new channel, feeding `stdin` and copying the
@@ -154,7 +199,10 @@ impl Session {
         stderr: &mut dyn Write,
     ) -> Result<i32, ShipError> {
         self.ssh.set_blocking(true);
-        let mut channel = self.ssh.channel_session().map_err(|e| self.lost(during, e))?;
+        let mut channel = self
+            .ssh
+            .channel_session()
+            .map_err(|e| self.lost(during, e))?;
         self.round_trip();
         channel.exec(command).map_err(|e| self.lost(during, e))?;
         self.round_trip();
@@ -195,11 +243,14 @@ impl Session {
             if !eof_sent {
                 if start == end && input_open {
                     if let Some(source) = stdin.as_mut() {
-                        let n = source.read(&mut input).map_err(|source| ShipError::ReadSource {
-                            host: self.host.clone(),
-                            path: during.to_owned(),
-                            source,
-                        })?;
+                        let n =
+                            source
+                                .read(&mut input)
+                                .map_err(|source| ShipError::ReadSource {
+                                    host: self.host.clone(),
+                                    path: during.to_owned(),
+                                    source,
+                                })?;
                         (start, end) = (0, n);
                         input_open = n > 0;
                         progressed = true;
@@ -250,14 +301,25 @@ impl Session {
     }
 
     /// Copies whatever stream `id` (0 stdout, 1 stderr) has now; true when anything came.
-    fn drain(&self, channel: &mut ssh2::Channel, during: &str, id: i32, buf: &mut [u8], to: &mut dyn Write) -> Result<bool, ShipError> {
+    fn drain(
+        &self,
+        channel: &mut ssh2::Channel,
+        during: &str,
+        id: i32,
+        buf: &mut [u8],
+        to: &mut dyn Write,
+    ) -> Result<bool, ShipError> {
         let mut got = false;
         loop {
             match channel.stream(id).read(buf) {
                 Ok(0) => return Ok(got),
                 Ok(n) => {
                     got = true;
-                    to.write_all(&buf[..n]).map_err(|source| ShipError::WriteLocal { host: self.host.clone(), source })?;
+                    to.write_all(&buf[..n])
+                        .map_err(|source| ShipError::WriteLocal {
+                            host: self.host.clone(),
+                            source,
+                        })?;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(got),
                 Err(e) => return Err(self.lost(during, e)),
@@ -274,7 +336,10 @@ impl Session {
             _ => PollFlags::IN,
         };
         let mut fds = [PollFd::new(&self.socket, flags)];
-        let timeout = Timespec { tv_sec: KEEPALIVE.as_secs() as i64, tv_nsec: 0 };
+        let timeout = Timespec {
+            tv_sec: KEEPALIVE.as_secs() as i64,
+            tv_nsec: 0,
+        };
         match rustix::event::poll(&mut fds, Some(&timeout)) {
             Ok(n) => Ok(n > 0),
             Err(rustix::io::Errno::INTR) => Ok(true),
@@ -323,7 +388,9 @@ fn signal_number(name: &str) -> i32 {
 }
 
 fn local_user() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "root".to_owned())
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "root".to_owned())
 }
 
 fn known_hosts_files(opts: &ConnectOptions, from_config: &[PathBuf]) -> Vec<PathBuf> {
@@ -333,7 +400,9 @@ fn known_hosts_files(opts: &ConnectOptions, from_config: &[PathBuf]) -> Vec<Path
     let mut files = if !from_config.is_empty() {
         from_config.to_vec()
     } else {
-        let ssh_dir = config::home().unwrap_or_else(|| PathBuf::from("/root")).join(".ssh");
+        let ssh_dir = config::home()
+            .unwrap_or_else(|| PathBuf::from("/root"))
+            .join(".ssh");
         vec![ssh_dir.join("known_hosts"), ssh_dir.join("known_hosts2")]
     };
     files.push(PathBuf::from("/etc/ssh/ssh_known_hosts"));
@@ -341,10 +410,18 @@ fn known_hosts_files(opts: &ConnectOptions, from_config: &[PathBuf]) -> Vec<Path
     files
 }
 
-fn connect_tcp(host: &str, port: u16, deadline: Instant, timeout: Duration) -> Result<TcpStream, ShipError> {
+fn connect_tcp(
+    host: &str,
+    port: u16,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<TcpStream, ShipError> {
     let addrs: Vec<_> = (host, port)
         .to_socket_addrs()
-        .map_err(|source| ShipError::Resolve { host: host.to_owned(), source })?
+        .map_err(|source| ShipError::Resolve {
+            host: host.to_owned(),
+            source,
+        })?
         .collect();
     let mut last = None;
     for addr in addrs {
@@ -359,8 +436,16 @@ fn connect_tcp(host: &str, port: u16, deadline: Instant, timeout: Duration) -> R
         }
     }
     Err(match last {
-        Some(source) => ShipError::Connect { host: host.to_owned(), port, source },
-        None => ShipError::ConnectTimeout { host: host.to_owned(), port, timeout },
+        Some(source) => ShipError::Connect {
+            host: host.to_owned(),
+            port,
+            source,
+        },
+        None => ShipError::ConnectTimeout {
+            host: host.to_owned(),
+            port,
+            timeout,
+        },
     })
 }
 
@@ -377,10 +462,16 @@ fn host_key_preference(ssh: &ssh2::Session, entries: &[known_hosts::Entry]) -> O
         ("ssh-rsa", &["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]),
         ("ssh-dss", &["ssh-dss"]),
     ];
-    let supported = ssh.supported_algs(ssh2::MethodType::HostKey).unwrap_or_default();
+    let supported = ssh
+        .supported_algs(ssh2::MethodType::HostKey)
+        .unwrap_or_default();
     let methods: Vec<&str> = ORDER
         .iter()
-        .filter(|(key_type, _)| entries.iter().any(|e| !e.revoked && e.key_type == *key_type))
+        .filter(|(key_type, _)| {
+            entries
+                .iter()
+                .any(|e| !e.revoked && e.key_type == *key_type)
+        })
         .flat_map(|(_, methods)| methods.iter().copied())
         .filter(|m| supported.contains(m))
         .collect();
@@ -407,20 +498,38 @@ fn verify_host_key(
     files: &[PathBuf],
     accept_new: bool,
 ) -> Result<(), ShipError> {
-    let (blob, kind) = ssh
-        .host_key()
-        .ok_or_else(|| ShipError::Handshake { host: host.to_owned(), port, message: "the server sent no host key".to_owned() })?;
+    let (blob, kind) = ssh.host_key().ok_or_else(|| ShipError::Handshake {
+        host: host.to_owned(),
+        port,
+        message: "the server sent no host key".to_owned(),
+    })?;
     let key_type = key_type_name(kind);
-    let fingerprint = known_hosts::fingerprint(ssh.host_key_hash(ssh2::HashType::Sha256).unwrap_or_default());
+    let fingerprint = known_hosts::fingerprint(
+        ssh.host_key_hash(ssh2::HashType::Sha256)
+            .unwrap_or_default(),
+    );
     if let Some(e) = entries.iter().find(|e| e.revoked && e.blob == blob) {
-        return Err(ShipError::RevokedHostKey { host: host.to_owned(), port, fingerprint, file: e.file.clone(), line: e.line });
+        return Err(ShipError::RevokedHostKey {
+            host: host.to_owned(),
+            port,
+            fingerprint,
+            file: e.file.clone(),
+            line: e.line,
+        });
     }
     let known: Vec<_> = entries.iter().filter(|e| !e.revoked).collect();
-    if known.iter().any(|e| e.key_type == key_type && e.blob == blob) {
+    if known
+        .iter()
+        .any(|e| e.key_type == key_type && e.blob == blob)
+    {
         return Ok(());
     }
     // The host is known, but not with this key: point at the entry of the same type if any.
-    if let Some(e) = known.iter().find(|e| e.key_type == key_type).or(known.first()) {
+    if let Some(e) = known
+        .iter()
+        .find(|e| e.key_type == key_type)
+        .or(known.first())
+    {
         return Err(ShipError::ChangedHostKey {
             host: host.to_owned(),
             port,
@@ -432,6 +541,12 @@ fn verify_host_key(
     }
     match files.first() {
         Some(file) if accept_new => known_hosts::record(file, host, port, key_type, blob),
-        _ => Err(ShipError::UnknownHostKey { host: host.to_owned(), port, key_type: key_type.to_owned(), fingerprint, known_hosts: files.to_vec() }),
+        _ => Err(ShipError::UnknownHostKey {
+            host: host.to_owned(),
+            port,
+            key_type: key_type.to_owned(),
+            fingerprint,
+            known_hosts: files.to_vec(),
+        }),
     }
 }

@@ -11,7 +11,13 @@ fn ship(sshd: &Sshd, args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ship"))
         .args(["--known-hosts", sshd.known_hosts_file().to_str().unwrap()])
         .args(["-i", sshd.client_key().to_str().unwrap()])
-        .args(["--port", &sshd.port().to_string(), "--config", "/dev/null", "--no-agent"])
+        .args([
+            "--port",
+            &sshd.port().to_string(),
+            "--config",
+            "/dev/null",
+            "--no-agent",
+        ])
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -32,20 +38,33 @@ fn cp_through_pipes_and_files() {
     let dir = sshd.root().join("d");
     std::fs::create_dir(&dir).unwrap();
     let remote = format!("root@127.0.0.1:{}/from-stdin", dir.display());
-    let out = ship(&sshd, &["cp", "--sudo", "--mode", "0640", "-", &remote], b"piped\n");
+    let out = ship(
+        &sshd,
+        &["cp", "--sudo", "--mode", "0640", "-", &remote],
+        b"piped\n",
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(std::fs::read(dir.join("from-stdin")).unwrap(), b"piped\n");
     assert_eq!(common::mode_of(&dir.join("from-stdin")), 0o640);
 
     let out = ship(&sshd, &["cp", &remote, "-"], b"");
-    assert_eq!((out.status.code(), out.stdout.as_slice()), (Some(0), &b"piped\n"[..]), "{}", stderr(&out));
+    assert_eq!(
+        (out.status.code(), out.stdout.as_slice()),
+        (Some(0), &b"piped\n"[..]),
+        "{}",
+        stderr(&out)
+    );
 
     // Several local files into a remote directory, then back into a local one.
     let (a, b) = (sshd.root().join("a.yaml"), sshd.root().join("b.yaml"));
     std::fs::write(&a, "a").unwrap();
     std::fs::write(&b, "b").unwrap();
     let remote_dir = format!("127.0.0.1:{}/", dir.display());
-    let out = ship(&sshd, &["cp", a.to_str().unwrap(), b.to_str().unwrap(), &remote_dir], b"");
+    let out = ship(
+        &sshd,
+        &["cp", a.to_str().unwrap(), b.to_str().unwrap(), &remote_dir],
+        b"",
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(dir.join("b.yaml")).unwrap(), "b");
     let back = sshd.root().join("back");
@@ -59,11 +78,26 @@ fn cp_through_pipes_and_files() {
 #[test]
 fn exec_exits_with_the_remote_status() {
     let sshd = Sshd::start();
-    let out = ship(&sshd, &["exec", "127.0.0.1", "--", "sh", "-c", "echo to-out; echo to-err >&2; exit 7"], b"");
+    let out = ship(
+        &sshd,
+        &[
+            "exec",
+            "127.0.0.1",
+            "--",
+            "sh",
+            "-c",
+            "echo to-out; echo to-err >&2; exit 7",
+        ],
+        b"",
+    );
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(out.stdout, b"to-out\n");
     assert_eq!(stderr(&out), "to-err\n");
-    let out = ship(&sshd, &["exec", "--stdin", "127.0.0.1", "--", "wc", "-c"], b"12345");
+    let out = ship(
+        &sshd,
+        &["exec", "--stdin", "127.0.0.1", "--", "wc", "-c"],
+        b"12345",
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5");
 }
 
@@ -71,19 +105,37 @@ fn exec_exits_with_the_remote_status() {
 fn failures_exit_255_or_1_with_one_clear_line() {
     let sshd = Sshd::start();
     let out = Command::new(env!("CARGO_BIN_EXE_ship"))
-        .args(["--known-hosts", "/dev/null", "--config", "/dev/null", "--no-agent", "--port", &sshd.port().to_string()])
+        .args([
+            "--known-hosts",
+            "/dev/null",
+            "--config",
+            "/dev/null",
+            "--no-agent",
+            "--port",
+            &sshd.port().to_string(),
+        ])
         .args(["exec", "127.0.0.1", "--", "true"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(255));
     let text = stderr(&out);
-    assert!(text.starts_with("ship: 127.0.0.1:") && text.contains("unknown host key ssh-ed25519 SHA256:"), "{text}");
+    assert!(
+        text.starts_with("ship: 127.0.0.1:")
+            && text.contains("unknown host key ssh-ed25519 SHA256:"),
+        "{text}"
+    );
     assert!(text.contains("--accept-new"), "{text}");
 
     let missing = format!("127.0.0.1:{}/missing", sshd.root().display());
     let out = ship(&sshd, &["cp", &missing, "-"], b"");
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(stderr(&out), format!("ship: 127.0.0.1: {}/missing: no such file or directory\n", sshd.root().display()));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "ship: 127.0.0.1: {}/missing: no such file or directory\n",
+            sshd.root().display()
+        )
+    );
 
     let out = ship(&sshd, &["cp", "--mode", "999", "-", "h:/x"], b"");
     assert_eq!(out.status.code(), Some(2), "clap usage error");
@@ -92,6 +144,9 @@ fn failures_exit_255_or_1_with_one_clear_line() {
 
 #[test]
 fn help_shows_examples() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ship")).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ship"))
+        .arg("--help")
+        .output()
+        .unwrap();
     insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));
 }

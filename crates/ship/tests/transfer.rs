@@ -17,7 +17,8 @@ const SIZES: [usize; 3] = [0, 1, 10 << 20];
 fn sudo_user(sshd: &Sshd, name: &str, rule: SudoRule) -> ship::Session {
     ensure_user(name, rule);
     sshd.authorize(name, &sshd.client_keys()[0].public);
-    connect_as(sshd, name, &opts(sshd, sshd.client_key())).unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()))
+    connect_as(sshd, name, &opts(sshd, sshd.client_key()))
+        .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()))
 }
 
 #[test]
@@ -28,18 +29,35 @@ fn uploads_and_downloads_keep_every_byte() {
         let data = noise(len, i as u64 + 1);
         let target = sshd.root().join(format!("file-{len}"));
         let remote = target.to_str().unwrap();
-        session.upload_bytes(&data, remote, 0o640, false).unwrap_or_else(|e| panic!("{len}: {e}"));
-        assert!(std::fs::read(&target).unwrap() == data, "{len} bytes: content differs");
+        session
+            .upload_bytes(&data, remote, 0o640, false)
+            .unwrap_or_else(|e| panic!("{len}: {e}"));
+        assert!(
+            std::fs::read(&target).unwrap() == data,
+            "{len} bytes: content differs"
+        );
         assert_eq!(mode_of(&target), 0o640);
-        assert!(session.download(remote, false).unwrap() == data, "{len} bytes: download differs");
+        assert!(
+            session.download(remote, false).unwrap() == data,
+            "{len} bytes: download differs"
+        );
         // The streaming path (length not known up front) stages, checks and renames.
         let streamed = sshd.root().join(format!("streamed-{len}"));
-        session.upload(&mut &data[..], streamed.to_str().unwrap(), 0o600, false).unwrap();
+        session
+            .upload(&mut &data[..], streamed.to_str().unwrap(), 0o600, false)
+            .unwrap();
         assert!(std::fs::read(&streamed).unwrap() == data);
         assert_eq!(mode_of(&streamed), 0o600);
     }
-    let leftovers: Vec<_> = std::fs::read_dir(sshd.root()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(".ship.")).collect();
-    assert!(leftovers.is_empty(), "temp files left behind: {leftovers:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(sshd.root())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".ship."))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temp files left behind: {leftovers:?}"
+    );
 }
 
 #[test]
@@ -53,20 +71,33 @@ fn sudo_writes_root_owned_files_the_user_cannot() {
         let data = noise(len, 100 + i as u64);
         let target = dir.join(format!("file-{len}"));
         let remote = target.to_str().unwrap();
-        let err = session.upload_bytes(&data, remote, 0o600, false).err().expect("must not write without sudo");
-        assert!(matches!(err, ShipError::RemotePathNotWritable { .. }), "{err}");
-        session.upload_bytes(&data, remote, 0o600, true).unwrap_or_else(|e| panic!("{len}: {e}"));
+        let err = session
+            .upload_bytes(&data, remote, 0o600, false)
+            .err()
+            .expect("must not write without sudo");
+        assert!(
+            matches!(err, ShipError::RemotePathNotWritable { .. }),
+            "{err}"
+        );
+        session
+            .upload_bytes(&data, remote, 0o600, true)
+            .unwrap_or_else(|e| panic!("{len}: {e}"));
         assert!(std::fs::read(&target).unwrap() == data);
         assert_eq!((owner_of(&target), mode_of(&target)), (0, 0o600));
         assert!(session.download(remote, true).unwrap() == data);
     }
     let unreadable = dir.join("file-1");
-    let err = session.download(unreadable.to_str().unwrap(), false).err().expect("0600 root file");
+    let err = session
+        .download(unreadable.to_str().unwrap(), false)
+        .err()
+        .expect("0600 root file");
     assert!(err.to_string().contains("Permission denied"), "{err}");
     // And as the user itself, without sudo, into its own directory.
     let own = dir_owned_by(sshd.root(), "own", "ship-test");
     let target = own.join("mine");
-    session.upload_bytes(b"x", target.to_str().unwrap(), 0o644, false).unwrap();
+    session
+        .upload_bytes(b"x", target.to_str().unwrap(), 0o644, false)
+        .unwrap();
     assert_eq!(owner_of(&target), uid_of("ship-test"));
 }
 
@@ -75,29 +106,61 @@ fn sudo_that_wants_a_password_fails_fast_and_plainly() {
     let sshd = Sshd::start();
     let session = sudo_user(&sshd, "ship-test-pw", SudoRule::Password);
     let start = Instant::now();
-    let err = session.exec(&["true"], true).err().expect("sudo -n must refuse");
+    let err = session
+        .exec(&["true"], true)
+        .err()
+        .expect("sudo -n must refuse");
     assert!(matches!(err, ShipError::SudoNeedsPassword { .. }), "{err}");
     assert!(err.to_string().contains("sudo needs a password"));
     // 10 MiB that nobody reads: the upload must end, not wait for a window that never opens.
     let target = sshd.root().join("never");
-    let err = session.upload_bytes(&noise(10 << 20, 7), target.to_str().unwrap(), 0o600, true).err().expect("must refuse");
+    let err = session
+        .upload_bytes(&noise(10 << 20, 7), target.to_str().unwrap(), 0o600, true)
+        .err()
+        .expect("must refuse");
     assert!(matches!(err, ShipError::SudoNeedsPassword { .. }), "{err}");
     assert!(!target.exists());
-    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
 fn exec_reports_status_stdout_and_stderr() {
     let sshd = Sshd::start();
     let session = connect(&sshd);
-    let out = session.exec(&["sh", "-c", "echo out; echo err >&2; exit 3"], false).unwrap();
-    assert_eq!((out.status, out.stdout.as_slice(), out.stderr.as_slice()), (3, &b"out\n"[..], &b"err\n"[..]));
+    let out = session
+        .exec(&["sh", "-c", "echo out; echo err >&2; exit 3"], false)
+        .unwrap();
+    assert_eq!(
+        (out.status, out.stdout.as_slice(), out.stderr.as_slice()),
+        (3, &b"out\n"[..], &b"err\n"[..])
+    );
     let err = out.check(session.host(), &["sh"]).unwrap_err();
-    assert!(err.to_string().ends_with("failed with status 3: err"), "{err}");
-    assert_eq!(session.exec(&["sh", "-c", "kill -TERM $$"], false).unwrap().status, 128 + 15);
+    assert!(
+        err.to_string().ends_with("failed with status 3: err"),
+        "{err}"
+    );
+    assert_eq!(
+        session
+            .exec(&["sh", "-c", "kill -TERM $$"], false)
+            .unwrap()
+            .status,
+        128 + 15
+    );
     // Megabytes on stderr before any stdout: both streams share one window.
-    let out = session.exec(&["sh", "-c", "head -c 5000000 /dev/zero >&2; echo done"], false).unwrap();
-    assert_eq!((out.stderr.len(), out.stdout.as_slice()), (5_000_000, &b"done\n"[..]));
+    let out = session
+        .exec(
+            &["sh", "-c", "head -c 5000000 /dev/zero >&2; echo done"],
+            false,
+        )
+        .unwrap();
+    assert_eq!(
+        (out.stderr.len(), out.stdout.as_slice()),
+        (5_000_000, &b"done\n"[..])
+    );
     let out = session.exec(&["sudo", "-n", "true"], false).unwrap();
     assert_eq!(out.status, 0, "root's sudo works without a password");
 }
@@ -126,7 +189,9 @@ fn hostile_paths_are_just_names() {
         let remote = target.to_str().unwrap();
         let data = noise(100, i as u64 + 50);
         for sudo in [false, true] {
-            session.upload_bytes(&data, remote, 0o600, sudo).unwrap_or_else(|e| panic!("{name:?}: {e}"));
+            session
+                .upload_bytes(&data, remote, 0o600, sudo)
+                .unwrap_or_else(|e| panic!("{name:?}: {e}"));
             assert!(std::fs::read(&target).unwrap() == data, "{name:?}");
             assert!(session.download(remote, sudo).unwrap() == data, "{name:?}");
         }
@@ -141,11 +206,20 @@ fn missing_remote_paths_are_named() {
     let sshd = Sshd::start();
     let session = connect(&sshd);
     let missing = sshd.root().join("nope/file");
-    let err = session.upload_bytes(b"x", missing.to_str().unwrap(), 0o600, false).unwrap_err();
-    assert!(matches!(err, ShipError::RemotePathMissing { ref path, .. } if path == missing.to_str().unwrap()), "{err}");
-    let err = session.download(missing.to_str().unwrap(), true).unwrap_err();
+    let err = session
+        .upload_bytes(b"x", missing.to_str().unwrap(), 0o600, false)
+        .unwrap_err();
+    assert!(
+        matches!(err, ShipError::RemotePathMissing { ref path, .. } if path == missing.to_str().unwrap()),
+        "{err}"
+    );
+    let err = session
+        .download(missing.to_str().unwrap(), true)
+        .unwrap_err();
     assert!(matches!(err, ShipError::RemotePathMissing { .. }), "{err}");
-    let err = session.upload_bytes(b"x", sshd.root().to_str().unwrap(), 0o600, false).unwrap_err();
+    let err = session
+        .upload_bytes(b"x", sshd.root().to_str().unwrap(), 0o600, false)
+        .unwrap_err();
     assert!(err.to_string().contains("is a directory"), "{err}");
 }
 
@@ -176,14 +250,30 @@ fn server_killed_mid_upload_leaves_the_target_untouched() {
     let target = root.join("manifest.yaml");
     std::fs::write(&target, b"old content\n").unwrap();
     let limit = 64 << 20;
-    let mut source = Saboteur { sshd: &mut sshd, sent: 0, limit };
-    let err = session.upload_sized(&mut source, limit as u64, target.to_str().unwrap(), 0o600, false).unwrap_err();
+    let mut source = Saboteur {
+        sshd: &mut sshd,
+        sent: 0,
+        limit,
+    };
+    let err = session
+        .upload_sized(
+            &mut source,
+            limit as u64,
+            target.to_str().unwrap(),
+            0o600,
+            false,
+        )
+        .unwrap_err();
     assert!(err.is_connection_failure(), "{err}");
     assert_eq!(std::fs::read(&target).unwrap(), b"old content\n");
     // The remote script removes its temp file when its input ends early.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let temps: Vec<_> = std::fs::read_dir(&root).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(".ship.")).collect();
+        let temps: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".ship."))
+            .collect();
         if temps.is_empty() {
             break;
         }
@@ -198,19 +288,118 @@ fn a_pipeline_uses_one_connection() {
     let session = connect(&sshd);
     let dir = sshd.root().join("k8s_audit");
     let d = dir.to_str().unwrap();
-    session.exec(&["mkdir", "-p", "-m", "0700", d], true).unwrap().check(session.host(), &["mkdir"]).unwrap();
-    session.upload_bytes(b"policy", &format!("{d}/audit-policy.yaml"), 0o600, true).unwrap();
-    session.upload_bytes(b"webhook", &format!("{d}/webhook-config.yaml"), 0o600, true).unwrap();
+    session
+        .exec(&["mkdir", "-p", "-m", "0700", d], true)
+        .unwrap()
+        .check(session.host(), &["mkdir"])
+        .unwrap();
+    session
+        .upload_bytes(b"policy", &format!("{d}/audit-policy.yaml"), 0o600, true)
+        .unwrap();
+    session
+        .upload_bytes(b"webhook", &format!("{d}/webhook-config.yaml"), 0o600, true)
+        .unwrap();
     let manifest = sshd.root().join("kube-apiserver.yaml");
     std::fs::write(&manifest, b"spec: {}\n").unwrap();
     let m = manifest.to_str().unwrap();
     let old = session.download(m, true).unwrap();
-    session.upload_bytes(&[old.as_slice(), b"# patched\n"].concat(), &format!("{m}.new"), 0o600, true).unwrap();
-    session.exec(&["mv", "-f", &format!("{m}.new"), m], true).unwrap().check(session.host(), &["mv"]).unwrap();
+    session
+        .upload_bytes(
+            &[old.as_slice(), b"# patched\n"].concat(),
+            &format!("{m}.new"),
+            0o600,
+            true,
+        )
+        .unwrap();
+    session
+        .exec(&["mv", "-f", &format!("{m}.new"), m], true)
+        .unwrap()
+        .check(session.host(), &["mv"])
+        .unwrap();
     assert_eq!(std::fs::read(&manifest).unwrap(), b"spec: {}\n# patched\n");
     let stats = session.stats();
     assert_eq!(stats.tcp_connections, 1);
-    assert_eq!(stats.round_trips, 6 * 3, "channel open + exec + close per step");
+    assert_eq!(
+        stats.round_trips,
+        6 * 3,
+        "channel open + exec + close per step"
+    );
     assert_eq!(sshd.session_pids().len(), 1, "sshd saw one connection");
     let _ = Path::new(d);
+}
+
+#[test]
+fn batch_uploads_cut_the_stream_exactly() {
+    let sshd = Sshd::start();
+    let session = connect(&sshd);
+    let dir = sshd.root().join("batch dir");
+    std::fs::create_dir(&dir).unwrap();
+    let names = ["empty", "one", "big", "it's $(x)", "new\nline"];
+    let sizes = [0usize, 1, 3 << 20, 4096, 10];
+    let data: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| noise(n, 300 + i as u64))
+        .collect();
+    let mut sources: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+    let mut batch: Vec<ship::Upload> = sources
+        .iter_mut()
+        .zip(names)
+        .map(|(source, name)| ship::Upload {
+            len: source.len() as u64,
+            remote_path: format!("{}/{name}", dir.display()),
+            source,
+        })
+        .collect();
+    let before = session.stats().round_trips;
+    session.upload_batch(&mut batch, 0o644, true).unwrap();
+    // 3 for the one-time `head` probe, 3 for the batch.
+    assert_eq!(session.stats().round_trips - before, 6);
+    for (name, bytes) in names.iter().zip(&data) {
+        assert!(std::fs::read(dir.join(name)).unwrap() == *bytes, "{name:?}");
+        assert_eq!(mode_of(&dir.join(name)), 0o644);
+    }
+
+    // A missing directory in the middle: files before it land, it and those after do not.
+    let paths = [dir.join("a"), sshd.root().join("missing/b"), dir.join("c")];
+    let mut sources: Vec<&[u8]> = vec![b"a", b"b", b"c"];
+    let mut batch: Vec<ship::Upload> = sources
+        .iter_mut()
+        .zip(&paths)
+        .map(|(source, path)| ship::Upload {
+            len: 1,
+            remote_path: path.to_str().unwrap().to_owned(),
+            source,
+        })
+        .collect();
+    let err = session.upload_batch(&mut batch, 0o600, false).unwrap_err();
+    assert!(
+        matches!(&err, ShipError::RemotePathMissing { path, .. } if path.ends_with("missing/b")),
+        "{err}"
+    );
+    assert!(paths[0].exists() && !paths[2].exists());
+
+    // A source shorter than announced aborts before the server can misplace any byte.
+    std::fs::write(dir.join("one"), b"old").unwrap();
+    let mut short: &[u8] = b"12";
+    let mut rest: &[u8] = b"rest";
+    let mut batch = vec![
+        ship::Upload {
+            len: 5,
+            remote_path: format!("{}/one", dir.display()),
+            source: &mut short,
+        },
+        ship::Upload {
+            len: 4,
+            remote_path: format!("{}/rest", dir.display()),
+            source: &mut rest,
+        },
+    ];
+    let err = session.upload_batch(&mut batch, 0o600, false).unwrap_err();
+    assert!(
+        err.to_string().contains("ended after 2 of 5 bytes"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(dir.join("one")).unwrap(), b"old");
+    assert!(!dir.join("rest").exists());
 }

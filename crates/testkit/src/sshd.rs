@@ -100,7 +100,10 @@ impl Sshd {
     }
 
     pub fn start_with(opts: SshdOptions) -> Sshd {
-        let dir = tempfile::Builder::new().prefix("testkit-sshd.").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("testkit-sshd.")
+            .tempdir()
+            .expect("tempdir");
         // sshd refuses to start without its privilege separation directory.
         fs::create_dir_all("/run/sshd").expect("create /run/sshd");
         fs::create_dir_all(dir.path().join("authorized_keys")).expect("mkdir authorized_keys");
@@ -116,7 +119,14 @@ impl Sshd {
             .map(|&t| generate_key(dir.path(), &format!("id_{}", t.file_stem()), t, None))
             .collect();
 
-        let mut sshd = Sshd { dir, child: None, port: 0, user: opts.user.clone(), host_keys, client_keys };
+        let mut sshd = Sshd {
+            dir,
+            child: None,
+            port: 0,
+            user: opts.user.clone(),
+            host_keys,
+            client_keys,
+        };
         for key in sshd.client_keys.clone() {
             sshd.authorize(&opts.user, &key.public);
         }
@@ -179,7 +189,11 @@ impl Sshd {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 let _ = status;
                 self.child = None;
                 return false;
@@ -190,7 +204,10 @@ impl Sshd {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("sshd did not answer on port {port} within 10 s; log:\n{}", self.log());
+        panic!(
+            "sshd did not answer on port {port} within 10 s; log:\n{}",
+            self.log()
+        );
     }
 
     pub fn host(&self) -> &str {
@@ -225,7 +242,11 @@ impl Sshd {
 
     /// The first client key's private key file.
     pub fn client_key(&self) -> &Path {
-        &self.client_keys.first().expect("no client keys were requested").private
+        &self
+            .client_keys
+            .first()
+            .expect("no client keys were requested")
+            .private
     }
 
     /// The client key of the given type.
@@ -283,8 +304,13 @@ impl Sshd {
     }
 
     fn kill(&mut self, which: impl Fn(u32) -> bool) {
-        let Some(mut child) = self.child.take() else { return };
-        let pids: Vec<u32> = descendants(child.id()).into_iter().filter(|&p| which(p)).collect();
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pids: Vec<u32> = descendants(child.id())
+            .into_iter()
+            .filter(|&p| which(p))
+            .collect();
         let _ = child.kill();
         let _ = child.wait();
         for pid in pids {
@@ -296,7 +322,10 @@ impl Sshd {
 
     /// The pids of the sshd session processes started so far (one per connection).
     pub fn session_pids(&self) -> Vec<u32> {
-        self.child.as_ref().map(|c| children_of(c.id())).unwrap_or_default()
+        self.child
+            .as_ref()
+            .map(|c| children_of(c.id()))
+            .unwrap_or_default()
     }
 }
 
@@ -322,7 +351,11 @@ fn generate_key(dir: &Path, name: &str, key_type: KeyType, passphrase: Option<&s
         .expect("run ssh-keygen (is openssh-client installed?)");
     assert!(status.success(), "ssh-keygen failed for {name}");
     let public = dir.join(format!("{name}.pub"));
-    KeyPair { key_type, private, public }
+    KeyPair {
+        key_type,
+        private,
+        public,
+    }
 }
 
 fn free_port() -> u16 {
@@ -331,8 +364,10 @@ fn free_port() -> u16 {
 }
 
 fn banner_ok(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200))
-    else {
+    let Ok(mut stream) = TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    ) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
@@ -343,7 +378,9 @@ fn banner_ok(port: u16) -> bool {
 /// Children of `pid`, from /proc (sshd's session processes call setsid, so a process group
 /// kill would miss them).
 fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&p| parent_of(p) == Some(pid))
@@ -363,7 +400,12 @@ fn descendants(pid: u32) -> Vec<u32> {
 }
 
 fn comm(pid: u32) -> Option<String> {
-    Some(fs::read_to_string(format!("/proc/{pid}/comm")).ok()?.trim_end().to_owned())
+    Some(
+        fs::read_to_string(format!("/proc/{pid}/comm"))
+            .ok()?
+            .trim_end()
+            .to_owned(),
+    )
 }
 
 fn parent_of(pid: u32) -> Option<u32> {

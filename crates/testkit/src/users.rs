@@ -17,9 +17,16 @@ pub enum SudoRule {
 ///
 /// Panics with the reason when it cannot (for example when not running as root).
 pub fn ensure_user(name: &str, rule: SudoRule) {
-    let exists = Command::new("id").arg("-u").arg(name).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let exists = Command::new("id")
+        .arg("-u")
+        .arg(name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
     if !exists.map(|s| s.success()).unwrap_or(false) {
-        run(Command::new("useradd").args(["--create-home", "--shell", "/bin/sh"]).arg(name));
+        run(Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/sh"])
+            .arg(name));
     }
     // useradd leaves the password as "!", which sshd treats as a locked account even for keys;
     // "*" means "no password login" without locking.
@@ -41,6 +48,8 @@ pub fn ensure_user(name: &str, rule: SudoRule) {
 }
 
 fn run(command: &mut Command) {
-    let status = command.status().unwrap_or_else(|e| panic!("run {command:?}: {e}"));
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("run {command:?}: {e}"));
     assert!(status.success(), "{command:?} failed with {status}");
 }

@@ -27,7 +27,10 @@ pub fn run(sh: &xshell::Shell, args: Args) -> anyhow::Result<()> {
     let ship_bin = crate::project_root().join("target/release/ship");
     let sshd = Sshd::start();
     let root = sshd.root().to_owned();
-    let tools = Tools { sshd: &sshd, ship_bin };
+    let tools = Tools {
+        sshd: &sshd,
+        ship_bin,
+    };
 
     let big = root.join("big.bin");
     std::fs::write(&big, noise(args.big_mib << 20, 1))?;
@@ -42,8 +45,13 @@ pub fn run(sh: &xshell::Shell, args: Args) -> anyhow::Result<()> {
     let small_bytes = (args.small_files * 4096) as f64;
     let big_bytes = (args.big_mib << 20) as f64;
 
-    println!("ship vs scp against sshd on 127.0.0.1:{} ({} reps, medians)", sshd.port(), args.reps);
-    let (mut ship_big, mut scp_big, mut ship_small, mut scp_small_each, mut scp_small_once) = (vec![], vec![], vec![], vec![], vec![]);
+    println!(
+        "ship vs scp against sshd on 127.0.0.1:{} ({} reps, medians)",
+        sshd.port(),
+        args.reps
+    );
+    let (mut ship_big, mut scp_big, mut ship_small, mut scp_small_each, mut scp_small_once) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for rep in 0..args.reps {
         let dst = root.join(format!("dst{rep}"));
         for d in ["ship", "scp", "ship-small", "scp-each", "scp-once"] {
@@ -59,17 +67,47 @@ pub fn run(sh: &xshell::Shell, args: Args) -> anyhow::Result<()> {
             tools.scp(&[file], &dst.join("scp-each"))?;
         }
         scp_small_each.push(start.elapsed());
-        ensure!(std::fs::read(dst.join("ship/big.bin"))? == std::fs::read(&big)?, "ship's copy of the big file differs");
+        ensure!(
+            std::fs::read(dst.join("ship/big.bin"))? == std::fs::read(&big)?,
+            "ship's copy of the big file differs"
+        );
         std::fs::remove_dir_all(&dst)?;
     }
     let rate = |bytes: f64, times: &mut Vec<Duration>| bytes / median(times).as_secs_f64() / 1e6;
-    let (sb, cb) = (rate(big_bytes, &mut ship_big), rate(big_bytes, &mut scp_big));
-    let (ss, ce, co) = (rate(small_bytes, &mut ship_small), rate(small_bytes, &mut scp_small_each), rate(small_bytes, &mut scp_small_once));
-    println!("{:<44} {:>10} {:>10} {:>8}", "", "ship MB/s", "scp MB/s", "ratio");
-    println!("{:<44} {sb:>10.1} {cb:>10.1} {:>7.2}x", format!("one {} MiB file", args.big_mib), sb / cb);
-    println!("{:<44} {ss:>10.2} {ce:>10.2} {:>7.2}x", format!("{} x 4 KiB, scp once per file (old script)", args.small_files), ss / ce);
-    println!("{:<44} {ss:>10.2} {co:>10.2} {:>7.2}x", format!("{} x 4 KiB, one scp for all files", args.small_files), ss / co);
-    println!("(ship: release binary, one `ship cp` per row, connection setup included, as for scp)");
+    let (sb, cb) = (
+        rate(big_bytes, &mut ship_big),
+        rate(big_bytes, &mut scp_big),
+    );
+    let (ss, ce, co) = (
+        rate(small_bytes, &mut ship_small),
+        rate(small_bytes, &mut scp_small_each),
+        rate(small_bytes, &mut scp_small_once),
+    );
+    println!(
+        "{:<44} {:>10} {:>10} {:>8}",
+        "", "ship MB/s", "scp MB/s", "ratio"
+    );
+    println!(
+        "{:<44} {sb:>10.1} {cb:>10.1} {:>7.2}x",
+        format!("one {} MiB file", args.big_mib),
+        sb / cb
+    );
+    println!(
+        "{:<44} {ss:>10.2} {ce:>10.2} {:>7.2}x",
+        format!(
+            "{} x 4 KiB, scp once per file (old script)",
+            args.small_files
+        ),
+        ss / ce
+    );
+    println!(
+        "{:<44} {ss:>10.2} {co:>10.2} {:>7.2}x",
+        format!("{} x 4 KiB, one scp for all files", args.small_files),
+        ss / co
+    );
+    println!(
+        "(ship: release binary, one `ship cp` per row, connection setup included, as for scp)"
+    );
 
     pipeline(&sshd)
 }
@@ -82,32 +120,63 @@ struct Tools<'a> {
 impl Tools<'_> {
     fn ship(&self, files: &[impl AsRef<Path>], dst: &Path) -> anyhow::Result<Duration> {
         let mut cmd = Command::new(&self.ship_bin);
-        cmd.args(["--config", "/dev/null", "--no-agent", "--port", &self.sshd.port().to_string()])
-            .arg("--known-hosts")
-            .arg(self.sshd.known_hosts_file())
-            .arg("-i")
-            .arg(self.sshd.client_key())
-            .arg("cp");
+        cmd.args([
+            "--config",
+            "/dev/null",
+            "--no-agent",
+            "--port",
+            &self.sshd.port().to_string(),
+        ])
+        .arg("--known-hosts")
+        .arg(self.sshd.known_hosts_file())
+        .arg("-i")
+        .arg(self.sshd.client_key())
+        .arg("cp");
         self.time(cmd, files, &format!("root@127.0.0.1:{}/", dst.display()))
     }
 
     fn scp(&self, files: &[impl AsRef<Path>], dst: &Path) -> anyhow::Result<Duration> {
         let mut cmd = Command::new("scp");
-        cmd.args(["-q", "-B", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "GlobalKnownHostsFile=/dev/null", "-F", "/dev/null"])
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", self.sshd.known_hosts_file().display()))
-            .arg("-i")
-            .arg(self.sshd.client_key())
-            .args(["-P", &self.sshd.port().to_string()]);
+        cmd.args([
+            "-q",
+            "-B",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-F",
+            "/dev/null",
+        ])
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            self.sshd.known_hosts_file().display()
+        ))
+        .arg("-i")
+        .arg(self.sshd.client_key())
+        .args(["-P", &self.sshd.port().to_string()]);
         self.time(cmd, files, &format!("root@127.0.0.1:{}/", dst.display()))
     }
 
-    fn time(&self, mut cmd: Command, files: &[impl AsRef<Path>], dst: &str) -> anyhow::Result<Duration> {
-        cmd.args(files.iter().map(AsRef::as_ref)).arg(dst).stdin(Stdio::null());
+    fn time(
+        &self,
+        mut cmd: Command,
+        files: &[impl AsRef<Path>],
+        dst: &str,
+    ) -> anyhow::Result<Duration> {
+        cmd.args(files.iter().map(AsRef::as_ref))
+            .arg(dst)
+            .stdin(Stdio::null());
         let start = Instant::now();
         let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
         let elapsed = start.elapsed();
-        ensure!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        ensure!(
+            out.status.success(),
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(elapsed)
     }
 }
@@ -121,7 +190,11 @@ fn pipeline(sshd: &Sshd) -> anyhow::Result<()> {
         use_agent: false,
         ..ship::ConnectOptions::default()
     };
-    let dest = ship::Destination { user: Some("root".into()), host: sshd.host().into(), port: Some(sshd.port()) };
+    let dest = ship::Destination {
+        user: Some("root".into()),
+        host: sshd.host().into(),
+        port: Some(sshd.port()),
+    };
     let dir = sshd.root().join("k8s_audit");
     let d = dir.to_str().context("utf-8 temp dir")?;
     let manifest = sshd.root().join("kube-apiserver.yaml");
@@ -132,12 +205,31 @@ fn pipeline(sshd: &Sshd) -> anyhow::Result<()> {
     let start = Instant::now();
     let session = ship::Session::connect(&dest, &opts)?;
     let connected = start.elapsed();
-    session.exec(&["mkdir", "-p", "-m", "0700", d], true)?.check(session.host(), &["mkdir"])?;
-    session.upload_bytes(&noise(4096, 9), &format!("{d}/audit-policy.yaml"), 0o600, true)?;
-    session.upload_bytes(&noise(512, 10), &format!("{d}/webhook-config.yaml"), 0o600, true)?;
+    session
+        .exec(&["mkdir", "-p", "-m", "0700", d], true)?
+        .check(session.host(), &["mkdir"])?;
+    session.upload_bytes(
+        &noise(4096, 9),
+        &format!("{d}/audit-policy.yaml"),
+        0o600,
+        true,
+    )?;
+    session.upload_bytes(
+        &noise(512, 10),
+        &format!("{d}/webhook-config.yaml"),
+        0o600,
+        true,
+    )?;
     let old = session.download(m, true)?;
-    session.upload_bytes(&[old.as_slice(), b"# patched\n"].concat(), &new, 0o600, true)?;
-    session.exec(&["mv", "-f", &new, m], true)?.check(session.host(), &["mv"])?;
+    session.upload_bytes(
+        &[old.as_slice(), b"# patched\n"].concat(),
+        &new,
+        0o600,
+        true,
+    )?;
+    session
+        .exec(&["mv", "-f", &new, m], true)?
+        .check(session.host(), &["mv"])?;
     let total = start.elapsed();
     let stats = session.stats();
     println!(
@@ -148,7 +240,10 @@ fn pipeline(sshd: &Sshd) -> anyhow::Result<()> {
         total.as_secs_f64() * 1e3,
         connected.as_secs_f64() * 1e3
     );
-    ensure!(stats.tcp_connections == 1, "the pipeline must use exactly one TCP connection");
+    ensure!(
+        stats.tcp_connections == 1,
+        "the pipeline must use exactly one TCP connection"
+    );
     Ok(())
 }
 

@@ -33,6 +33,9 @@ const API_SERVER_MAX_RATE: f64 = 10.0 * 400.0;
 
 struct Burst {
     wall: Duration,
+    /// Until the last POST was answered; `wall` also waits for the printer.
+    answered: Duration,
+    sink_cpu: Duration,
     latencies: Vec<Duration>,
     peak_rss_kib: u64,
     lines: usize,
@@ -76,14 +79,17 @@ fn report(label: &str, args: &Args, burst: &Burst) {
     let rate = total / burst.wall.as_secs_f64();
     println!(
         "{label:>7}: {} events in {:.2} s = {:.0} events/s ({:.0} MB/s of JSON, {:.0}x the api-server ceiling); \
-         request latency median {:.1} ms, p99 {:.1} ms; peak RSS {:.1} MiB; {} lines, none lost",
+         all answered after {:.2} s; request latency median {:.1} ms, p99 {:.1} ms; \
+         audit-sink CPU {:.2} s; peak RSS {:.1} MiB; {} lines, none lost",
         total,
         burst.wall.as_secs_f64(),
         rate,
         burst.body_bytes as f64 / 1e6 / burst.wall.as_secs_f64(),
         rate / API_SERVER_MAX_RATE,
+        burst.answered.as_secs_f64(),
         at(0.5).as_secs_f64() * 1e3,
         at(0.99).as_secs_f64() * 1e3,
+        burst.sink_cpu.as_secs_f64(),
         burst.peak_rss_kib as f64 / 1024.0,
         burst.lines,
     );
@@ -130,6 +136,7 @@ fn burst(binary: &Path, dir: &Path, args: &Args, json: bool) -> anyhow::Result<B
             })
             .collect()
     });
+    let answered = started.elapsed();
     let mut latencies = Vec::with_capacity(args.posts);
     let mut body_bytes = 0;
     for result in results {
@@ -150,6 +157,7 @@ fn burst(binary: &Path, dir: &Path, args: &Args, json: bool) -> anyhow::Result<B
     };
     let wall = started.elapsed();
     let peak_rss_kib = peak_rss_kib(sink.0.id())?;
+    let sink_cpu = cpu_time(sink.0.id())?;
     drop(sink);
     ensure!(
         lines == expected,
@@ -158,6 +166,8 @@ fn burst(binary: &Path, dir: &Path, args: &Args, json: bool) -> anyhow::Result<B
     check_all_present(&out_path, args, json)?;
     Ok(Burst {
         wall,
+        answered,
+        sink_cpu,
         latencies,
         peak_rss_kib,
         lines,
@@ -261,7 +271,7 @@ impl LineCounter {
             if n == 0 {
                 return Ok(self.lines);
             }
-            self.lines += self.buf[..n].iter().filter(|&&b| b == b'\n').count();
+            self.lines += memchr::memchr_iter(b'\n', &self.buf[..n]).count();
         }
     }
 }
@@ -290,6 +300,24 @@ fn check_all_present(path: &Path, args: &Args, json: bool) -> anyhow::Result<()>
         args.posts * args.events
     );
     Ok(())
+}
+
+/// User plus system CPU time of a process, from /proc/PID/stat (in USER_HZ = 100 ticks/s).
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed /proc/PID/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .context("no CPU times in /proc/PID/stat")
+    };
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
 /// VmHWM: the peak resident set of the process so far.

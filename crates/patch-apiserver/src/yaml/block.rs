@@ -55,7 +55,9 @@ impl Parser<'_> {
                     if b == b'#' && p > off && Self::is_blank(self.at(p - 1)) {
                         return Ok(None);
                     }
-                    if b == b':' && (Self::is_blank(self.at(p + 1)) || Self::is_break_or_end(self.at(p + 1))) {
+                    if b == b':'
+                        && (Self::is_blank(self.at(p + 1)) || Self::is_break_or_end(self.at(p + 1)))
+                    {
                         break;
                     }
                     p += 1;
@@ -69,7 +71,9 @@ impl Parser<'_> {
         };
         let colon = self.skip_blanks(after);
         let b = self.at(colon);
-        if b == b':' && (Self::is_blank(self.at(colon + 1)) || Self::is_break_or_end(self.at(colon + 1))) {
+        if b == b':'
+            && (Self::is_blank(self.at(colon + 1)) || Self::is_break_or_end(self.at(colon + 1)))
+        {
             Ok(Some((key, colon + 1)))
         } else {
             Ok(None)
@@ -129,7 +133,9 @@ impl Parser<'_> {
             b'[' | b'{' => self.flow_node(q),
             _ => {
                 if self.key_end(q)?.is_some() {
-                    return Err(self.err_unexpected(q, "a value (a nested mapping starts on its own line)"));
+                    return Err(
+                        self.err_unexpected(q, "a value (a nested mapping starts on its own line)")
+                    );
                 }
                 self.block_scalar_value(q, c as isize)
             }
@@ -146,7 +152,9 @@ impl Parser<'_> {
             let b = self.at(q);
             let node = if Self::is_break_or_end(b) || b == b'#' {
                 match self.next_content(q) {
-                    Some(n) if self.col(n) > c && !self.is_doc_marker(n) => self.block_node(n, c as isize)?,
+                    Some(n) if self.col(n) > c && !self.is_doc_marker(n) => {
+                        self.block_node(n, c as isize)?
+                    }
                     _ => self.null_at(p + 1),
                 }
             } else {
@@ -158,7 +166,10 @@ impl Parser<'_> {
             match self.next_content(end) {
                 Some(q) if self.col(q) == c && self.is_dash(q) => p = q,
                 Some(q) if self.col(q) > c => {
-                    return Err(self.err_unexpected(q, "a sequence item (`- `) at the sequence's indentation"));
+                    return Err(self.err_unexpected(
+                        q,
+                        "a sequence item (`- `) at the sequence's indentation",
+                    ));
                 }
                 _ => break,
             }
@@ -171,7 +182,10 @@ impl Parser<'_> {
 
     pub(super) fn null_at(&self, off: usize) -> Node {
         Node {
-            span: Span { start: off, end: off },
+            span: Span {
+                start: off,
+                end: off,
+            },
             kind: Kind::Scalar(super::Scalar {
                 style: super::Style::Plain,
                 value: String::new(),

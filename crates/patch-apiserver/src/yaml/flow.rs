@@ -56,7 +56,10 @@ impl Parser<'_> {
             }
         }
         Ok(Node {
-            span: Span { start: off, end: p + 1 },
+            span: Span {
+                start: off,
+                end: p + 1,
+            },
             kind: Kind::Seq(Seq { flow: true, items }),
         })
     }
@@ -94,8 +97,14 @@ impl Parser<'_> {
             }
         }
         Ok(Node {
-            span: Span { start: off, end: p + 1 },
-            kind: Kind::Map(Map { flow: true, entries }),
+            span: Span {
+                start: off,
+                end: p + 1,
+            },
+            kind: Kind::Map(Map {
+                flow: true,
+                entries,
+            }),
         })
     }
 }

@@ -246,7 +246,8 @@ impl Parser<'_> {
     }
 
     fn is_dash(&self, off: usize) -> bool {
-        self.at(off) == b'-' && (Self::is_blank(self.at(off + 1)) || Self::is_break_or_end(self.at(off + 1)))
+        self.at(off) == b'-'
+            && (Self::is_blank(self.at(off + 1)) || Self::is_break_or_end(self.at(off + 1)))
     }
 
     /// `---` or `...` at the start of a line, followed by a space or the line's end.
@@ -285,7 +286,9 @@ impl Parser<'_> {
         if let Some(next) = self.next_content(root.span.end) {
             if self.is_doc_marker(next) && self.at(next) == b'.' {
                 if let Some(after) = self.next_content(next + 3) {
-                    return Err(PatchError::SeveralDocuments { at: self.pos(after) });
+                    return Err(PatchError::SeveralDocuments {
+                        at: self.pos(after),
+                    });
                 }
             } else if self.is_doc_marker(next) {
                 return Err(PatchError::SeveralDocuments { at: self.pos(next) });

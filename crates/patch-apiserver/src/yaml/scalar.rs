@@ -38,14 +38,17 @@ impl Builder {
     }
 
     fn trim_blanks(&mut self) {
-        while self.value.len() > self.keep && (self.value.ends_with(' ') || self.value.ends_with('\t')) {
+        while self.value.len() > self.keep
+            && (self.value.ends_with(' ') || self.value.ends_with('\t'))
+        {
             self.value.pop();
             self.raw.pop();
         }
     }
 
     fn finish(mut self, style: Style, span: Span) -> Node {
-        self.raw.push(span.end - usize::from(matches!(style, Style::Single | Style::Double)));
+        self.raw
+            .push(span.end - usize::from(matches!(style, Style::Single | Style::Double)));
         Node {
             span,
             kind: Kind::Scalar(Scalar {
@@ -60,6 +63,15 @@ impl Builder {
 impl Parser<'_> {
     fn char_at(&self, off: usize) -> Option<char> {
         self.src.get(off..).and_then(|s| s.chars().next())
+    }
+
+    /// Steps from the `\r` of a `\r\n` onto its `\n`.
+    fn crlf(&self, off: usize) -> usize {
+        if self.at(off) == b'\r' && self.at(off + 1) == b'\n' {
+            off + 1
+        } else {
+            off
+        }
     }
 
     /// A single-line plain scalar covering exactly `off..end`.
@@ -85,7 +97,9 @@ impl Parser<'_> {
             b'*' => Err(self.unsupported(off, "an alias")),
             b'!' => Err(self.unsupported(off, "a tag")),
             b'?' => Err(self.unsupported(off, "a complex mapping key")),
-            b'%' | b'@' | b'`' | b']' | b'}' | b',' | b'#' => Err(self.err_unexpected(off, "a YAML node")),
+            b'%' | b'@' | b'`' | b']' | b'}' | b',' | b'#' => {
+                Err(self.err_unexpected(off, "a YAML node"))
+            }
             _ => Ok(()),
         }
     }
@@ -102,7 +116,11 @@ impl Parser<'_> {
                 break;
             }
             let next = self.at(p + 1);
-            if c == b':' && (Self::is_blank(next) || Self::is_break_or_end(next) || (flow && b",[]{}".contains(&next))) {
+            if c == b':'
+                && (Self::is_blank(next)
+                    || Self::is_break_or_end(next)
+                    || (flow && b",[]{}".contains(&next)))
+            {
                 break;
             }
             if flow && b",[]{}".contains(&c) {
@@ -128,14 +146,14 @@ impl Parser<'_> {
         let mut end = self.plain_line(&mut b, off, false);
         loop {
             // A comment or anything but the line's end stops the scalar here.
-            let after = self.skip_blanks(end);
+            let after = self.crlf(self.skip_blanks(end));
             if self.at(after) != b'\n' {
                 break;
             }
             let mut breaks = 0;
             let mut next = after + 1;
             let content = loop {
-                let content = self.skip_blanks(next);
+                let content = self.crlf(self.skip_blanks(next));
                 if self.at(content) == b'\n' {
                     breaks += 1;
                     next = content + 1;
@@ -143,9 +161,17 @@ impl Parser<'_> {
                 }
                 break content;
             };
-            let indent = self.src[next..content].bytes().take_while(|&c| c == b' ').count();
+            let indent = self.src[next..content]
+                .bytes()
+                .take_while(|&c| c == b' ')
+                .count();
             let c = self.at(content);
-            if c == 0 || c == b'\r' || c == b'#' || indent as isize <= parent || self.is_doc_marker(next) {
+            if c == 0
+                || c == b'\r'
+                || c == b'#'
+                || indent as isize <= parent
+                || self.is_doc_marker(next)
+            {
                 break;
             }
             if breaks == 0 {
@@ -169,14 +195,14 @@ impl Parser<'_> {
         let mut b = Builder::new();
         let mut end = self.plain_line(&mut b, off, true);
         loop {
-            let after = self.skip_blanks(end);
+            let after = self.crlf(self.skip_blanks(end));
             if self.at(after) != b'\n' {
                 break;
             }
             let mut breaks = 0;
             let mut next = after + 1;
             let content = loop {
-                let content = self.skip_blanks(next);
+                let content = self.crlf(self.skip_blanks(next));
                 if self.at(content) == b'\n' {
                     breaks += 1;
                     next = content + 1;
@@ -245,7 +271,14 @@ impl Parser<'_> {
         let mut p = off + 1;
         loop {
             let Some(c) = self.char_at(p) else {
-                return Err(self.err_unexpected(p, if double { "a closing `\"`" } else { "a closing `'`" }));
+                return Err(self.err_unexpected(
+                    p,
+                    if double {
+                        "a closing `\"`"
+                    } else {
+                        "a closing `'`"
+                    },
+                ));
             };
             match c {
                 '\'' if !double => {
@@ -329,7 +362,9 @@ impl Parser<'_> {
         loop {
             match self.at(p) {
                 c @ (b'+' | b'-') if chomp == b' ' => chomp = c,
-                b'1'..=b'9' => return Err(self.unsupported(p, "a block scalar indentation indicator")),
+                b'1'..=b'9' => {
+                    return Err(self.unsupported(p, "a block scalar indentation indicator"));
+                }
                 _ => break,
             }
             p += 1;
@@ -355,9 +390,14 @@ impl Parser<'_> {
             }
             next = end + 1;
         }
-        let indent = indent.filter(|&i| i as isize > parent).unwrap_or(usize::MAX);
+        let indent = indent
+            .filter(|&i| i as isize > parent)
+            .unwrap_or(usize::MAX);
         let mut trailing = 0;
-        while lines.last().is_some_and(|&(s, e)| self.src[s..e].trim_end_matches([' ', '\r']).is_empty()) {
+        while lines
+            .last()
+            .is_some_and(|&(s, e)| self.src[s..e].trim_end_matches([' ', '\r']).is_empty())
+        {
             lines.pop();
             trailing += 1;
         }
@@ -407,7 +447,11 @@ impl Parser<'_> {
                 b.produce('\n', last_end);
             }
         }
-        let style = if folded { Style::Folded } else { Style::Literal };
+        let style = if folded {
+            Style::Folded
+        } else {
+            Style::Literal
+        };
         let end = lines.last().map_or(header_end, |&(s, e)| e.max(s));
         Ok(b.finish(style, Span { start: off, end }))
     }

@@ -8,7 +8,11 @@ fn to_value(node: &Node) -> Value {
             if s.style == super::Style::Plain {
                 // Plain scalars resolve to numbers, booleans or null as serde does.
                 match serde_norway::from_str::<Value>(&s.value) {
-                    Ok(v @ (Value::Null | Value::Bool(_) | Value::Number(_))) if !s.value.contains('\n') => v,
+                    Ok(v @ (Value::Null | Value::Bool(_) | Value::Number(_)))
+                        if !s.value.contains('\n') =>
+                    {
+                        v
+                    }
                     _ => Value::String(s.value.clone()),
                 }
             } else {
@@ -59,7 +63,10 @@ fn spans_cover_the_source() {
     let root = parse(text).unwrap();
     let map = root.as_map().unwrap();
     let seq = map.get("a").unwrap().as_seq().unwrap();
-    assert_eq!(&text[seq.items[1].node.span.start..seq.items[1].node.span.end], "\"two\"");
+    assert_eq!(
+        &text[seq.items[1].node.span.start..seq.items[1].node.span.end],
+        "\"two\""
+    );
     assert_eq!(seq.items[1].dash, text.find("- \"two").unwrap());
     let flow = map.get("b").unwrap();
     assert_eq!(&text[flow.span.start..flow.span.end], "[x, y]");
@@ -72,14 +79,19 @@ fn refuses_what_it_does_not_model() {
     for (text, want) in [
         ("a: &x 1\nb: *x\n", "1:4: unsupported YAML (an anchor)"),
         ("a: !!str 1\n", "1:4: unsupported YAML (a tag)"),
-        ("? a\n: b\n", "1:1: unsupported YAML (a complex mapping key)"),
+        (
+            "? a\n: b\n",
+            "1:1: unsupported YAML (a complex mapping key)",
+        ),
         ("a: 1\n---\nb: 2\n", "2:1: a second YAML document"),
         ("a: [1, 2\n", "2:1: expected `,` or `]`, found end of file"),
-        ("a: \"open\n", "2:1: expected a closing `\"`, found end of file"),
+        (
+            "a: \"open\n",
+            "2:1: expected a closing `\"`, found end of file",
+        ),
         ("", "1:1: expected a Pod manifest, found an empty file"),
     ] {
         let err = parse(text).unwrap_err().to_string();
         assert!(err.starts_with(want), "{text:?}: {err}");
     }
 }
-

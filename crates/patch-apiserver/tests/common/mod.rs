@@ -18,7 +18,10 @@ pub fn assert_additions_only(old: &str, new: &str) {
     let diff = similar::TextDiff::from_chars(old, new);
     for op in diff.ops() {
         assert!(
-            !matches!(op.tag(), similar::DiffTag::Delete | similar::DiffTag::Replace),
+            !matches!(
+                op.tag(),
+                similar::DiffTag::Delete | similar::DiffTag::Replace
+            ),
             "the edit deletes text: {op:?}\n{}",
             patch_apiserver::unified_diff(old, new, "old", "new")
         );
@@ -28,11 +31,20 @@ pub fn assert_additions_only(old: &str, new: &str) {
 /// Lines the edit changed (rather than added), with what they became.
 pub fn changed_lines(old: &str, new: &str) -> Vec<(String, String)> {
     // A missing final newline is kept by design; compare lines, not terminators.
-    let (old, new) = (&format!("{}\n", old.trim_end_matches('\n')), &format!("{}\n", new.trim_end_matches('\n')));
+    let (old, new) = (
+        &format!("{}\n", old.trim_end_matches('\n')),
+        &format!("{}\n", new.trim_end_matches('\n')),
+    );
     let diff = similar::TextDiff::from_lines(old, new);
     let mut out = Vec::new();
     for op in diff.ops() {
-        if let similar::DiffOp::Replace { old_index, old_len, new_index, new_len } = *op {
+        if let similar::DiffOp::Replace {
+            old_index,
+            old_len,
+            new_index,
+            new_len,
+        } = *op
+        {
             let olds: Vec<&str> = old.lines().skip(old_index).take(old_len).collect();
             let news: Vec<&str> = new.lines().skip(new_index).take(new_len).collect();
             // Lines of a replaced block that survive unchanged are not changes; the
@@ -42,7 +54,10 @@ pub fn changed_lines(old: &str, new: &str) -> Vec<(String, String)> {
                 out.push((o.to_string(), now.to_string()));
             }
         }
-        if let similar::DiffOp::Delete { old_index, old_len, .. } = *op {
+        if let similar::DiffOp::Delete {
+            old_index, old_len, ..
+        } = *op
+        {
             for o in old.lines().skip(old_index).take(old_len) {
                 out.push((o.to_string(), String::new()));
             }
@@ -57,18 +72,23 @@ pub fn changed_lines(old: &str, new: &str) -> Vec<(String, String)> {
 #[track_caller]
 pub fn assert_line_rule(old: &str, new: &str, shape: Shape) {
     for (was, now) in changed_lines(old, new) {
-        let binary_line = was.contains("kube-apiserver ") || was.trim_end().ends_with("kube-apiserver") || was.contains("kube-apiserver\\");
+        let binary_line = was.contains("kube-apiserver ")
+            || was.trim_end().ends_with("kube-apiserver")
+            || was.contains("kube-apiserver\\");
         let separator = now == format!("{was},");
         let merged = was.contains("--feature-gates") || was.contains("--runtime-config");
         let flow_line = was.contains('[') || was.contains('{');
         // A last line without a newline "changes" when lines are added after it.
         let ok = was == now
             || match shape {
-            Shape::Shell => binary_line || merged,
-            Shape::Json => binary_line || separator || merged,
-            Shape::Command | Shape::Args | Shape::GoRunner => merged || flow_line,
-        };
-        assert!(ok, "{shape:?}: line changed beyond the rule:\n-{was}\n+{now}");
+                Shape::Shell => binary_line || merged,
+                Shape::Json => binary_line || separator || merged,
+                Shape::Command | Shape::Args | Shape::GoRunner => merged || flow_line,
+            };
+        assert!(
+            ok,
+            "{shape:?}: line changed beyond the rule:\n-{was}\n+{now}"
+        );
     }
 }
 
@@ -108,11 +128,16 @@ pub fn expected_value(input: &str, opts: &PatchOptions) -> Value {
         }
         let (name, entry) = f.split_once('=').map_or((f.as_str(), ""), |(n, e)| (n, e));
         let list_flag = name == "--feature-gates" || name == "--runtime-config";
-        if list_flag && info.apiserver_args.iter().any(|a| a.starts_with(&format!("{name}="))) {
-            let already = info
+        if list_flag
+            && info
                 .apiserver_args
                 .iter()
-                .any(|a| a.strip_prefix(&format!("{name}=")).is_some_and(|l| l.split(',').any(|e| e == entry)));
+                .any(|a| a.starts_with(&format!("{name}=")))
+        {
+            let already = info.apiserver_args.iter().any(|a| {
+                a.strip_prefix(&format!("{name}="))
+                    .is_some_and(|l| l.split(',').any(|e| e == entry))
+            });
             if !already {
                 merges.push((name.to_string(), entry.to_string()));
             }
@@ -129,7 +154,9 @@ pub fn expected_value(input: &str, opts: &PatchOptions) -> Value {
     for (name, entry) in &merges {
         let mut done = false;
         for key in ["args", "command"] {
-            let Some(Value::Sequence(items)) = map.get_mut(key) else { continue };
+            let Some(Value::Sequence(items)) = map.get_mut(key) else {
+                continue;
+            };
             for item in items.iter_mut().rev() {
                 let Some(s) = item.as_str() else { continue };
                 if let Some(list) = s.strip_prefix(&format!("{name}=")) {
@@ -158,14 +185,21 @@ pub fn expected_value(input: &str, opts: &PatchOptions) -> Value {
         let joined = append.join(" ");
         let mut placed = false;
         let list = |key: &str| match map.get(key) {
-            Some(Value::Sequence(items)) => Some(items.iter().position(|i| i.as_str().is_some_and(is_binary))),
+            Some(Value::Sequence(items)) => {
+                Some(items.iter().position(|i| i.as_str().is_some_and(is_binary)))
+            }
             _ => None,
         };
         // Where the flags go, read from the parsed value rather than from the library.
         let list_key = match (list("command"), list("args")) {
             (Some(Some(i)), args) => {
-                let last = matches!(map.get("command"), Some(Value::Sequence(c)) if i + 1 == c.len());
-                Some(if last && args.is_some() { "args" } else { "command" })
+                let last =
+                    matches!(map.get("command"), Some(Value::Sequence(c)) if i + 1 == c.len());
+                Some(if last && args.is_some() {
+                    "args"
+                } else {
+                    "command"
+                })
             }
             (_, Some(Some(_))) => Some("args"),
             (None, Some(None)) => Some("args"),
@@ -178,14 +212,21 @@ pub fn expected_value(input: &str, opts: &PatchOptions) -> Value {
             }
         } else {
             for key in ["command", "args"] {
-                let Some(Value::Sequence(items)) = map.get_mut(key) else { continue };
+                let Some(Value::Sequence(items)) = map.get_mut(key) else {
+                    continue;
+                };
                 for item in items.iter_mut() {
                     let Some(s) = item.as_str() else { continue };
                     // The binary's word ends at a space; `/var/log/kube-apiserver.log` does not.
                     let binary = s
                         .match_indices("kube-apiserver")
                         .map(|(i, _)| i)
-                        .find(|&i| s[i + "kube-apiserver".len()..].chars().next().is_none_or(char::is_whitespace));
+                        .find(|&i| {
+                            s[i + "kube-apiserver".len()..]
+                                .chars()
+                                .next()
+                                .is_none_or(char::is_whitespace)
+                        });
                     if let Some(pos) = binary.filter(|_| s.contains(' ')) {
                         let end = pos + "kube-apiserver".len();
                         *item = Value::from(format!("{} {joined}{}", &s[..end], &s[end..]));
@@ -202,13 +243,18 @@ pub fn expected_value(input: &str, opts: &PatchOptions) -> Value {
     }
     if opts.mode.logs() {
         let dir = opts.audit_dir.trim_end_matches('/');
-        let already = info.host_mounts.iter().any(|m| m.mount_path.trim_end_matches('/') == dir && m.host_path.trim_end_matches('/') == dir);
+        let already = info.host_mounts.iter().any(|m| {
+            m.mount_path.trim_end_matches('/') == dir && m.host_path.trim_end_matches('/') == dir
+        });
         if !already {
             let mut mount = Mapping::new();
             mount.insert("mountPath".into(), dir.into());
             mount.insert("name".into(), VOLUME_NAME.into());
             push_to(map, "volumeMounts", Value::Mapping(mount));
-            let spec = v.get_mut("spec").and_then(Value::as_mapping_mut).expect("spec");
+            let spec = v
+                .get_mut("spec")
+                .and_then(Value::as_mapping_mut)
+                .expect("spec");
             let has_volume = matches!(spec.get("volumes"), Some(Value::Sequence(vs)) if vs.iter().any(|x| x.get("name").and_then(Value::as_str) == Some(VOLUME_NAME)));
             if !has_volume {
                 let mut host = Mapping::new();
@@ -227,18 +273,27 @@ pub fn expected_value(input: &str, opts: &PatchOptions) -> Value {
 /// All the properties of one successful patch.
 #[track_caller]
 pub fn assert_properties(input: &str, opts: &PatchOptions, pristine: bool) -> String {
-    let out = patch_apiserver::patch(input, opts).unwrap_or_else(|e| panic!("{}\n{input}", e.located("input")));
+    let out = patch_apiserver::patch(input, opts)
+        .unwrap_or_else(|e| panic!("{}\n{input}", e.located("input")));
     let shape = inspect(input).expect("inspect").shape;
     assert_additions_only(input, &out.text);
     assert_line_rule(input, &out.text, shape);
     let got: Value = serde_norway::from_str(&out.text).expect("output parses");
-    assert_eq!(got, expected_value(input, opts), "semantics differ\n{}", out.text);
+    assert_eq!(
+        got,
+        expected_value(input, opts),
+        "semantics differ\n{}",
+        out.text
+    );
     let again = patch_apiserver::patch(&out.text, opts).expect("second patch");
     assert_eq!(again.text, out.text, "not idempotent");
     assert!(!again.changed);
     assert_eq!(patch_apiserver::check(&out.text, opts), Ok(true));
     assert_eq!(patch_apiserver::check(input, opts), Ok(!out.changed));
-    assert_eq!(inspect(&out.text).expect("inspect output").patched, Some(opts.mode));
+    assert_eq!(
+        inspect(&out.text).expect("inspect output").patched,
+        Some(opts.mode)
+    );
     if pristine {
         let back = patch_apiserver::revert(&out.text, opts).expect("revert");
         assert_eq!(back.text, input, "revert(patch(x)) != x");

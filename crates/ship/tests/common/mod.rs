@@ -20,7 +20,11 @@ pub fn opts(sshd: &Sshd, key: &Path) -> ConnectOptions {
 }
 
 pub fn dest(sshd: &Sshd, user: &str) -> Destination {
-    Destination { user: Some(user.to_owned()), host: sshd.host().to_owned(), port: Some(sshd.port()) }
+    Destination {
+        user: Some(user.to_owned()),
+        host: sshd.host().to_owned(),
+        port: Some(sshd.port()),
+    }
 }
 
 pub fn connect_as(sshd: &Sshd, user: &str, opts: &ConnectOptions) -> Result<Session, ShipError> {
@@ -28,7 +32,8 @@ pub fn connect_as(sshd: &Sshd, user: &str, opts: &ConnectOptions) -> Result<Sess
 }
 
 pub fn connect(sshd: &Sshd) -> Session {
-    connect_as(sshd, sshd.user(), &opts(sshd, sshd.client_key())).unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", sshd.log()))
+    connect_as(sshd, sshd.user(), &opts(sshd, sshd.client_key()))
+        .unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", sshd.log()))
 }
 
 /// Deterministic bytes that look random (no compressible runs), from a xorshift generator.
@@ -56,8 +61,15 @@ pub fn owner_of(path: &Path) -> u32 {
 }
 
 pub fn uid_of(user: &str) -> u32 {
-    let out = std::process::Command::new("id").arg("-u").arg(user).output().expect("id");
-    String::from_utf8_lossy(&out.stdout).trim().parse().expect("uid")
+    let out = std::process::Command::new("id")
+        .arg("-u")
+        .arg(user)
+        .output()
+        .expect("id");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("uid")
 }
 
 /// A directory the given user owns (sshd runs as root on the same machine, so the test can
@@ -65,7 +77,11 @@ pub fn uid_of(user: &str) -> u32 {
 pub fn dir_owned_by(parent: &Path, name: &str, user: &str) -> PathBuf {
     let dir = parent.join(name);
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let status = std::process::Command::new("chown").arg(user).arg(&dir).status().expect("chown");
+    let status = std::process::Command::new("chown")
+        .arg(user)
+        .arg(&dir)
+        .status()
+        .expect("chown");
     assert!(status.success());
     dir
 }
