@@ -133,13 +133,21 @@ async fn manifest_changes_restart_the_server_and_the_mirror_pod_follows() {
             .any(|f| f == "--audit-policy-file=/var/lib/k8s_audit/audit-policy.yaml"),
         "{command:?}"
     );
-    // The server really audits through the mapped hostPath: our own GET of the mirror pod is a
-    // pods request, logged at RequestResponse by the bundled policy.
-    let log = std::fs::read_to_string(audit_dir.join("audit.log")).unwrap_or_default();
-    assert!(
-        log.contains("kube-apiserver-sandbox-node"),
-        "audit.log in the sandbox lacks the mirror pod requests"
-    );
+    // The server really audits through the mapped hostPath: the stand-in's and our own requests
+    // on the mirror pod are pods requests, logged at RequestResponse by the bundled policy.
+    let audit_log = audit_dir.join("audit.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&audit_log)
+        .unwrap_or_default()
+        .contains("kube-apiserver-sandbox-node")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} lacks the mirror pod requests",
+            audit_log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // A bad value makes it exit at startup; the stand-in keeps restarting it, the mirror pod stays.
     replace(

@@ -53,7 +53,7 @@ pub fn run(sh: &Shell, args: DisableArgs) -> Result<()> {
             .map(|bytes| State::parse(&String::from_utf8_lossy(&bytes)))
             .transpose()?;
         let current = crate::enable::manifest_text(&node, &manifest_path, read.pop().flatten())?;
-        let (restored, how) = restored_manifest(&node, &current, record.as_ref(), audit_dir)?;
+        let (restored, how) = restored_manifest(&node, &manifest_path, &current, record.as_ref(), audit_dir)?;
         let summary = format!("{}: {manifest_path}: {how}", node.describe());
         Ok(((node, manifest_path, current, restored, record), summary))
     })?;
@@ -137,6 +137,7 @@ pub fn run(sh: &Shell, args: DisableArgs) -> Result<()> {
 /// from it (so even bytes the reverse edit cannot know come back), else the reverse edit.
 fn restored_manifest(
     node: &crate::node::Node,
+    manifest_path: &str,
     current: &str,
     record: Option<&State>,
     audit_dir: &str,
@@ -156,7 +157,7 @@ fn restored_manifest(
     let mut options = PatchOptions::new(mode);
     options.audit_dir = audit_dir.to_string();
     let reverted = patch_apiserver::revert(current, &options)
-        .map_err(|e| anyhow::anyhow!("{}", e.located(current)))?;
+        .map_err(|e| anyhow::anyhow!("{}", e.located(&format!("{manifest_path} on {}", node.describe()))))?;
     Ok((reverted.text, "removing our audit flags, volume and mount".into()))
 }
 

@@ -55,6 +55,10 @@ pub struct EnableArgs {
     /// --audit-webhook-batch-max-wait.
     #[arg(long, default_value = "5s")]
     pub batch_max_wait: String,
+    /// Writes this --audit-webhook-batch-max-wait value unchecked, so that tests can make a real
+    /// API server fail to start and exercise the rollback. Never useful otherwise.
+    #[arg(long, hide = true)]
+    pub test_only_batch_max_wait: Option<String>,
     /// Print details of each step.
     #[arg(short, long)]
     pub verbose: bool,
@@ -171,9 +175,8 @@ fn preflight(sh: &Shell, args: &EnableArgs, steps: &Steps) -> Result<(Plan, Stri
     let mut read = node.read_many(&paths.iter().map(String::as_str).collect::<Vec<_>>())?;
     let existing = names.iter().copied().zip(read.split_off(1)).collect();
     let original = manifest_text(&node, &manifest_path, read.pop().flatten())?;
-    let inspection = patch_apiserver::inspect(&original)
-        .map_err(|e| anyhow::anyhow!("{}", e.located(&original)))
-        .with_context(|| format!("{manifest_path} on {}", node.describe()))?;
+    let on_node = format!("{} on {}", manifest_path, node.describe());
+    let inspection = patch_apiserver::inspect(&original).map_err(|e| anyhow::anyhow!("{}", e.located(&on_node)))?;
     let version = args.kube_version.clone().or(inspection.version.clone());
     steps.detail(format!("shape {:?}, image version {:?}", inspection.shape, inspection.version));
 
@@ -196,9 +199,13 @@ fn preflight(sh: &Shell, args: &EnableArgs, steps: &Steps) -> Result<(Plan, Stri
     options.batch_max_wait = args.batch_max_wait.clone();
     options.force = args.force;
     options.kube_version = version.clone();
-    let patched = patch_apiserver::patch(&original, &options)
-        .map_err(|e| anyhow::anyhow!("{}", e.located(&original)))
-        .with_context(|| format!("{manifest_path} on {}", node.describe()))?;
+    let mut patched =
+        patch_apiserver::patch(&original, &options).map_err(|e| anyhow::anyhow!("{}", e.located(&on_node)))?;
+    if let Some(value) = &args.test_only_batch_max_wait {
+        // patch-apiserver refuses invalid durations; the rollback tests need one to reach the API server.
+        let ours = format!("--audit-webhook-batch-max-wait={}", args.batch_max_wait);
+        patched.text = patched.text.replace(&ours, &format!("--audit-webhook-batch-max-wait={value}"));
+    }
     for note in &patched.notes {
         match note {
             // Expected on every re-run; not worth a warning.

@@ -26,7 +26,7 @@ pub fn run(sh: &Shell, args: StatusArgs) -> Result<()> {
     let node = target::connect(sh, args.variant, &args.node)?;
     let manifest_path = args.node.manifest(args.variant);
     let manifest = read_manifest(&node, &manifest_path)?;
-    let inspection = patch_apiserver::inspect(&manifest).map_err(|e| anyhow::anyhow!("{}", e.located(&manifest)))?;
+    let inspection = patch_apiserver::inspect(&manifest).map_err(|e| anyhow::anyhow!("{}", e.located(&format!("{manifest_path} on {}", node.describe()))))?;
     println!("node       {}", node.describe());
     println!(
         "manifest   {manifest_path} ({:?}, Kubernetes {})",

@@ -111,6 +111,7 @@ impl Server {
         Server::start(listener, config, sink)
     }
 
+    /// Serves an already bound listener; must be called inside a tokio runtime.
     pub fn start(
         listener: TcpListener,
         config: Config,

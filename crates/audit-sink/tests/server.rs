@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use audit_sink::{Collector, Config, Filter, Format, Server, Stage, write_event};
+use audit_sink::{Collector, Config, Filter, Format, Level, Server, Stage, write_event};
 use tokio::sync::mpsc;
 
 /// One HTTP/1.1 request on its own connection; returns the status and body text.
@@ -336,4 +336,33 @@ async fn a_stopped_consumer_gives_503() {
         200,
     )]);
     assert_eq!(post(server.local_addr(), "/k8s_audit", list).await.0, 503);
+}
+
+/// Bodies a real kube-apiserver v1.20.2 POSTed with the bundled Falco policy: a ConfigMap
+/// create and delete, a `pods/log` get (404, with its ResponseStarted stage) and an anonymous
+/// secrets list (403).
+#[tokio::test]
+async fn bodies_recorded_from_a_real_api_server() {
+    let (server, collector) = collector_server(Config::default()).await;
+    for name in ["eventlist-v1.20.2-a.json", "eventlist-v1.20.2-b.json"] {
+        let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
+        let body = std::fs::read(&path).expect("recorded body");
+        assert_eq!(
+            post(server.local_addr(), "/k8s_audit", body).await,
+            (200, "ok".to_owned())
+        );
+    }
+    insta::assert_snapshot!(lines(&collector.events(), Format::Line), @r"
+    ResponseComplete create configmaps default/falco-probe admin 201
+    ResponseComplete get pods/log default/nginx admin 404
+    ResponseComplete list secrets kube-system/ system:anonymous 403
+    ResponseStarted get pods/log default/nginx admin 404
+    ResponseComplete delete configmaps default/falco-probe admin 200
+    ");
+    let create = &collector.events()[0];
+    assert_eq!(create.level, Level::RequestResponse);
+    assert_eq!(
+        create.user.groups,
+        ["system:masters", "system:authenticated"]
+    );
 }

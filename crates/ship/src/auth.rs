@@ -36,14 +36,14 @@ pub(crate) fn keys(opts: &ConnectOptions, config_files: &[PathBuf], identities_o
         .cloned()
         .collect();
     files.dedup();
-    if files.is_empty() {
-        if let Some(home) = crate::config::home() {
-            files = DEFAULT_IDENTITIES
-                .iter()
-                .map(|name| home.join(".ssh").join(name))
-                .filter(|p| p.exists())
-                .collect();
-        }
+    if files.is_empty()
+        && let Some(home) = crate::config::home()
+    {
+        files = DEFAULT_IDENTITIES
+            .iter()
+            .map(|name| home.join(".ssh").join(name))
+            .filter(|p| p.exists())
+            .collect();
     }
     let agent_socket = opts
         .agent_socket

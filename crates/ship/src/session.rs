@@ -212,10 +212,10 @@ impl Session {
         pumped?;
         channel.wait_close().map_err(|e| self.lost(during, e))?;
         self.round_trip();
-        if let Ok(signal) = channel.exit_signal() {
-            if let Some(name) = signal.exit_signal {
-                return Ok(128 + signal_number(&name));
-            }
+        if let Ok(signal) = channel.exit_signal()
+            && let Some(name) = signal.exit_signal
+        {
+            return Ok(128 + signal_number(&name));
         }
         channel.exit_status().map_err(|e| self.lost(during, e))
     }
@@ -241,20 +241,20 @@ impl Session {
         loop {
             let mut progressed = false;
             if !eof_sent {
-                if start == end && input_open {
-                    if let Some(source) = stdin.as_mut() {
-                        let n =
-                            source
-                                .read(&mut input)
-                                .map_err(|source| ShipError::ReadSource {
-                                    host: self.host.clone(),
-                                    path: during.to_owned(),
-                                    source,
-                                })?;
-                        (start, end) = (0, n);
-                        input_open = n > 0;
-                        progressed = true;
-                    }
+                if start == end
+                    && input_open
+                    && let Some(source) = stdin.as_mut()
+                {
+                    let n = source
+                        .read(&mut input)
+                        .map_err(|source| ShipError::ReadSource {
+                            host: self.host.clone(),
+                            path: during.to_owned(),
+                            source,
+                        })?;
+                    (start, end) = (0, n);
+                    input_open = n > 0;
+                    progressed = true;
                 }
                 if start < end {
                     match channel.write(&input[start..end]) {

@@ -73,8 +73,7 @@ fn sudo_writes_root_owned_files_the_user_cannot() {
         let remote = target.to_str().unwrap();
         let err = session
             .upload_bytes(&data, remote, 0o600, false)
-            .err()
-            .expect("must not write without sudo");
+            .expect_err("must not write without sudo");
         assert!(
             matches!(err, ShipError::RemotePathNotWritable { .. }),
             "{err}"
@@ -89,8 +88,7 @@ fn sudo_writes_root_owned_files_the_user_cannot() {
     let unreadable = dir.join("file-1");
     let err = session
         .download(unreadable.to_str().unwrap(), false)
-        .err()
-        .expect("0600 root file");
+        .expect_err("0600 root file");
     assert!(err.to_string().contains("Permission denied"), "{err}");
     // And as the user itself, without sudo, into its own directory.
     let own = dir_owned_by(sshd.root(), "own", "ship-test");
@@ -108,16 +106,14 @@ fn sudo_that_wants_a_password_fails_fast_and_plainly() {
     let start = Instant::now();
     let err = session
         .exec(&["true"], true)
-        .err()
-        .expect("sudo -n must refuse");
+        .expect_err("sudo -n must refuse");
     assert!(matches!(err, ShipError::SudoNeedsPassword { .. }), "{err}");
     assert!(err.to_string().contains("sudo needs a password"));
     // 10 MiB that nobody reads: the upload must end, not wait for a window that never opens.
     let target = sshd.root().join("never");
     let err = session
         .upload_bytes(&noise(10 << 20, 7), target.to_str().unwrap(), 0o600, true)
-        .err()
-        .expect("must refuse");
+        .expect_err("must refuse");
     assert!(matches!(err, ShipError::SudoNeedsPassword { .. }), "{err}");
     assert!(!target.exists());
     assert!(

@@ -366,7 +366,7 @@ async fn publish_mirror(
         .map_err(|e| e.to_string())
 }
 
-/// A sandbox node root with the manifests directory, for tests that drive a [`Kubelet`].
+/// Where kubeadm keeps the API server's manifest, inside a sandbox node root.
 pub fn manifest_path(root: &Path) -> PathBuf {
     root.join("etc/kubernetes/manifests/kube-apiserver.yaml")
 }

@@ -109,7 +109,12 @@ pub fn run(sh: &xshell::Shell, args: Args) -> anyhow::Result<()> {
         "(ship: release binary, one `ship cp` per row, connection setup included, as for scp)"
     );
 
-    pipeline(&sshd)
+    pipeline(&sshd, "root")?;
+    // root's shell startup on this machine may be slow (every command runs through it); a
+    // plain /bin/sh user shows what the protocol itself costs.
+    testkit::users::ensure_user("ship-test", testkit::users::SudoRule::NoPassword);
+    sshd.authorize("ship-test", &sshd.client_keys()[0].public);
+    pipeline(&sshd, "ship-test")
 }
 
 struct Tools<'a> {
@@ -182,7 +187,7 @@ impl Tools<'_> {
 }
 
 /// The typical pipeline step sequence, through the library, to count what it costs.
-fn pipeline(sshd: &Sshd) -> anyhow::Result<()> {
+fn pipeline(sshd: &Sshd, user: &str) -> anyhow::Result<()> {
     let opts = ship::ConnectOptions {
         identities: vec![sshd.client_key().to_owned()],
         known_hosts: vec![sshd.known_hosts_file()],
@@ -195,9 +200,9 @@ fn pipeline(sshd: &Sshd) -> anyhow::Result<()> {
         host: sshd.host().into(),
         port: Some(sshd.port()),
     };
-    let dir = sshd.root().join("k8s_audit");
+    let dir = sshd.root().join(format!("k8s_audit-{user}"));
     let d = dir.to_str().context("utf-8 temp dir")?;
-    let manifest = sshd.root().join("kube-apiserver.yaml");
+    let manifest = sshd.root().join(format!("kube-apiserver-{user}.yaml"));
     std::fs::write(&manifest, "apiVersion: v1\nkind: Pod\n")?;
     let m = manifest.to_str().context("utf-8 temp dir")?;
     let new = format!("{m}.ship-new");
@@ -233,7 +238,7 @@ fn pipeline(sshd: &Sshd) -> anyhow::Result<()> {
     let total = start.elapsed();
     let stats = session.stats();
     println!(
-        "pipeline (mkdir, 2 uploads, download manifest, upload manifest, rename) with sudo: \
+        "pipeline as {user} (mkdir, 2 uploads, download manifest, upload manifest, rename; sudo): \
          {} TCP connection(s), {} round trips, {:.1} ms ({:.1} ms of it connecting)",
         stats.tcp_connections,
         stats.round_trips,

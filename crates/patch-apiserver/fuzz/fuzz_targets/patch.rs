@@ -13,7 +13,9 @@ fn not_internal<T>(r: &Result<T, PatchError>, what: &str, input: &str) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let _ = inspect(text);
     for mode in Mode::ALL {
         let mut opts = PatchOptions::new(mode);
