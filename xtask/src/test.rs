@@ -11,8 +11,8 @@ const PACKAGES: &str = include_str!("../../.ci/debian-packages");
 pub fn packages() -> Vec<&'static str> {
     PACKAGES
         .lines()
-        .map(|line| line.split('#').next().unwrap_or_default().trim())
-        .filter(|name| !name.is_empty())
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| !name.starts_with('#'))
         .collect()
 }
 
@@ -53,4 +53,14 @@ pub fn run(sh: &Shell) -> Result<()> {
     crate::apiserver::Apiserver::Build.run(sh)?;
     cmd!(sh, "cargo test --workspace").run()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_package_list_is_names_only() {
+        let packages = super::packages();
+        assert!(packages.contains(&"openssh-server") && packages.contains(&"gettext-base"), "{packages:?}");
+        assert!(packages.iter().all(|p| p.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))), "{packages:?}");
+    }
 }
