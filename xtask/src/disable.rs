@@ -53,7 +53,8 @@ pub fn run(sh: &Shell, args: DisableArgs) -> Result<()> {
             .map(|bytes| State::parse(&String::from_utf8_lossy(&bytes)))
             .transpose()?;
         let current = crate::enable::manifest_text(&node, &manifest_path, read.pop().flatten())?;
-        let (restored, how) = restored_manifest(&node, &manifest_path, &current, record.as_ref(), audit_dir)?;
+        let (restored, how) =
+            restored_manifest(&node, &manifest_path, &current, record.as_ref(), audit_dir)?;
         let summary = format!("{}: {manifest_path}: {how}", node.describe());
         Ok(((node, manifest_path, current, restored, record), summary))
     })?;
@@ -91,7 +92,9 @@ pub fn run(sh: &Shell, args: DisableArgs) -> Result<()> {
                     let log = restart::apiserver_log_tail(&node);
                     println!("API server log (last lines):\n{log}");
                     if args.no_rollback {
-                        bail!("the API server did not come back after disable (--no-rollback): {failure:#}");
+                        bail!(
+                            "the API server did not come back after disable (--no-rollback): {failure:#}"
+                        );
                     }
                     steps.run("rollback", || {
                         node.write(&manifest_path, current.as_bytes(), 0o600)?;
@@ -113,7 +116,8 @@ pub fn run(sh: &Shell, args: DisableArgs) -> Result<()> {
         && record.as_ref().is_some_and(|r| r.mode != Mode::Static)
     {
         steps.run("auditsink", || {
-            let deleted = kube.block_on(kube.cluster.delete_audit_sink(cluster::AUDIT_SINK_NAME))?;
+            let deleted =
+                kube.block_on(kube.cluster.delete_audit_sink(cluster::AUDIT_SINK_NAME))?;
             let what = if deleted { "deleted" } else { "was not there" };
             Ok(((), format!("AuditSink {} {what}", cluster::AUDIT_SINK_NAME)))
         })?;
@@ -123,12 +127,18 @@ pub fn run(sh: &Shell, args: DisableArgs) -> Result<()> {
         let state = state::state_path(audit_dir);
         if !args.purge {
             node.remove(&[&state])?;
-            return Ok(((), format!("{audit_dir} kept (--purge deletes the policy and webhook config)")));
+            return Ok((
+                (),
+                format!("{audit_dir} kept (--purge deletes the policy and webhook config)"),
+            ));
         }
         let policy = format!("{audit_dir}/audit-policy.yaml");
         let webhook = format!("{audit_dir}/webhook-config.yaml");
         node.remove(&[&state, &policy, &webhook])?;
-        Ok(((), format!("{audit_dir}: policy and webhook config deleted; audit.log and backup/ kept")))
+        Ok((
+            (),
+            format!("{audit_dir}: policy and webhook config deleted; audit.log and backup/ kept"),
+        ))
     })?;
     Ok(())
 }
@@ -156,9 +166,16 @@ fn restored_manifest(
     let mode = record.map_or(Mode::Static, |r| r.mode);
     let mut options = PatchOptions::new(mode);
     options.audit_dir = audit_dir.to_string();
-    let reverted = patch_apiserver::revert(current, &options)
-        .map_err(|e| anyhow::anyhow!("{}", e.located(&format!("{manifest_path} on {}", node.describe()))))?;
-    Ok((reverted.text, "removing our audit flags, volume and mount".into()))
+    let reverted = patch_apiserver::revert(current, &options).map_err(|e| {
+        anyhow::anyhow!(
+            "{}",
+            e.located(&format!("{manifest_path} on {}", node.describe()))
+        )
+    })?;
+    Ok((
+        reverted.text,
+        "removing our audit flags, volume and mount".into(),
+    ))
 }
 
 /// Our flags as the running pod shows them, to check that they are gone.
@@ -169,6 +186,9 @@ fn our_flags(current: &str, audit_dir: &str) -> Vec<String> {
     inspection
         .apiserver_args
         .into_iter()
-        .filter(|arg| arg.starts_with("--audit-") && (arg.contains(audit_dir) || arg.starts_with("--audit-webhook-batch")))
+        .filter(|arg| {
+            arg.starts_with("--audit-")
+                && (arg.contains(audit_dir) || arg.starts_with("--audit-webhook-batch"))
+        })
         .collect()
 }

@@ -122,7 +122,12 @@ pub fn enable(sh: &Shell, args: EnableArgs) -> Result<Option<ship::Stats>> {
         }
         print!(
             "{}",
-            patch_apiserver::unified_diff(&plan.original, &plan.patched.text, &plan.manifest_path, &plan.manifest_path)
+            patch_apiserver::unified_diff(
+                &plan.original,
+                &plan.patched.text,
+                &plan.manifest_path,
+                &plan.manifest_path
+            )
         );
         println!("dry run: nothing was changed on {}", plan.node.describe());
         return Ok(plan.node.stats());
@@ -130,7 +135,10 @@ pub fn enable(sh: &Shell, args: EnableArgs) -> Result<Option<ship::Stats>> {
 
     let uploaded = steps.run("apply", || apply(&args, &plan, &files))?;
     if !plan.patched.changed {
-        steps.warn(format!("{} is already patched for {} mode: left as it is", plan.manifest_path, args.mode));
+        steps.warn(format!(
+            "{} is already patched for {} mode: left as it is",
+            plan.manifest_path, args.mode
+        ));
         if uploaded > 0 {
             steps.warn("the audit files changed; the API server reads them only at startup, so restart it to use them");
         }
@@ -141,7 +149,10 @@ pub fn enable(sh: &Shell, args: EnableArgs) -> Result<Option<ship::Stats>> {
         wait_or_roll_back(&args, &plan, &steps)?;
     }
     if args.mode != Mode::Static {
-        let kube = plan.kube.as_ref().context("dynamic modes need the cluster")?;
+        let kube = plan
+            .kube
+            .as_ref()
+            .context("dynamic modes need the cluster")?;
         let sink = files
             .iter()
             .find(|(name, _)| *name == "audit-sink.yaml")
@@ -149,23 +160,34 @@ pub fn enable(sh: &Shell, args: EnableArgs) -> Result<Option<ship::Stats>> {
             .context("the AuditSink was rendered")?;
         steps.run("auditsink", || {
             let applied = kube.block_on(kube.cluster.apply_audit_sink(&sink))?;
-            Ok(((), format!("AuditSink {} {applied:?}", cluster::AUDIT_SINK_NAME).to_lowercase()))
+            Ok((
+                (),
+                format!("AuditSink {} {applied:?}", cluster::AUDIT_SINK_NAME).to_lowercase(),
+            ))
         })?;
     }
     let stats = plan.node.stats();
     if let Some(stats) = &stats {
-        steps.detail(format!("{} TCP connection(s), {} round trips", stats.tcp_connections, stats.round_trips));
+        steps.detail(format!(
+            "{} TCP connection(s), {} round trips",
+            stats.tcp_connections, stats.round_trips
+        ));
     }
     if plan.patched.changed || uploaded > 0 {
         println!("enabled {} audit on {}", args.mode, plan.node.describe());
     } else {
-        println!("nothing to do: {} audit is already enabled on {}", args.mode, plan.node.describe());
+        println!(
+            "nothing to do: {} audit is already enabled on {}",
+            args.mode,
+            plan.node.describe()
+        );
     }
     Ok(stats)
 }
 
 fn preflight(sh: &Shell, args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
-    let needs_cluster = !args.no_wait || args.mode != Mode::Static || args.falco.falco_url.is_none();
+    let needs_cluster =
+        !args.no_wait || args.mode != Mode::Static || args.falco.falco_url.is_none();
     let node = target::connect(sh, args.variant, &args.node)?;
     let manifest_path = args.node.manifest(args.variant);
     let dir = &args.node.audit_dir;
@@ -176,15 +198,22 @@ fn preflight(sh: &Shell, args: &EnableArgs, steps: &Steps) -> Result<(Plan, Stri
     let existing = names.iter().copied().zip(read.split_off(1)).collect();
     let original = manifest_text(&node, &manifest_path, read.pop().flatten())?;
     let on_node = format!("{} on {}", manifest_path, node.describe());
-    let inspection = patch_apiserver::inspect(&original).map_err(|e| anyhow::anyhow!("{}", e.located(&on_node)))?;
-    let version = args.kube_version.clone().or(inspection.version.clone());
-    steps.detail(format!("shape {:?}, image version {:?}", inspection.shape, inspection.version));
+    let inspection = patch_apiserver::inspect(&original)
+        .map_err(|e| anyhow::anyhow!("{}", e.located(&on_node)))?;
+    let version = args.kube_version.or(inspection.version);
+    steps.detail(format!(
+        "shape {:?}, image version {:?}",
+        inspection.shape, inspection.version
+    ));
 
     let mut warnings = Vec::new();
     let kube = args.cluster.connect(needs_cluster)?;
     if let Some(kube) = &kube {
         let served = kube.block_on(kube.cluster.version())?;
-        steps.detail(format!("API server {} reports {served}", kube.cluster.server()));
+        steps.detail(format!(
+            "API server {} reports {served}",
+            kube.cluster.server()
+        ));
         if let (Ok(served), Some(manifest)) = (served.parse::<KubeVersion>(), &version)
             && (served.major, served.minor) != (manifest.major, manifest.minor)
         {
@@ -198,13 +227,15 @@ fn preflight(sh: &Shell, args: &EnableArgs, steps: &Steps) -> Result<(Plan, Stri
     options.audit_dir = args.node.audit_dir.clone();
     options.batch_max_wait = args.batch_max_wait.clone();
     options.force = args.force;
-    options.kube_version = version.clone();
-    let mut patched =
-        patch_apiserver::patch(&original, &options).map_err(|e| anyhow::anyhow!("{}", e.located(&on_node)))?;
+    options.kube_version = version;
+    let mut patched = patch_apiserver::patch(&original, &options)
+        .map_err(|e| anyhow::anyhow!("{}", e.located(&on_node)))?;
     if let Some(value) = &args.test_only_batch_max_wait {
         // patch-apiserver refuses invalid durations; the rollback tests need one to reach the API server.
         let ours = format!("--audit-webhook-batch-max-wait={}", args.batch_max_wait);
-        patched.text = patched.text.replace(&ours, &format!("--audit-webhook-batch-max-wait={value}"));
+        patched.text = patched
+            .text
+            .replace(&ours, &format!("--audit-webhook-batch-max-wait={value}"));
     }
     for note in &patched.notes {
         match note {
@@ -224,7 +255,10 @@ fn preflight(sh: &Shell, args: &EnableArgs, steps: &Steps) -> Result<(Plan, Stri
         node.describe(),
         inspection.shape,
         version.as_ref().map_or("unknown".into(), |v| v.to_string()),
-        falco.as_ref().map(|f| format!(", Falco at {}", f.to_url())).unwrap_or_default(),
+        falco
+            .as_ref()
+            .map(|f| format!(", Falco at {}", f.to_url()))
+            .unwrap_or_default(),
     );
     let plan = Plan {
         node,
@@ -267,11 +301,15 @@ fn uploads(mode: Mode) -> &'static [&'static str] {
 }
 
 /// Falco's endpoint, and a sentence on why it was chosen when it was looked up.
-fn resolve_falco(args: &EnableArgs, kube: Option<&Kube>) -> Result<(Option<FalcoUrl>, Option<String>)> {
+fn resolve_falco(
+    args: &EnableArgs,
+    kube: Option<&Kube>,
+) -> Result<(Option<FalcoUrl>, Option<String>)> {
     if let Some(url) = &args.falco.falco_url {
         return Ok((Some(FalcoUrl::parse(url)?), None));
     }
-    let kube = kube.context("finding Falco needs the cluster: pass --falco-url, or a kubeconfig")?;
+    let kube =
+        kube.context("finding Falco needs the cluster: pass --falco-url, or a kubeconfig")?;
     let endpoint = kube.block_on(kube.cluster.falco_endpoint(
         &args.falco.falco_namespace,
         &args.falco.falco_service,
@@ -291,9 +329,16 @@ type Files = Vec<(&'static str, Vec<u8>)>;
 fn render(args: &EnableArgs, plan: &Plan) -> Result<(Files, String)> {
     let mut files = Files::new();
     if args.mode != Mode::Dynamic {
-        files.push(("audit-policy.yaml", templates::audit_policy(plan.options.kube_version.as_ref())?));
+        files.push((
+            "audit-policy.yaml",
+            templates::audit_policy(plan.options.kube_version.as_ref())?,
+        ));
     }
-    let falco = || plan.falco.as_ref().context("no Falco endpoint was resolved");
+    let falco = || {
+        plan.falco
+            .as_ref()
+            .context("no Falco endpoint was resolved")
+    };
     if args.mode == Mode::Static {
         files.push(("webhook-config.yaml", templates::webhook_config(falco()?)?));
     }
@@ -323,7 +368,11 @@ fn apply(args: &EnableArgs, plan: &Plan, files: &Files) -> Result<(usize, String
         .map(|(name, bytes)| (format!("{dir}/{name}"), bytes.as_slice()))
         .collect();
     let mut changes = vec![Change::PrivateDir(dir)];
-    changes.extend(paths.iter().map(|(path, bytes)| Change::File { path, bytes, mode: 0o600 }));
+    changes.extend(paths.iter().map(|(path, bytes)| Change::File {
+        path,
+        bytes,
+        mode: 0o600,
+    }));
     let backup = state::backup_path(dir, &plan.manifest_path);
     let backup_dir = state::backup_dir(dir);
     let state_path = state::state_path(dir);
@@ -337,21 +386,39 @@ fn apply(args: &EnableArgs, plan: &Plan, files: &Files) -> Result<(usize, String
     if plan.patched.changed {
         changes.extend([
             Change::PrivateDir(&backup_dir),
-            Change::File { path: &backup, bytes: plan.original.as_bytes(), mode: 0o600 },
-            Change::File { path: &state_path, bytes: record.as_bytes(), mode: 0o600 },
+            Change::File {
+                path: &backup,
+                bytes: plan.original.as_bytes(),
+                mode: 0o600,
+            },
+            Change::File {
+                path: &state_path,
+                bytes: record.as_bytes(),
+                mode: 0o600,
+            },
             // Last, so the kubelet sees the new manifest only once everything it needs is there.
-            Change::File { path: &plan.manifest_path, bytes: plan.patched.text.as_bytes(), mode: 0o600 },
+            Change::File {
+                path: &plan.manifest_path,
+                bytes: plan.patched.text.as_bytes(),
+                mode: 0o600,
+            },
         ]);
     }
     plan.node.apply(&changes)?;
-    let names: Vec<&str> = paths.iter().map(|(path, _)| path.rsplit('/').next().unwrap_or(path)).collect();
+    let names: Vec<&str> = paths
+        .iter()
+        .map(|(path, _)| path.rsplit('/').next().unwrap_or(path))
+        .collect();
     let mut summary = if names.is_empty() {
         format!("{dir}: files already in place")
     } else {
         format!("{dir} (0700): {} (0600)", names.join(", "))
     };
     if plan.patched.changed {
-        summary.push_str(&format!("; {} replaced, original backed up to {backup}", plan.manifest_path));
+        summary.push_str(&format!(
+            "; {} replaced, original backed up to {backup}",
+            plan.manifest_path
+        ));
     }
     Ok((names.len(), summary))
 }
@@ -380,10 +447,13 @@ fn wait_or_roll_back(args: &EnableArgs, plan: &Plan, steps: &Steps) -> Result<()
     let log = restart::apiserver_log_tail(&plan.node);
     if args.no_rollback {
         println!("API server log (last lines):\n{log}");
-        bail!("the API server did not come back with the audit flags, and --no-rollback left the new manifest in place: {failure:#}");
+        bail!(
+            "the API server did not come back with the audit flags, and --no-rollback left the new manifest in place: {failure:#}"
+        );
     }
     steps.run("rollback", || {
-        plan.node.write(&plan.manifest_path, plan.original.as_bytes(), 0o600)?;
+        plan.node
+            .write(&plan.manifest_path, plan.original.as_bytes(), 0o600)?;
         let summary = restart::wait_ready(
             kube,
             node_name,

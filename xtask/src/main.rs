@@ -82,7 +82,10 @@ fn dispatch(sh: &xshell::Shell, cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Runs an xtask command line in-process, as `demo` does with `enable` and `disable`.
-pub fn run_args<'a>(sh: &xshell::Shell, args: impl IntoIterator<Item = &'a str>) -> anyhow::Result<()> {
+pub fn run_args<'a>(
+    sh: &xshell::Shell,
+    args: impl IntoIterator<Item = &'a str>,
+) -> anyhow::Result<()> {
     let cli = Cli::try_parse_from(std::iter::once("cargo xtask").chain(args))?;
     dispatch(sh, cli)
 }

@@ -49,14 +49,23 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        let path = format!("{}/../fixtures/manifests/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/../fixtures/manifests/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
     #[test]
     fn recognises_the_bundled_manifests() {
-        assert_eq!(Manager::detect(&fixture("kubeadm-v1.28.yaml")), Some(Manager::Minikube));
-        assert_eq!(Manager::detect(&fixture("kops-v1.18.manifest")), Some(Manager::Kops));
+        assert_eq!(
+            Manager::detect(&fixture("kubeadm-v1.28.yaml")),
+            Some(Manager::Minikube)
+        );
+        assert_eq!(
+            Manager::detect(&fixture("kops-v1.18.manifest")),
+            Some(Manager::Kops)
+        );
         assert_eq!(
             Manager::detect("image: rancher/hardened-kubernetes:v1.28.9-rke2r1-build20240416"),
             Some(Manager::Rke2)

@@ -29,7 +29,11 @@ pub enum Change<'a> {
     PrivateDir(&'a str),
     /// Written to a dotfile beside the target (the kubelet ignores those), checked for size,
     /// then renamed over the target once every file of the transaction is in place.
-    File { path: &'a str, bytes: &'a [u8], mode: u32 },
+    File {
+        path: &'a str,
+        bytes: &'a [u8],
+        mode: u32,
+    },
 }
 
 /// Prints each readable regular file as `<size>\n<bytes>`, and `-\n` for one that is not there.
@@ -92,7 +96,9 @@ impl Node {
     pub fn local(root: Option<&Path>) -> Result<Node> {
         // On the real `/` we edit the kubelet's manifests: that needs root. A sandbox does not.
         if root.is_none() && !is_root() {
-            bail!("the local variant edits /etc/kubernetes on this machine and needs root: run it with sudo, or pass --root DIR for a sandbox");
+            bail!(
+                "the local variant edits /etc/kubernetes on this machine and needs root: run it with sudo, or pass --root DIR for a sandbox"
+            );
         }
         Ok(Node {
             transport: Transport::Local,
@@ -130,17 +136,33 @@ impl Node {
         argv.extend(paths.iter().map(String::as_str));
         let ran = self.run_with_input(&argv, &[])?;
         if ran.status != 0 {
-            bail!("reading {} on {} failed: {}", paths.join(", "), self.describe, ran.stderr.trim());
+            bail!(
+                "reading {} on {} failed: {}",
+                paths.join(", "),
+                self.describe,
+                ran.stderr.trim()
+            );
         }
-        parse_read_output(&ran.stdout, paths.len())
-            .with_context(|| format!("reading {} on {}: garbled reply", paths.join(", "), self.describe))
+        parse_read_output(&ran.stdout, paths.len()).with_context(|| {
+            format!(
+                "reading {} on {}: garbled reply",
+                paths.join(", "),
+                self.describe
+            )
+        })
     }
 
     pub fn read(&self, node_path: &str) -> Result<Vec<u8>> {
         self.read_many(&[node_path])?
             .pop()
             .flatten()
-            .with_context(|| format!("{} does not exist on {}", self.path(node_path), self.describe))
+            .with_context(|| {
+                format!(
+                    "{} does not exist on {}",
+                    self.path(node_path),
+                    self.describe
+                )
+            })
     }
 
     /// Applies every change in one command: either all files land or none does.
@@ -151,7 +173,12 @@ impl Node {
             match change {
                 Change::PrivateDir(path) => args.extend(["d".into(), self.path(path)]),
                 Change::File { path, bytes, mode } => {
-                    args.extend(["f".into(), self.path(path), format!("{mode:o}"), bytes.len().to_string()]);
+                    args.extend([
+                        "f".into(),
+                        self.path(path),
+                        format!("{mode:o}"),
+                        bytes.len().to_string(),
+                    ]);
                     input.extend_from_slice(bytes);
                 }
             }
@@ -179,7 +206,11 @@ impl Node {
     }
 
     pub fn write(&self, node_path: &str, bytes: &[u8], mode: u32) -> Result<()> {
-        self.apply(&[Change::File { path: node_path, bytes, mode }])
+        self.apply(&[Change::File {
+            path: node_path,
+            bytes,
+            mode,
+        }])
     }
 
     pub fn remove(&self, node_paths: &[&str]) -> Result<()> {
@@ -198,7 +229,13 @@ impl Node {
         match &self.transport {
             Transport::Ssh(session) => {
                 let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-                let status = session.exec_streaming(argv, true, Some(&mut &input[..]), &mut stdout, &mut stderr)?;
+                let status = session.exec_streaming(
+                    argv,
+                    true,
+                    Some(&mut &input[..]),
+                    &mut stdout,
+                    &mut stderr,
+                )?;
                 Ok(Ran {
                     status,
                     stdout,
@@ -218,7 +255,9 @@ impl Node {
                 let input = input.to_vec();
                 // A separate writer, so a command that writes a lot before reading cannot deadlock.
                 let writer = std::thread::spawn(move || stdin.write_all(&input));
-                let out = child.wait_with_output().with_context(|| format!("running {program}"))?;
+                let out = child
+                    .wait_with_output()
+                    .with_context(|| format!("running {program}"))?;
                 let _ = writer.join();
                 Ok(Ran {
                     status: out.status.code().unwrap_or(128),
@@ -284,20 +323,43 @@ mod tests {
         let binary: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
         node.apply(&[
             Change::PrivateDir("/var/lib/a dir"),
-            Change::File { path: "/var/lib/a dir/it's $(x) `y`", bytes: b"no final newline", mode: 0o600 },
-            Change::File { path: "/var/lib/a dir/empty", bytes: b"", mode: 0o644 },
-            Change::File { path: "/var/lib/a dir/binary", bytes: &binary, mode: 0o600 },
+            Change::File {
+                path: "/var/lib/a dir/it's $(x) `y`",
+                bytes: b"no final newline",
+                mode: 0o600,
+            },
+            Change::File {
+                path: "/var/lib/a dir/empty",
+                bytes: b"",
+                mode: 0o644,
+            },
+            Change::File {
+                path: "/var/lib/a dir/binary",
+                bytes: &binary,
+                mode: 0o600,
+            },
         ])
         .unwrap();
         let read = node
-            .read_many(&["/var/lib/a dir/it's $(x) `y`", "/var/lib/missing", "/var/lib/a dir/empty", "/var/lib/a dir/binary"])
+            .read_many(&[
+                "/var/lib/a dir/it's $(x) `y`",
+                "/var/lib/missing",
+                "/var/lib/a dir/empty",
+                "/var/lib/a dir/binary",
+            ])
             .unwrap();
         assert_eq!(read[0].as_deref(), Some(&b"no final newline"[..]));
         assert_eq!(read[1], None);
         assert_eq!(read[2].as_deref(), Some(&b""[..]));
         assert_eq!(read[3].as_deref(), Some(&binary[..]));
         use std::os::unix::fs::PermissionsExt;
-        let mode = |p: &str| std::fs::metadata(node.path(p)).unwrap().permissions().mode() & 0o777;
+        let mode = |p: &str| {
+            std::fs::metadata(node.path(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
         assert_eq!(mode("/var/lib/a dir"), 0o700);
         assert_eq!(mode("/var/lib/a dir/empty"), 0o644);
         assert_eq!(mode("/var/lib/a dir/binary"), 0o600);
@@ -306,24 +368,45 @@ mod tests {
     #[test]
     fn a_failed_transaction_replaces_nothing_and_leaves_no_temp_files() {
         let (dir, node) = sandbox();
-        node.apply(&[Change::PrivateDir("/etc/k"), Change::File { path: "/etc/k/m.yaml", bytes: b"old", mode: 0o600 }])
-            .unwrap();
+        node.apply(&[
+            Change::PrivateDir("/etc/k"),
+            Change::File {
+                path: "/etc/k/m.yaml",
+                bytes: b"old",
+                mode: 0o600,
+            },
+        ])
+        .unwrap();
         // The second file's directory does not exist, so staging fails after the first file.
         let err = node
             .apply(&[
-                Change::File { path: "/etc/k/m.yaml", bytes: b"new", mode: 0o600 },
-                Change::File { path: "/nowhere/x", bytes: b"x", mode: 0o600 },
+                Change::File {
+                    path: "/etc/k/m.yaml",
+                    bytes: b"new",
+                    mode: 0o600,
+                },
+                Change::File {
+                    path: "/nowhere/x",
+                    bytes: b"x",
+                    mode: 0o600,
+                },
             ])
             .unwrap_err();
         assert!(err.to_string().contains("nothing was replaced"), "{err:#}");
         assert_eq!(node.read("/etc/k/m.yaml").unwrap(), b"old");
-        let names: Vec<_> = std::fs::read_dir(dir.path().join("etc/k")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("etc/k"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["m.yaml"]);
     }
 
     #[test]
     fn garbled_read_replies_are_refused() {
-        assert_eq!(parse_read_output(b"3\nabc-\n", 2), Some(vec![Some(b"abc".to_vec()), None]));
+        assert_eq!(
+            parse_read_output(b"3\nabc-\n", 2),
+            Some(vec![Some(b"abc".to_vec()), None])
+        );
         assert_eq!(parse_read_output(b"5\nabc", 1), None);
         assert_eq!(parse_read_output(b"3\nabcextra", 1), None);
         assert_eq!(parse_read_output(b"x\n", 1), None);

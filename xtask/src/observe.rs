@@ -16,7 +16,10 @@ pub struct ObserveArgs {
 
 pub fn run(args: ObserveArgs) -> Result<()> {
     let kube = args.cluster.connect_required()?;
-    let followed = kube.block_on(kube.cluster.follow_logs(&args.selector, |line| println!("{line}")))?;
+    let followed = kube.block_on(
+        kube.cluster
+            .follow_logs(&args.selector, |line| println!("{line}")),
+    )?;
     match followed {
         Some((namespace, pod)) => {
             eprintln!("the log of {namespace}/{pod} ended");

@@ -48,7 +48,10 @@ pub fn wait_ready(
     while started.elapsed() < timeout {
         match check_once(kube, node_name, &restarted, &expect) {
             Ok(summary) => {
-                return Ok(format!("{summary} after {:.1}s", started.elapsed().as_secs_f64()));
+                return Ok(format!(
+                    "{summary} after {:.1}s",
+                    started.elapsed().as_secs_f64()
+                ));
             }
             Err(state) => last = state,
         }
@@ -60,7 +63,12 @@ pub fn wait_ready(
     )
 }
 
-fn check_once(kube: &Kube, node_name: Option<&str>, restarted: &Restarted, expect: &Expect) -> Result<String, String> {
+fn check_once(
+    kube: &Kube,
+    node_name: Option<&str>,
+    restarted: &Restarted,
+    expect: &Expect,
+) -> Result<String, String> {
     match kube.block_on(kube.cluster.readiness()) {
         Readiness::Ready => {}
         Readiness::NotReady(why) => return Err(format!("/readyz says {why}")),
@@ -78,7 +86,10 @@ fn check_once(kube: &Kube, node_name: Option<&str>, restarted: &Restarted, expec
             return Err(format!("{} still has the old config hash", pod.name));
         }
         Restarted::HashIs(want) if hash != *want => {
-            return Err(format!("{} has config hash {hash:?}, waiting for {want:?}", pod.name));
+            return Err(format!(
+                "{} has config hash {hash:?}, waiting for {want:?}",
+                pod.name
+            ));
         }
         _ => {}
     }
@@ -94,7 +105,11 @@ fn check_once(kube: &Kube, node_name: Option<&str>, restarted: &Restarted, expec
             }
         }
     }
-    Ok(format!("{} ready, config hash {}", pod.name, hash.unwrap_or("-")))
+    Ok(format!(
+        "{} ready, config hash {}",
+        pod.name,
+        hash.unwrap_or("-")
+    ))
 }
 
 /// The last lines of the API server's log, from wherever this node keeps it.
@@ -118,6 +133,9 @@ pub fn apiserver_log_tail(node: &Node) -> String {
     let kops_log = node.path("/var/log/kube-apiserver.log");
     match node.run(&["tail", "-n", "25", &kops_log]) {
         Ok(out) if out.status == 0 => out.stdout_text(),
-        _ => "(no API server log found: tried crictl, /var/log/pods and /var/log/kube-apiserver.log)".into(),
+        _ => {
+            "(no API server log found: tried crictl, /var/log/pods and /var/log/kube-apiserver.log)"
+                .into()
+        }
     }
 }

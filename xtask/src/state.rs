@@ -18,7 +18,11 @@ pub fn state_path(audit_dir: &str) -> String {
 /// `<audit dir>/backup/<manifest name>.<UTC timestamp>`.
 pub fn backup_path(audit_dir: &str, manifest: &str) -> String {
     let name = manifest.rsplit('/').next().unwrap_or(manifest);
-    format!("{}/{name}.{}", backup_dir(audit_dir), utc_timestamp(SystemTime::now()))
+    format!(
+        "{}/{name}.{}",
+        backup_dir(audit_dir),
+        utc_timestamp(SystemTime::now())
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +50,9 @@ impl State {
                 .with_context(|| format!("the state file has no {key}= line"))
         };
         Ok(State {
-            mode: field("mode")?.parse().map_err(|e| anyhow::anyhow!("state file: {e}"))?,
+            mode: field("mode")?
+                .parse()
+                .map_err(|e| anyhow::anyhow!("state file: {e}"))?,
             manifest: field("manifest")?,
             backup: field("backup")?,
             batch_max_wait: field("batch-max-wait")?,
@@ -102,7 +108,13 @@ mod tests {
 
     #[test]
     fn backups_live_outside_the_manifests_directory() {
-        let path = backup_path("/var/lib/k8s_audit", "/etc/kubernetes/manifests/kube-apiserver.manifest");
-        assert!(path.starts_with("/var/lib/k8s_audit/backup/kube-apiserver.manifest.20"), "{path}");
+        let path = backup_path(
+            "/var/lib/k8s_audit",
+            "/etc/kubernetes/manifests/kube-apiserver.manifest",
+        );
+        assert!(
+            path.starts_with("/var/lib/k8s_audit/backup/kube-apiserver.manifest.20"),
+            "{path}"
+        );
     }
 }

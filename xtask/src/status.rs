@@ -26,42 +26,78 @@ pub fn run(sh: &Shell, args: StatusArgs) -> Result<()> {
     let node = target::connect(sh, args.variant, &args.node)?;
     let manifest_path = args.node.manifest(args.variant);
     let manifest = read_manifest(&node, &manifest_path)?;
-    let inspection = patch_apiserver::inspect(&manifest).map_err(|e| anyhow::anyhow!("{}", e.located(&format!("{manifest_path} on {}", node.describe()))))?;
+    let inspection = patch_apiserver::inspect(&manifest).map_err(|e| {
+        anyhow::anyhow!(
+            "{}",
+            e.located(&format!("{manifest_path} on {}", node.describe()))
+        )
+    })?;
     println!("node       {}", node.describe());
     println!(
         "manifest   {manifest_path} ({:?}, Kubernetes {})",
         inspection.shape,
-        inspection.version.as_ref().map_or("unknown".into(), |v| v.to_string())
+        inspection
+            .version
+            .as_ref()
+            .map_or("unknown".into(), |v| v.to_string())
     );
     println!(
         "audit      {}",
-        inspection.patched.map_or("not enabled".into(), |m| format!("{m} mode"))
+        inspection
+            .patched
+            .map_or("not enabled".into(), |m| format!("{m} mode"))
     );
-    for flag in inspection.apiserver_args.iter().filter(|a| is_audit_flag(a)) {
+    for flag in inspection
+        .apiserver_args
+        .iter()
+        .filter(|a| is_audit_flag(a))
+    {
         println!("  flag     {flag}");
     }
     let audit_dir = &args.node.audit_dir;
     for name in ["audit-policy.yaml", "webhook-config.yaml", "audit.log"] {
         let path = node.path(&format!("{audit_dir}/{name}"));
         let stat = node.run(&["stat", "-c", "%a %U:%G %s bytes", &path])?;
-        let line = if stat.status == 0 { stat.stdout_text().trim().to_string() } else { "absent".into() };
+        let line = if stat.status == 0 {
+            stat.stdout_text().trim().to_string()
+        } else {
+            "absent".into()
+        };
         println!("  file     {audit_dir}/{name}: {line}");
     }
     if let Ok(bytes) = node.read(&state::state_path(audit_dir))
         && let Ok(record) = State::parse(&String::from_utf8_lossy(&bytes))
     {
-        println!("backup     {} (enabled in {} mode)", record.backup, record.mode);
+        println!(
+            "backup     {} (enabled in {} mode)",
+            record.backup, record.mode
+        );
     }
     if let Some(kube) = args.cluster.connect(false)? {
-        println!("cluster    {} ({})", kube.cluster.server(), kube.block_on(kube.cluster.version())?);
+        println!(
+            "cluster    {} ({})",
+            kube.cluster.server(),
+            kube.block_on(kube.cluster.version())?
+        );
         println!("readiness  {:?}", kube.block_on(kube.cluster.readiness()));
-        if let Some(pod) = kube.block_on(kube.cluster.apiserver_mirror_pod(args.cluster.node_name.as_deref()))? {
+        if let Some(pod) = kube.block_on(
+            kube.cluster
+                .apiserver_mirror_pod(args.cluster.node_name.as_deref()),
+        )? {
             let running = pod.command.iter().filter(|a| is_audit_flag(a)).count();
-            println!("pod        {} runs with {running} audit flag(s), config hash {}", pod.name, pod.config_hash.unwrap_or_default());
+            println!(
+                "pod        {} runs with {running} audit flag(s), config hash {}",
+                pod.name,
+                pod.config_hash.unwrap_or_default()
+            );
         }
         match kube.block_on(kube.cluster.audit_sink_exists(cluster::AUDIT_SINK_NAME))? {
             None => println!("auditsink  API not served"),
-            Some(found) => println!("auditsink  {} {}", cluster::AUDIT_SINK_NAME, if found { "present" } else { "absent" }),
+            Some(found) => println!(
+                "auditsink  {} {}",
+                cluster::AUDIT_SINK_NAME,
+                if found { "present" } else { "absent" }
+            ),
         }
     } else if inspection.patched.is_some_and(|m| m != Mode::Static) {
         println!("cluster    not checked (pass --kubeconfig to see the AuditSink)");
@@ -70,5 +106,7 @@ pub fn run(sh: &Shell, args: StatusArgs) -> Result<()> {
 }
 
 fn is_audit_flag(arg: &str) -> bool {
-    arg.starts_with("--audit-") || arg.contains("DynamicAuditing") || arg.contains("auditregistration")
+    arg.starts_with("--audit-")
+        || arg.contains("DynamicAuditing")
+        || arg.contains("auditregistration")
 }

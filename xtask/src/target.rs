@@ -77,7 +77,9 @@ impl NodeArgs {
 
 /// Opens the one session every step of a pipeline reuses.
 pub fn connect(sh: &Shell, variant: Variant, args: &NodeArgs) -> Result<Node> {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let mut options = ship::ConnectOptions {
         user: args.user.clone(),
         port: args.port,
@@ -98,7 +100,11 @@ pub fn connect(sh: &Shell, variant: Variant, args: &NodeArgs) -> Result<Node> {
             if options.identities.is_empty() {
                 options.identities.push(home.join(".ssh/id_rsa"));
             }
-            match args.host.clone().or_else(|| std::env::var("APISERVER_HOST").ok()) {
+            match args
+                .host
+                .clone()
+                .or_else(|| std::env::var("APISERVER_HOST").ok())
+            {
                 Some(host) if !host.is_empty() => host,
                 _ => bail!(
                     "you must specify the kops API server host: pass --host or set APISERVER_HOST (e.g. APISERVER_HOST=api.my-kops-cluster.com)"
@@ -125,9 +131,20 @@ pub fn connect(sh: &Shell, variant: Variant, args: &NodeArgs) -> Result<Node> {
 
 /// Asks minikube where its node is, as `minikube ssh` does: the VM's IP on port 22, or with
 /// the docker driver the port Docker forwards to the container's sshd.
-fn minikube_host(sh: &Shell, args: &NodeArgs, options: &mut ship::ConnectOptions) -> Result<String> {
-    if cmd!(sh, "minikube version").quiet().ignore_stdout().run().is_err() {
-        bail!("the minikube variant needs the minikube CLI on PATH; use the ssh variant with --host for other clusters");
+fn minikube_host(
+    sh: &Shell,
+    args: &NodeArgs,
+    options: &mut ship::ConnectOptions,
+) -> Result<String> {
+    if cmd!(sh, "minikube version")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .is_err()
+    {
+        bail!(
+            "the minikube variant needs the minikube CLI on PATH; use the ssh variant with --host for other clusters"
+        );
     }
     let profile = &args.profile;
     options.user.get_or_insert_with(|| "docker".into());
@@ -135,19 +152,28 @@ fn minikube_host(sh: &Shell, args: &NodeArgs, options: &mut ship::ConnectOptions
         let key = cmd!(sh, "minikube ssh-key -p {profile}").read()?;
         options.identities.push(PathBuf::from(key.trim()));
     }
-    let driver = cmd!(sh, "minikube profile list -o json").quiet().read().unwrap_or_default();
-    let uses_docker = driver.contains(&format!("\"Name\":\"{profile}\"")) && driver.contains("\"Driver\":\"docker\"");
+    let driver = cmd!(sh, "minikube profile list -o json")
+        .quiet()
+        .read()
+        .unwrap_or_default();
+    let uses_docker = driver.contains(&format!("\"Name\":\"{profile}\""))
+        && driver.contains("\"Driver\":\"docker\"");
     if uses_docker && options.port.is_none() {
         let forwarded = cmd!(sh, "docker port {profile} 22/tcp").read()?;
         let port = forwarded
             .lines()
             .find_map(|l| l.rsplit_once(':').and_then(|(_, p)| p.trim().parse().ok()))
-            .with_context(|| format!("`docker port {profile} 22/tcp` printed no port: {forwarded}"))?;
+            .with_context(|| {
+                format!("`docker port {profile} 22/tcp` printed no port: {forwarded}")
+            })?;
         options.port = Some(port);
         return Ok(args.host.clone().unwrap_or_else(|| "127.0.0.1".into()));
     }
     match &args.host {
         Some(host) => Ok(host.clone()),
-        None => Ok(cmd!(sh, "minikube ip -p {profile}").read()?.trim().to_string()),
+        None => Ok(cmd!(sh, "minikube ip -p {profile}")
+            .read()?
+            .trim()
+            .to_string()),
     }
 }

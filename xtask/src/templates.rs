@@ -24,9 +24,9 @@ impl FalcoUrl {
         let (authority, path) = rest.split_once('/').with_context(|| {
             format!("--falco-url {url:?}: expected a path such as /k8s_audit after the port")
         })?;
-        let (host, port) = authority
-            .rsplit_once(':')
-            .with_context(|| format!("--falco-url {url:?}: expected an explicit port (8765 or 9765)"))?;
+        let (host, port) = authority.rsplit_once(':').with_context(|| {
+            format!("--falco-url {url:?}: expected an explicit port (8765 or 9765)")
+        })?;
         let port = port
             .parse()
             .with_context(|| format!("--falco-url {url:?}: {port:?} is not a port number"))?;
@@ -86,9 +86,18 @@ mod tests {
     #[test]
     fn falco_url_parsing() {
         let url = FalcoUrl::parse("http://10.96.0.10:8765/k8s_audit").unwrap();
-        assert_eq!((url.host.as_str(), url.port, url.path.as_str()), ("10.96.0.10", 8765, "/k8s_audit"));
+        assert_eq!(
+            (url.host.as_str(), url.port, url.path.as_str()),
+            ("10.96.0.10", 8765, "/k8s_audit")
+        );
         assert_eq!(url.to_url(), "http://10.96.0.10:8765/k8s_audit");
-        for bad in ["https://x:1/a", "http://x/a", "http://x:port/a", "http://x:8765", "http://:8765/a"] {
+        for bad in [
+            "https://x:1/a",
+            "http://x/a",
+            "http://x:port/a",
+            "http://x:8765",
+            "http://:8765/a",
+        ] {
             assert!(FalcoUrl::parse(bad).is_err(), "{bad} should be refused");
         }
     }
@@ -97,9 +106,15 @@ mod tests {
     fn webhook_points_at_falco() {
         let url = FalcoUrl::parse("http://10.0.0.134:9765/k8s-audit").unwrap();
         let text = String::from_utf8(webhook_config(&url).unwrap()).unwrap();
-        assert!(text.contains("    server: http://10.0.0.134:9765/k8s-audit\n"), "{text}");
+        assert!(
+            text.contains("    server: http://10.0.0.134:9765/k8s-audit\n"),
+            "{text}"
+        );
         let sink = String::from_utf8(audit_sink(&url).unwrap()).unwrap();
-        assert!(sink.contains("url: \"http://10.0.0.134:9765/k8s-audit\""), "{sink}");
+        assert!(
+            sink.contains("url: \"http://10.0.0.134:9765/k8s-audit\""),
+            "{sink}"
+        );
     }
 
     #[test]

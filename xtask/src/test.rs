@@ -42,9 +42,12 @@ pub fn install_packages(sh: &Shell) -> Result<()> {
     }
     println!("installing {}", missing.join(" "));
     cmd!(sh, "apt-get update -qq").run()?;
-    cmd!(sh, "apt-get install -y -qq --no-install-recommends {missing...}")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .run()?;
+    cmd!(
+        sh,
+        "apt-get install -y -qq --no-install-recommends {missing...}"
+    )
+    .env("DEBIAN_FRONTEND", "noninteractive")
+    .run()?;
     Ok(())
 }
 
@@ -60,7 +63,15 @@ mod tests {
     #[test]
     fn the_package_list_is_names_only() {
         let packages = super::packages();
-        assert!(packages.contains(&"openssh-server") && packages.contains(&"gettext-base"), "{packages:?}");
-        assert!(packages.iter().all(|p| p.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))), "{packages:?}");
+        assert!(
+            packages.contains(&"openssh-server") && packages.contains(&"gettext-base"),
+            "{packages:?}"
+        );
+        assert!(
+            packages.iter().all(|p| p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))),
+            "{packages:?}"
+        );
     }
 }

@@ -61,7 +61,11 @@ pub fn run(sh: &Shell, args: VerifyArgs) -> Result<()> {
     let collector = Collector::new();
     let _server = if args.via.contains(&Source::Sink) {
         let server = kube
-            .block_on(Server::bind(args.sink_listen, Config::default(), collector.clone()))
+            .block_on(Server::bind(
+                args.sink_listen,
+                Config::default(),
+                collector.clone(),
+            ))
             .with_context(|| format!("starting audit-sink on {}", args.sink_listen))?;
         println!("audit-sink listening on {}", server.url());
         Some(server)
@@ -75,18 +79,33 @@ pub fn run(sh: &Shell, args: VerifyArgs) -> Result<()> {
     };
     kube.block_on(kube.cluster.create_and_delete_probe(&probe))?;
     let since = Instant::now();
-    println!("created and deleted ConfigMap {}/{}", probe.namespace, probe.name);
+    println!(
+        "created and deleted ConfigMap {}/{}",
+        probe.namespace, probe.name
+    );
 
     let timeout = Duration::from_secs(args.timeout);
     let mut missing = Vec::new();
     for source in &args.via {
         let seen = match source {
-            Source::Sink => wait_sink(&kube, &collector, &probe.name, timeout.saturating_sub(since.elapsed())),
-            Source::NodeLog => poll(since, timeout, || node_log_events(node.as_ref(), &args.node.audit_dir, &probe.name)),
-            Source::Falco => poll(since, timeout, || falco_lines(&kube, &args.selector, &probe.name)),
+            Source::Sink => wait_sink(
+                &kube,
+                &collector,
+                &probe.name,
+                timeout.saturating_sub(since.elapsed()),
+            ),
+            Source::NodeLog => poll(since, timeout, || {
+                node_log_events(node.as_ref(), &args.node.audit_dir, &probe.name)
+            }),
+            Source::Falco => poll(since, timeout, || {
+                falco_lines(&kube, &args.selector, &probe.name)
+            }),
         };
         match seen {
-            Ok(found) => println!("✓ {source:?}: {found} ({:.1}s after the delete)", since.elapsed().as_secs_f64()),
+            Ok(found) => println!(
+                "✓ {source:?}: {found} ({:.1}s after the delete)",
+                since.elapsed().as_secs_f64()
+            ),
             Err(why) => {
                 println!("✗ {source:?}: {why:#}");
                 missing.push((*source, why));
@@ -99,7 +118,10 @@ pub fn run(sh: &Shell, args: VerifyArgs) -> Result<()> {
     for (source, _) in &missing {
         println!("  likely reasons for {source:?}: {}", hint(*source));
     }
-    bail!("the probe's audit events were not seen in {} place(s)", missing.len())
+    bail!(
+        "the probe's audit events were not seen in {} place(s)",
+        missing.len()
+    )
 }
 
 fn hint(source: Source) -> &'static str {
@@ -110,7 +132,9 @@ fn hint(source: Source) -> &'static str {
         Source::NodeLog => {
             "audit is not enabled (see `cargo xtask status`), the mode is dynamic (no log), or the policy drops ConfigMap events"
         }
-        Source::Sink => "the webhook config does not point at --sink-listen, or the API server was not restarted with it",
+        Source::Sink => {
+            "the webhook config does not point at --sink-listen, or the API server was not restarted with it"
+        }
     }
 }
 
@@ -121,7 +145,11 @@ fn unix_millis() -> u128 {
 }
 
 /// Retries `look` every second until it finds something or the time is up.
-fn poll(since: Instant, timeout: Duration, mut look: impl FnMut() -> Result<Option<String>>) -> Result<String> {
+fn poll(
+    since: Instant,
+    timeout: Duration,
+    mut look: impl FnMut() -> Result<Option<String>>,
+) -> Result<String> {
     loop {
         if let Some(found) = look()? {
             return Ok(found);
@@ -147,8 +175,18 @@ fn about_probe(event: &Event, probe: &str) -> bool {
 
 fn wait_sink(kube: &Kube, collector: &Collector, probe: &str, timeout: Duration) -> Result<String> {
     kube.block_on(collector.wait_for(timeout, |e| about_probe(e, probe) && e.verb == "delete"))
-        .map_err(|t| anyhow::anyhow!("no delete event within {:?} ({} events received)", t.waited, t.seen))?;
-    let events: Vec<Event> = collector.events().into_iter().filter(|e| about_probe(e, probe)).collect();
+        .map_err(|t| {
+            anyhow::anyhow!(
+                "no delete event within {:?} ({} events received)",
+                t.waited,
+                t.seen
+            )
+        })?;
+    let events: Vec<Event> = collector
+        .events()
+        .into_iter()
+        .filter(|e| about_probe(e, probe))
+        .collect();
     Ok(describe(&events))
 }
 
@@ -163,7 +201,10 @@ fn node_log_events(node: Option<&Node>, audit_dir: &str, probe: &str) -> Result<
         .flatten()
         .filter(|e| about_probe(e, probe))
         .collect();
-    Ok(events.iter().any(|e| e.verb == "delete").then(|| describe(&events)))
+    Ok(events
+        .iter()
+        .any(|e| e.verb == "delete")
+        .then(|| describe(&events)))
 }
 
 fn falco_lines(kube: &Kube, selector: &str, probe: &str) -> Result<Option<String>> {
@@ -173,7 +214,12 @@ fn falco_lines(kube: &Kube, selector: &str, probe: &str) -> Result<Option<String
     }
     let hits: Vec<String> = logs
         .iter()
-        .flat_map(|log| log.text.lines().filter(|l| l.contains(probe)).map(move |l| format!("{}: {l}", log.pod)))
+        .flat_map(|log| {
+            log.text
+                .lines()
+                .filter(|l| l.contains(probe))
+                .map(move |l| format!("{}: {l}", log.pod))
+        })
         .collect();
     Ok((!hits.is_empty()).then(|| format!("{} line(s), first: {}", hits.len(), hits[0])))
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use patch_apiserver::{Mode, PatchOptions};
-use testkit::replay::{Reply, ReplayServer};
+use testkit::replay::{ReplayServer, Reply};
 use testkit::sshd::Sshd;
 
 const FALCO_URL: &str = "http://10.96.0.10:8765/k8s_audit";
@@ -80,13 +80,21 @@ fn regex_escape(text: &str) -> String {
     text.chars()
         .flat_map(|c| {
             let special = ".+*?()|[]{}^$\\".contains(c);
-            special.then_some('\\').into_iter().chain(std::iter::once(c))
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
         })
         .collect()
 }
 
 fn fixture_bytes(name: &str) -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/manifests").join(name)).unwrap()
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/manifests")
+            .join(name),
+    )
+    .unwrap()
 }
 
 fn stdout(out: &Output) -> String {
@@ -124,8 +132,14 @@ fn backups(node: &TestNode) -> Vec<PathBuf> {
     found
 }
 
-const KUBEADM: (&str, &str) = ("kubeadm-v1.28.yaml", "/etc/kubernetes/manifests/kube-apiserver.yaml");
-const KOPS: (&str, &str) = ("kops-v1.18.manifest", "/etc/kubernetes/manifests/kube-apiserver.manifest");
+const KUBEADM: (&str, &str) = (
+    "kubeadm-v1.28.yaml",
+    "/etc/kubernetes/manifests/kube-apiserver.yaml",
+);
+const KOPS: (&str, &str) = (
+    "kops-v1.18.manifest",
+    "/etc/kubernetes/manifests/kube-apiserver.manifest",
+);
 
 fn static_cycle(fixture: &str, manifest: &'static str) {
     let node = TestNode::with_manifest(fixture, manifest);
@@ -134,19 +148,36 @@ fn static_cycle(fixture: &str, manifest: &'static str) {
 
     let out = node.xtask("enable", Some("static"), &falco);
     assert_ok(&out);
-    node.settings().bind(|| insta::assert_snapshot!(format!("enable_static_{fixture}"), stdout(&out)));
-    assert_eq!(String::from_utf8(node.manifest_bytes()).unwrap(), expected_patch(fixture, Mode::Static));
+    node.settings()
+        .bind(|| insta::assert_snapshot!(format!("enable_static_{fixture}"), stdout(&out)));
+    assert_eq!(
+        String::from_utf8(node.manifest_bytes()).unwrap(),
+        expected_patch(fixture, Mode::Static)
+    );
     assert_eq!(mode_and_owner(&node.path(AUDIT_DIR)), (0o700, 0));
     for file in ["audit-policy.yaml", "webhook-config.yaml"] {
-        assert_eq!(mode_and_owner(&node.path(&format!("{AUDIT_DIR}/{file}"))), (0o600, 0), "{file}");
+        assert_eq!(
+            mode_and_owner(&node.path(&format!("{AUDIT_DIR}/{file}"))),
+            (0o600, 0),
+            "{file}"
+        );
     }
-    let webhook = std::fs::read_to_string(node.path(&format!("{AUDIT_DIR}/webhook-config.yaml"))).unwrap();
-    assert!(webhook.contains(&format!("server: {FALCO_URL}\n")), "{webhook}");
-    let policy = std::fs::read_to_string(node.path(&format!("{AUDIT_DIR}/audit-policy.yaml"))).unwrap();
+    let webhook =
+        std::fs::read_to_string(node.path(&format!("{AUDIT_DIR}/webhook-config.yaml"))).unwrap();
+    assert!(
+        webhook.contains(&format!("server: {FALCO_URL}\n")),
+        "{webhook}"
+    );
+    let policy =
+        std::fs::read_to_string(node.path(&format!("{AUDIT_DIR}/audit-policy.yaml"))).unwrap();
     assert!(policy.contains("apiVersion: audit.k8s.io/v1\n"));
     let backup = backups(&node);
     assert_eq!(backup.len(), 1, "{backup:?}");
-    assert_eq!(std::fs::read(&backup[0]).unwrap(), original, "the backup holds the original bytes");
+    assert_eq!(
+        std::fs::read(&backup[0]).unwrap(),
+        original,
+        "the backup holds the original bytes"
+    );
     assert_eq!(mode_and_owner(&backup[0]), (0o600, 0));
     // Nothing but the manifest in the manifests directory: the kubelet would start any other file.
     let manifests_dir = node.path(manifest).parent().unwrap().to_path_buf();
@@ -154,25 +185,55 @@ fn static_cycle(fixture: &str, manifest: &'static str) {
 
     let again = node.xtask("enable", Some("static"), &falco);
     assert_ok(&again);
-    assert!(stdout(&again).contains("nothing to do"), "{}", stdout(&again));
-    assert_eq!(String::from_utf8(node.manifest_bytes()).unwrap(), expected_patch(fixture, Mode::Static));
+    assert!(
+        stdout(&again).contains("nothing to do"),
+        "{}",
+        stdout(&again)
+    );
+    assert_eq!(
+        String::from_utf8(node.manifest_bytes()).unwrap(),
+        expected_patch(fixture, Mode::Static)
+    );
 
     let off = node.xtask("disable", None, &["--no-wait"]);
     assert_ok(&off);
-    assert!(stdout(&off).contains("restoring the backup"), "{}", stdout(&off));
-    assert_eq!(node.manifest_bytes(), original, "disable brings back the original bytes");
+    assert!(
+        stdout(&off).contains("restoring the backup"),
+        "{}",
+        stdout(&off)
+    );
+    assert_eq!(
+        node.manifest_bytes(),
+        original,
+        "disable brings back the original bytes"
+    );
     assert!(!node.path(&format!("{AUDIT_DIR}/enabled")).exists());
-    assert!(node.path(&format!("{AUDIT_DIR}/webhook-config.yaml")).exists(), "kept without --purge");
+    assert!(
+        node.path(&format!("{AUDIT_DIR}/webhook-config.yaml"))
+            .exists(),
+        "kept without --purge"
+    );
 
     let reenabled = node.xtask("enable", Some("static"), &falco);
     assert_ok(&reenabled);
-    assert_eq!(String::from_utf8(node.manifest_bytes()).unwrap(), expected_patch(fixture, Mode::Static));
+    assert_eq!(
+        String::from_utf8(node.manifest_bytes()).unwrap(),
+        expected_patch(fixture, Mode::Static)
+    );
 
     let purged = node.xtask("disable", None, &["--no-wait", "--purge"]);
     assert_ok(&purged);
     assert_eq!(node.manifest_bytes(), original);
-    assert!(!node.path(&format!("{AUDIT_DIR}/webhook-config.yaml")).exists());
-    assert!(!node.path(&format!("{AUDIT_DIR}/audit-policy.yaml")).exists());
+    assert!(
+        !node
+            .path(&format!("{AUDIT_DIR}/webhook-config.yaml"))
+            .exists()
+    );
+    assert!(
+        !node
+            .path(&format!("{AUDIT_DIR}/audit-policy.yaml"))
+            .exists()
+    );
     assert!(!backups(&node).is_empty(), "--purge keeps the backups");
 }
 
@@ -205,11 +266,18 @@ fn dynamic_cluster() -> ReplayServer {
         [Reply::json(404, r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"auditsinks.auditregistration.k8s.io \"falco-audit-sink\" not found","reason":"NotFound","details":{"name":"falco-audit-sink","group":"auditregistration.k8s.io","kind":"auditsinks"},"code":404}"#)],
     );
     let sink = r#"{"apiVersion":"auditregistration.k8s.io/v1alpha1","kind":"AuditSink","metadata":{"name":"falco-audit-sink","resourceVersion":"1044"},"spec":{}}"#;
-    server.route("POST", "/apis/auditregistration.k8s.io/v1alpha1/auditsinks", [Reply::json(201, sink)]);
+    server.route(
+        "POST",
+        "/apis/auditregistration.k8s.io/v1alpha1/auditsinks",
+        [Reply::json(201, sink)],
+    );
     server.route(
         "DELETE",
         "/apis/auditregistration.k8s.io/v1alpha1/auditsinks/falco-audit-sink",
-        [Reply::json(200, r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","code":200}"#)],
+        [Reply::json(
+            200,
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","code":200}"#,
+        )],
     );
     server
 }
@@ -226,32 +294,54 @@ fn dynamic_cycle(fixture: &str, manifest: &'static str, mode: Mode) {
     args.extend(kube);
     let out = node.xtask("enable", Some(&mode_name), &args);
     assert_ok(&out);
-    assert_eq!(String::from_utf8(node.manifest_bytes()).unwrap(), expected_patch(fixture, mode));
-    let post = cluster.seen().into_iter().find(|s| s.method == "POST").expect("the AuditSink was created");
+    assert_eq!(
+        String::from_utf8(node.manifest_bytes()).unwrap(),
+        expected_patch(fixture, mode)
+    );
+    let post = cluster
+        .seen()
+        .into_iter()
+        .find(|s| s.method == "POST")
+        .expect("the AuditSink was created");
     let body: serde_json::Value = serde_json::from_str(&post.body).unwrap();
     assert_eq!(body["spec"]["webhook"]["clientConfig"]["url"], FALCO_URL);
     assert_eq!(body["spec"]["policy"]["level"], "RequestResponse");
     let policy = node.path(&format!("{AUDIT_DIR}/audit-policy.yaml"));
     // dynamic+log needs the policy its flag names (the old script forgot to copy it).
     assert_eq!(policy.exists(), mode == Mode::DynamicLog);
-    assert!(!node.path(&format!("{AUDIT_DIR}/webhook-config.yaml")).exists());
+    assert!(
+        !node
+            .path(&format!("{AUDIT_DIR}/webhook-config.yaml"))
+            .exists()
+    );
 
     let mut off_args = vec!["--no-wait"];
     off_args.extend(kube);
     let off = node.xtask("disable", None, &off_args);
     assert_ok(&off);
     assert_eq!(node.manifest_bytes(), original);
-    assert!(cluster.seen().iter().any(|s| s.method == "DELETE"), "the AuditSink was deleted");
+    assert!(
+        cluster.seen().iter().any(|s| s.method == "DELETE"),
+        "the AuditSink was deleted"
+    );
 }
 
 #[test]
 fn dynamic_minikube_like() {
-    dynamic_cycle("minikube-v1.18.yaml", "/etc/kubernetes/manifests/kube-apiserver.yaml", Mode::Dynamic);
+    dynamic_cycle(
+        "minikube-v1.18.yaml",
+        "/etc/kubernetes/manifests/kube-apiserver.yaml",
+        Mode::Dynamic,
+    );
 }
 
 #[test]
 fn dynamic_log_minikube_like() {
-    dynamic_cycle("minikube-v1.18.yaml", "/etc/kubernetes/manifests/kube-apiserver.yaml", Mode::DynamicLog);
+    dynamic_cycle(
+        "minikube-v1.18.yaml",
+        "/etc/kubernetes/manifests/kube-apiserver.yaml",
+        Mode::DynamicLog,
+    );
 }
 
 #[test]
@@ -273,22 +363,36 @@ fn dynamic_on_1_28_is_refused_before_anything_is_written() {
         let out = node.xtask(
             "enable",
             Some(mode),
-            &["--falco-url", FALCO_URL, "--no-wait", "--kubeconfig", kubeconfig.to_str().unwrap()],
+            &[
+                "--falco-url",
+                FALCO_URL,
+                "--no-wait",
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+            ],
         );
         assert!(!out.status.success(), "{}", stdout(&out));
         assert!(stdout(&out).contains("✗ preflight"), "{}", stdout(&out));
         assert_eq!(node.manifest_bytes(), fixture_bytes(KUBEADM.0));
         assert!(!node.path(AUDIT_DIR).exists(), "nothing was written");
     }
-    assert!(cluster.seen().iter().all(|s| s.method == "GET"), "the cluster was only read");
+    assert!(
+        cluster.seen().iter().all(|s| s.method == "GET"),
+        "the cluster was only read"
+    );
 }
 
 #[test]
 fn dry_run_shows_files_and_diff_and_changes_nothing() {
     let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
-    let out = node.xtask("enable", Some("static"), &["--falco-url", FALCO_URL, "--no-wait", "--dry-run"]);
+    let out = node.xtask(
+        "enable",
+        Some("static"),
+        &["--falco-url", FALCO_URL, "--no-wait", "--dry-run"],
+    );
     assert_ok(&out);
-    node.settings().bind(|| insta::assert_snapshot!(stdout(&out)));
+    node.settings()
+        .bind(|| insta::assert_snapshot!(stdout(&out)));
     assert_eq!(node.manifest_bytes(), fixture_bytes(KUBEADM.0));
     assert!(!node.path(AUDIT_DIR).exists());
 }
@@ -302,7 +406,10 @@ fn kops_without_a_host_stops_before_connecting() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("you must specify the kops API server host"), "{stderr}");
+    assert!(
+        stderr.contains("you must specify the kops API server host"),
+        "{stderr}"
+    );
 }
 
 /// A cluster whose kubelet never restarts the API server: the mirror pod keeps its old hash and
@@ -312,15 +419,34 @@ fn rollback_when_the_api_server_does_not_come_back() {
     let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
     let cluster = ReplayServer::start();
     cluster.route("GET", "/version", [Reply::json(200, r#"{"major":"1","minor":"28","gitVersion":"v1.28.3","gitCommit":"a8a1abc25cad87333840cd7d54be2efaf31a3177","gitTreeState":"clean","buildDate":"2023-10-18T11:33:18Z","goVersion":"go1.20.10","compiler":"gc","platform":"linux/amd64"}"#)]);
-    cluster.route("GET", "/readyz", [Reply::Drop, Reply::json(500, "[-]etcd failed: reason withheld\nreadyz check failed"), Reply::json(200, "ok")]);
+    cluster.route(
+        "GET",
+        "/readyz",
+        [
+            Reply::Drop,
+            Reply::json(500, "[-]etcd failed: reason withheld\nreadyz check failed"),
+            Reply::json(200, "ok"),
+        ],
+    );
     let pod = r#"{"kind":"PodList","apiVersion":"v1","metadata":{},"items":[{"metadata":{"name":"kube-apiserver-node1","namespace":"kube-system","labels":{"component":"kube-apiserver"},"annotations":{"kubernetes.io/config.hash":"0ld","kubernetes.io/config.mirror":"0ld"}},"spec":{"containers":[{"name":"kube-apiserver","command":["kube-apiserver","--secure-port=8443"]}]}}]}"#;
-    cluster.route("GET", "/api/v1/namespaces/kube-system/pods", [Reply::json(200, pod)]);
+    cluster.route(
+        "GET",
+        "/api/v1/namespaces/kube-system/pods",
+        [Reply::json(200, pod)],
+    );
     let kubeconfig = cluster.write_kubeconfig(node.home.path());
 
     let out = node.xtask(
         "enable",
         Some("static"),
-        &["--falco-url", FALCO_URL, "--timeout", "3", "--kubeconfig", kubeconfig.to_str().unwrap()],
+        &[
+            "--falco-url",
+            FALCO_URL,
+            "--timeout",
+            "3",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
     );
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let text = stdout(&out);
@@ -328,7 +454,11 @@ fn rollback_when_the_api_server_does_not_come_back() {
     assert!(text.contains("still has the old config hash"), "{text}");
     assert!(text.contains("✓ rollback"), "{text}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("enable failed and was rolled back"));
-    assert_eq!(node.manifest_bytes(), fixture_bytes(KUBEADM.0), "the original manifest is back");
+    assert_eq!(
+        node.manifest_bytes(),
+        fixture_bytes(KUBEADM.0),
+        "the original manifest is back"
+    );
 }
 
 /// The old script's line matching, written from its description, as the golden reference:
@@ -341,7 +471,8 @@ fn old_script_flags_and_mount(original: &str, mode: Mode) -> (Vec<String>, bool)
         flags.push("--audit-policy-file=/var/lib/k8s_audit/audit-policy.yaml".to_string());
     }
     if mode == Mode::Static {
-        flags.push("--audit-webhook-config-file=/var/lib/k8s_audit/webhook-config.yaml".to_string());
+        flags
+            .push("--audit-webhook-config-file=/var/lib/k8s_audit/webhook-config.yaml".to_string());
         flags.push("--audit-webhook-batch-max-wait=5s".to_string());
     }
     if mode != Mode::Static {
@@ -371,7 +502,10 @@ fn same_flags_and_mount_as_the_old_script() {
             .collect();
         let (flags, mounted) = old_script_flags_and_mount(&original, mode);
         assert_eq!(added, flags, "{fixture} {mode}");
-        let audit_mount = ours.host_mounts.iter().find(|m| m.host_path.trim_end_matches('/') == "/var/lib/k8s_audit");
+        let audit_mount = ours
+            .host_mounts
+            .iter()
+            .find(|m| m.host_path.trim_end_matches('/') == "/var/lib/k8s_audit");
         assert_eq!(audit_mount.is_some(), mounted, "{fixture} {mode}");
         if let Some(mount) = audit_mount {
             // Deliberate improvement: not the collision-prone name `data`.
@@ -388,7 +522,11 @@ fn wait_succeeds_once_the_kubelet_restarted_with_our_flags() {
     let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
     let cluster = ReplayServer::start();
     cluster.route("GET", "/version", [Reply::json(200, r#"{"major":"1","minor":"28","gitVersion":"v1.28.3","gitCommit":"a8a1abc25cad87333840cd7d54be2efaf31a3177","gitTreeState":"clean","buildDate":"2023-10-18T11:33:18Z","goVersion":"go1.20.10","compiler":"gc","platform":"linux/amd64"}"#)]);
-    cluster.route("GET", "/readyz", [Reply::Drop, Reply::Drop, Reply::json(200, "ok")]);
+    cluster.route(
+        "GET",
+        "/readyz",
+        [Reply::Drop, Reply::Drop, Reply::json(200, "ok")],
+    );
     let pod = |hash: &str, flags: &str| {
         format!(
             r#"{{"kind":"PodList","apiVersion":"v1","metadata":{{}},"items":[{{"metadata":{{"name":"kube-apiserver-node1","namespace":"kube-system","labels":{{"component":"kube-apiserver"}},"annotations":{{"kubernetes.io/config.hash":"{hash}","kubernetes.io/config.mirror":"{hash}"}}}},"spec":{{"containers":[{{"name":"kube-apiserver","command":["kube-apiserver","--secure-port=8443"{flags}]}}]}}}}]}}"#
@@ -398,20 +536,40 @@ fn wait_succeeds_once_the_kubelet_restarted_with_our_flags() {
     cluster.route(
         "GET",
         "/api/v1/namespaces/kube-system/pods",
-        [Reply::json(200, pod("0ld", "")), Reply::json(200, pod("n3w", flags))],
+        [
+            Reply::json(200, pod("0ld", "")),
+            Reply::json(200, pod("n3w", flags)),
+        ],
     );
     let kubeconfig = cluster.write_kubeconfig(node.home.path());
     let out = node.xtask(
         "enable",
         Some("static"),
-        &["--falco-url", FALCO_URL, "--timeout", "20", "--kubeconfig", kubeconfig.to_str().unwrap()],
+        &[
+            "--falco-url",
+            FALCO_URL,
+            "--timeout",
+            "20",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
     );
     assert_ok(&out);
     let text = stdout(&out);
     assert!(text.contains("✓ wait"), "{text}");
-    assert!(text.contains("kube-apiserver-node1 ready, config hash n3w"), "{text}");
-    let readyz_calls = cluster.seen().iter().filter(|s| s.path == "/readyz").count();
-    assert!(readyz_calls >= 3, "the refused connections were retried ({readyz_calls} calls)");
+    assert!(
+        text.contains("kube-apiserver-node1 ready, config hash n3w"),
+        "{text}"
+    );
+    let readyz_calls = cluster
+        .seen()
+        .iter()
+        .filter(|s| s.path == "/readyz")
+        .count();
+    assert!(
+        readyz_calls >= 3,
+        "the refused connections were retried ({readyz_calls} calls)"
+    );
 }
 
 /// A manifest edited by hand after enable no longer matches patch(backup): disable must not
@@ -419,17 +577,28 @@ fn wait_succeeds_once_the_kubelet_restarted_with_our_flags() {
 #[test]
 fn disable_keeps_later_edits_by_reverting_instead_of_restoring() {
     let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
-    assert_ok(&node.xtask("enable", Some("static"), &["--falco-url", FALCO_URL, "--no-wait"]));
+    assert_ok(&node.xtask(
+        "enable",
+        Some("static"),
+        &["--falco-url", FALCO_URL, "--no-wait"],
+    ));
     let mut edited = node.manifest_bytes();
     edited.extend_from_slice(b"# edited by hand after enable\n");
     std::fs::write(node.path(KUBEADM.1), &edited).unwrap();
 
     let out = node.xtask("disable", None, &["--no-wait"]);
     assert_ok(&out);
-    assert!(stdout(&out).contains("removing our audit flags"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("removing our audit flags"),
+        "{}",
+        stdout(&out)
+    );
     let mut expected = fixture_bytes(KUBEADM.0);
     expected.extend_from_slice(b"# edited by hand after enable\n");
-    assert_eq!(String::from_utf8(node.manifest_bytes()).unwrap(), String::from_utf8(expected).unwrap());
+    assert_eq!(
+        String::from_utf8(node.manifest_bytes()).unwrap(),
+        String::from_utf8(expected).unwrap()
+    );
 }
 
 #[test]
@@ -437,11 +606,20 @@ fn status_reports_the_node() {
     let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
     let before = node.xtask("status", None, &[]);
     assert_ok(&before);
-    assert!(stdout(&before).contains("audit      not enabled"), "{}", stdout(&before));
-    assert_ok(&node.xtask("enable", Some("static"), &["--falco-url", FALCO_URL, "--no-wait"]));
+    assert!(
+        stdout(&before).contains("audit      not enabled"),
+        "{}",
+        stdout(&before)
+    );
+    assert_ok(&node.xtask(
+        "enable",
+        Some("static"),
+        &["--falco-url", FALCO_URL, "--no-wait"],
+    ));
     let after = node.xtask("status", None, &[]);
     assert_ok(&after);
-    node.settings().bind(|| insta::assert_snapshot!(stdout(&after)));
+    node.settings()
+        .bind(|| insta::assert_snapshot!(stdout(&after)));
 }
 
 /// Without --falco-url, the webhook points at the Falco Service's ClusterIP and the port of the
@@ -460,24 +638,46 @@ fn falco_endpoint_comes_from_the_service() {
     let out = node.xtask(
         "enable",
         Some("static"),
-        &["--no-wait", "--falco-service", "falco", "--falco-namespace", "falco", "--kubeconfig", kubeconfig.to_str().unwrap()],
+        &[
+            "--no-wait",
+            "--falco-service",
+            "falco",
+            "--falco-namespace",
+            "falco",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
     );
     assert_ok(&out);
     let text = stdout(&out);
     assert!(text.contains("· Falco endpoint http://10.0.0.77:9765/k8s-audit (Service falco/falco: port 9765 is the k8saudit plugin of Falco >= 0.32)"), "{text}");
-    let webhook = std::fs::read_to_string(node.path(&format!("{AUDIT_DIR}/webhook-config.yaml"))).unwrap();
-    assert!(webhook.contains("server: http://10.0.0.77:9765/k8s-audit\n"), "{webhook}");
+    let webhook =
+        std::fs::read_to_string(node.path(&format!("{AUDIT_DIR}/webhook-config.yaml"))).unwrap();
+    assert!(
+        webhook.contains("server: http://10.0.0.77:9765/k8s-audit\n"),
+        "{webhook}"
+    );
 }
 
 #[test]
 fn minikube_variant_without_minikube_is_a_clear_error() {
     let empty_path = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["enable", "minikube", "static", "--falco-url", FALCO_URL, "--no-wait"])
+        .args([
+            "enable",
+            "minikube",
+            "static",
+            "--falco-url",
+            FALCO_URL,
+            "--no-wait",
+        ])
         .env("PATH", empty_path.path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("the minikube variant needs the minikube CLI on PATH"), "{stderr}");
+    assert!(
+        stderr.contains("the minikube variant needs the minikube CLI on PATH"),
+        "{stderr}"
+    );
 }

@@ -30,7 +30,8 @@ impl RealNode {
         let root = tempfile::tempdir().unwrap();
         let manifest = manifest_path(root.path());
         std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/manifests/kubeadm-v1.28.yaml");
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/manifests/kubeadm-v1.28.yaml");
         // The same kubeadm manifest, naming the version the real binary is.
         let original = std::fs::read_to_string(fixture)
             .unwrap()
@@ -39,7 +40,11 @@ impl RealNode {
         // Where a kops node keeps the API server's log, so a rollback can show its last lines.
         std::fs::create_dir_all(root.path().join("var/log")).unwrap();
         let plane = ControlPlane::start().unwrap_or_else(|e| panic!("{e}"));
-        std::os::unix::fs::symlink(plane.log_path(), root.path().join("var/log/kube-apiserver.log")).unwrap();
+        std::os::unix::fs::symlink(
+            plane.log_path(),
+            root.path().join("var/log/kube-apiserver.log"),
+        )
+        .unwrap();
         let options = KubeletOptions {
             root: root.path().to_path_buf(),
             manifest,
@@ -53,7 +58,9 @@ impl RealNode {
             home: tempfile::tempdir().unwrap(),
             original,
         };
-        node.wait_for(Duration::from_secs(90), |s| s.ready && s.mirror_hash.is_some());
+        node.wait_for(Duration::from_secs(90), |s| {
+            s.ready && s.mirror_hash.is_some()
+        });
         node
     }
 
@@ -117,7 +124,11 @@ fn assert_ok(out: &Output) {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -128,17 +139,43 @@ fn static_enable_verify_disable_on_a_real_api_server() {
     let sink = format!("127.0.0.1:{}", free_port());
     let falco_url = format!("http://{sink}/k8s_audit");
 
-    let enabled = node.xtask("enable", Some("static"), &["--falco-url", &falco_url, "--timeout", "120"]);
+    let enabled = node.xtask(
+        "enable",
+        Some("static"),
+        &["--falco-url", &falco_url, "--timeout", "120"],
+    );
     assert_ok(&enabled);
     let text = stdout(&enabled);
     assert!(text.contains("✓ wait"), "{text}");
     assert!(text.contains("kube-apiserver-sandbox-node ready"), "{text}");
     let after = node.kubelet.state();
     assert_ne!(after.mirror_hash, before.mirror_hash);
-    assert!(after.flags.iter().any(|f| f.starts_with("--audit-webhook-config-file=")), "{after:?}");
-    assert!(after.flags.contains(&"--audit-webhook-batch-max-wait=5s".to_string()), "{after:?}");
+    assert!(
+        after
+            .flags
+            .iter()
+            .any(|f| f.starts_with("--audit-webhook-config-file=")),
+        "{after:?}"
+    );
+    assert!(
+        after
+            .flags
+            .contains(&"--audit-webhook-batch-max-wait=5s".to_string()),
+        "{after:?}"
+    );
 
-    let verified = node.xtask("verify", None, &["--via", "sink,node-log", "--sink-listen", &sink, "--timeout", "60"]);
+    let verified = node.xtask(
+        "verify",
+        None,
+        &[
+            "--via",
+            "sink,node-log",
+            "--sink-listen",
+            &sink,
+            "--timeout",
+            "60",
+        ],
+    );
     assert_ok(&verified);
     let text = stdout(&verified);
     assert!(text.contains("✓ Sink:"), "{text}");
@@ -188,19 +225,35 @@ fn a_bad_flag_value_is_rolled_back_on_a_real_api_server() {
     let out = node.xtask(
         "enable",
         Some("static"),
-        &["--falco-url", "http://127.0.0.1:9/k8s_audit", "--test-only-batch-max-wait", "5", "--timeout", "40"],
+        &[
+            "--falco-url",
+            "http://127.0.0.1:9/k8s_audit",
+            "--test-only-batch-max-wait",
+            "5",
+            "--timeout",
+            "40",
+        ],
     );
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let text = stdout(&out);
     assert!(text.contains("✗ wait"), "{text}");
     assert!(text.contains("✓ rollback"), "{text}");
-    assert!(text.contains("missing unit in duration"), "the API server's own log is shown:\n{text}");
+    assert!(
+        text.contains("missing unit in duration"),
+        "the API server's own log is shown:\n{text}"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("enable failed and was rolled back"));
     assert_eq!(node.manifest(), node.original);
     let state = node.wait_for(Duration::from_secs(30), |s| s.ready);
     assert!(state.flags.is_empty(), "{state:?}");
-    assert!(state.crash_restarts > 0, "the bad flag really crashed it: {state:?}");
-    assert_eq!(state.mirror_hash, before.mirror_hash, "the mirror pod is the original one again");
+    assert!(
+        state.crash_restarts > 0,
+        "the bad flag really crashed it: {state:?}"
+    );
+    assert_eq!(
+        state.mirror_hash, before.mirror_hash,
+        "the mirror pod is the original one again"
+    );
 }
 
 #[test]
@@ -209,11 +262,19 @@ fn dynamic_modes_are_refused_on_1_20_before_anything_is_written() {
     let node = RealNode::start();
     let before = node.kubelet.state();
     for mode in ["dynamic", "dynamic+log"] {
-        let out = node.xtask("enable", Some(mode), &["--falco-url", "http://127.0.0.1:9/k8s_audit"]);
+        let out = node.xtask(
+            "enable",
+            Some(mode),
+            &["--falco-url", "http://127.0.0.1:9/k8s_audit"],
+        );
         assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
         assert!(stdout(&out).contains("✗ preflight"), "{}", stdout(&out));
         assert_eq!(node.manifest(), node.original);
         assert!(!node.root.path().join("var/lib/k8s_audit").exists());
     }
-    assert_eq!(node.kubelet.state().starts, before.starts, "the API server was never restarted");
+    assert_eq!(
+        node.kubelet.state().starts,
+        before.starts,
+        "the API server was never restarted"
+    );
 }

@@ -28,7 +28,11 @@ impl Cluster {
     pub async fn apply_audit_sink(&self, manifest: &str) -> Result<Applied, ClusterError> {
         self.require_audit_registration().await?;
         let mut object: DynamicObject = serde_norway::from_str(manifest)?;
-        let name = object.metadata.name.clone().unwrap_or_else(|| AUDIT_SINK_NAME.into());
+        let name = object
+            .metadata
+            .name
+            .clone()
+            .unwrap_or_else(|| AUDIT_SINK_NAME.into());
         let api = audit_sink_api(self);
         let existing = api
             .get_opt(&name)
@@ -56,7 +60,10 @@ impl Cluster {
         if self.require_audit_registration().await.is_err() {
             return Ok(false);
         }
-        match audit_sink_api(self).delete(name, &DeleteParams::default()).await {
+        match audit_sink_api(self)
+            .delete(name, &DeleteParams::default())
+            .await
+        {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
             Err(e) => Err(self.error(format!("deleting AuditSink {name}"), e)),

@@ -27,9 +27,13 @@ pub enum ClusterError {
         code: u16,
         message: String,
     },
-    #[error("Service {namespace}/{name} not found; deploy Falco first, or name its Service with --falco-service/--falco-namespace, or pass --falco-url")]
+    #[error(
+        "Service {namespace}/{name} not found; deploy Falco first, or name its Service with --falco-service/--falco-namespace, or pass --falco-url"
+    )]
     FalcoServiceMissing { namespace: String, name: String },
-    #[error("Service {namespace}/{name} exposes no Falco audit port (8765 for the Falco webserver, 9765 for the k8saudit plugin); its ports are: {ports}")]
+    #[error(
+        "Service {namespace}/{name} exposes no Falco audit port (8765 for the Falco webserver, 9765 for the k8saudit plugin); its ports are: {ports}"
+    )]
     NoAuditPort {
         namespace: String,
         name: String,
@@ -43,7 +47,9 @@ pub enum ClusterError {
     },
     #[error("several kube-apiserver mirror pods ({names}); say which node with --node")]
     AmbiguousMirrorPod { names: String },
-    #[error("the API server does not serve auditregistration.k8s.io/v1alpha1: it lacks --runtime-config=auditregistration.k8s.io/v1alpha1=true (and AuditSink exists only in Kubernetes 1.13-1.18)")]
+    #[error(
+        "the API server does not serve auditregistration.k8s.io/v1alpha1: it lacks --runtime-config=auditregistration.k8s.io/v1alpha1=true (and AuditSink exists only in Kubernetes 1.13-1.18)"
+    )]
     AuditRegistrationNotServed,
     #[error("the AuditSink manifest is not valid YAML: {0}")]
     AuditSinkManifest(#[from] serde_norway::Error),

@@ -127,7 +127,9 @@ pub(crate) fn endpoint_of(
         .clone()
         .filter(|ip| !ip.is_empty() && ip != "None")
         .ok_or_else(|| {
-            unusable("has no ClusterIP (a headless Service cannot be an audit webhook target)".into())
+            unusable(
+                "has no ClusterIP (a headless Service cannot be an audit webhook target)".into(),
+            )
         })?;
     Ok(FalcoEndpoint {
         host: cluster_ip,
@@ -166,7 +168,11 @@ mod tests {
         }));
         let ep = endpoint_of(&svc, "default", "falco-service", false).unwrap();
         assert_eq!(ep.url(), "http://10.96.12.34:8765/k8s_audit");
-        assert!(ep.reason.contains("classic Falco webserver"), "{}", ep.reason);
+        assert!(
+            ep.reason.contains("classic Falco webserver"),
+            "{}",
+            ep.reason
+        );
     }
 
     #[test]
@@ -212,7 +218,9 @@ mod tests {
             "spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 80, "name": "web"}, {"port": 443}]}
         }));
         assert_eq!(
-            endpoint_of(&other, "d", "f", false).unwrap_err().to_string(),
+            endpoint_of(&other, "d", "f", false)
+                .unwrap_err()
+                .to_string(),
             "Service d/f exposes no Falco audit port (8765 for the Falco webserver, 9765 for the k8saudit plugin); its ports are: 80/web, 443"
         );
     }

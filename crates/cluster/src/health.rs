@@ -39,7 +39,8 @@ impl Cluster {
 fn classify(error: ClusterError) -> Readiness {
     match error {
         ClusterError::Unreachable { source, .. } => Readiness::Unreachable(source.to_string()),
-        ClusterError::Api { code, message, .. } | ClusterError::Unauthorized { code, message, .. } => {
+        ClusterError::Api { code, message, .. }
+        | ClusterError::Unauthorized { code, message, .. } => {
             Readiness::NotReady(format!("HTTP {code}: {}", message.trim()))
         }
         other => Readiness::NotReady(other.to_string()),

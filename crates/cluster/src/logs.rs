@@ -1,9 +1,9 @@
+use futures::{AsyncBufReadExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api,
     api::{ListParams, LogParams},
 };
-use futures::{AsyncBufReadExt, TryStreamExt};
 
 use crate::{Cluster, ClusterError};
 
@@ -30,7 +30,11 @@ impl Cluster {
     }
 
     /// The last `since_seconds` of log of every pod matching `selector`, in every namespace.
-    pub async fn recent_logs(&self, selector: &str, since_seconds: i64) -> Result<Vec<PodLog>, ClusterError> {
+    pub async fn recent_logs(
+        &self,
+        selector: &str,
+        since_seconds: i64,
+    ) -> Result<Vec<PodLog>, ClusterError> {
         let mut logs = Vec::new();
         for (namespace, pod) in self.pods_matching(selector).await? {
             let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
@@ -42,7 +46,11 @@ impl Cluster {
                 .logs(&pod, &params)
                 .await
                 .map_err(|e| self.error(format!("reading the log of {namespace}/{pod}"), e))?;
-            logs.push(PodLog { namespace, pod, text });
+            logs.push(PodLog {
+                namespace,
+                pod,
+                text,
+            });
         }
         Ok(logs)
     }

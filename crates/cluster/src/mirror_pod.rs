@@ -20,7 +20,10 @@ pub struct MirrorPod {
 impl Cluster {
     /// The mirror pod of the static kube-apiserver: `kube-apiserver-<node>` when `node` is
     /// given, otherwise the only one (several control-plane nodes need `node`).
-    pub async fn apiserver_mirror_pod(&self, node: Option<&str>) -> Result<Option<MirrorPod>, ClusterError> {
+    pub async fn apiserver_mirror_pod(
+        &self,
+        node: Option<&str>,
+    ) -> Result<Option<MirrorPod>, ClusterError> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), "kube-system");
         if let Some(node) = node {
             let name = format!("kube-apiserver-{node}");
@@ -38,7 +41,11 @@ impl Cluster {
         match found.len() {
             0 | 1 => Ok(found.pop()),
             _ => Err(ClusterError::AmbiguousMirrorPod {
-                names: found.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
+                names: found
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }),
         }
     }
@@ -51,7 +58,9 @@ fn mirror_pod_of(pod: &Pod) -> Option<MirrorPod> {
     }
     let container = pod.spec.as_ref()?.containers.iter().find(|c| {
         c.name == "kube-apiserver"
-            || c.image.as_deref().is_some_and(|i| i.contains("kube-apiserver"))
+            || c.image
+                .as_deref()
+                .is_some_and(|i| i.contains("kube-apiserver"))
     })?;
     let command = container
         .command

@@ -16,7 +16,10 @@ pub struct ProbeConfigMap {
 }
 
 impl Cluster {
-    pub async fn create_and_delete_probe(&self, probe: &ProbeConfigMap) -> Result<(), ClusterError> {
+    pub async fn create_and_delete_probe(
+        &self,
+        probe: &ProbeConfigMap,
+    ) -> Result<(), ClusterError> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &probe.namespace);
         let object = ConfigMap {
             metadata: ObjectMeta {

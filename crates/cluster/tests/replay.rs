@@ -1,7 +1,7 @@
 //! The cluster calls against a server that replays recorded Kubernetes API responses.
 
 use cluster::{Applied, Cluster, ClusterError, ClusterOptions, Readiness};
-use testkit::replay::{Reply, ReplayServer};
+use testkit::replay::{ReplayServer, Reply};
 
 fn recorded(name: &str) -> String {
     let path = format!("{}/tests/recorded/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -19,16 +19,27 @@ async fn connect(server: &ReplayServer, dir: &tempfile::TempDir) -> Cluster {
 #[tokio::test]
 async fn version_and_credentials() {
     let server = ReplayServer::start();
-    server.route("GET", "/version", [Reply::json(200, recorded("version-1.20.2.json"))]);
+    server.route(
+        "GET",
+        "/version",
+        [Reply::json(200, recorded("version-1.20.2.json"))],
+    );
     let dir = tempfile::tempdir().unwrap();
     let cluster = connect(&server, &dir).await;
     assert_eq!(cluster.version().await.unwrap(), "v1.20.2");
 
     let refusing = ReplayServer::start();
-    refusing.route("GET", "/version", [Reply::json(401, recorded("unauthorized.json"))]);
+    refusing.route(
+        "GET",
+        "/version",
+        [Reply::json(401, recorded("unauthorized.json"))],
+    );
     let dir = tempfile::tempdir().unwrap();
     let err = connect(&refusing, &dir).await.version().await.unwrap_err();
-    assert!(matches!(err, ClusterError::Unauthorized { code: 401, .. }), "{err:?}");
+    assert!(
+        matches!(err, ClusterError::Unauthorized { code: 401, .. }),
+        "{err:?}"
+    );
     assert_eq!(
         err.to_string(),
         "the API server refused our credentials (HTTP 401) when reading /version: Unauthorized"
@@ -60,7 +71,10 @@ async fn falco_service_lookup() {
         .falco_endpoint("falco", "falco-service", false)
         .await
         .unwrap_err();
-    assert!(matches!(err, ClusterError::FalcoServiceMissing { .. }), "{err:?}");
+    assert!(
+        matches!(err, ClusterError::FalcoServiceMissing { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("--falco-url"), "{err}");
 }
 
@@ -78,7 +92,10 @@ async fn readiness_goes_from_refused_to_ready() {
     );
     let dir = tempfile::tempdir().unwrap();
     let cluster = connect(&server, &dir).await;
-    assert!(matches!(cluster.readiness().await, Readiness::Unreachable(_)));
+    assert!(matches!(
+        cluster.readiness().await,
+        Readiness::Unreachable(_)
+    ));
     match cluster.readiness().await {
         Readiness::NotReady(why) => assert!(why.contains("etcd failed"), "{why}"),
         other => panic!("expected NotReady, got {other:?}"),
@@ -119,7 +136,10 @@ async fn unreachable_server_is_not_ready() {
     })
     .await
     .unwrap();
-    assert!(matches!(cluster.readiness().await, Readiness::Unreachable(_)));
+    assert!(matches!(
+        cluster.readiness().await,
+        Readiness::Unreachable(_)
+    ));
     let err = cluster.version().await.unwrap_err();
     assert!(matches!(err, ClusterError::Unreachable { .. }), "{err:?}");
 }
@@ -134,11 +154,21 @@ async fn mirror_pod_hash_and_command() {
     );
     let dir = tempfile::tempdir().unwrap();
     let cluster = connect(&server, &dir).await;
-    let pod = cluster.apiserver_mirror_pod(None).await.unwrap().expect("one mirror pod");
+    let pod = cluster
+        .apiserver_mirror_pod(None)
+        .await
+        .unwrap()
+        .expect("one mirror pod");
     assert_eq!(pod.name, "kube-apiserver-node1");
-    assert_eq!(pod.config_hash.as_deref(), Some("4f1d2b0c9e8a7d6c5b4a39281706f5e4"));
+    assert_eq!(
+        pod.config_hash.as_deref(),
+        Some("4f1d2b0c9e8a7d6c5b4a39281706f5e4")
+    );
     assert_eq!(pod.command[0], "kube-apiserver");
-    assert!(pod.command.contains(&"--audit-webhook-batch-max-wait=5s".to_string()));
+    assert!(
+        pod.command
+            .contains(&"--audit-webhook-batch-max-wait=5s".to_string())
+    );
 }
 
 const SINK: &str = "apiVersion: auditregistration.k8s.io/v1alpha1\nkind: AuditSink\nmetadata:\n  name: falco-audit-sink\nspec:\n  policy:\n    level: RequestResponse\n    stages:\n    - ResponseComplete\n  webhook:\n    throttle:\n      qps: 10\n      burst: 15\n    clientConfig:\n      url: \"http://10.0.0.134:8765/k8s_audit\"\n";
@@ -154,8 +184,14 @@ async fn audit_sink_needs_the_api_group() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = connect(&server, &dir).await;
     let err = cluster.apply_audit_sink(SINK).await.unwrap_err();
-    assert!(matches!(err, ClusterError::AuditRegistrationNotServed), "{err:?}");
-    assert!(err.to_string().contains("--runtime-config=auditregistration.k8s.io/v1alpha1=true"));
+    assert!(
+        matches!(err, ClusterError::AuditRegistrationNotServed),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("--runtime-config=auditregistration.k8s.io/v1alpha1=true")
+    );
     assert!(!cluster.delete_audit_sink("falco-audit-sink").await.unwrap());
 }
 
@@ -165,7 +201,10 @@ async fn audit_sink_is_created_then_replaced() {
     server.route(
         "GET",
         "/apis/auditregistration.k8s.io/v1alpha1",
-        [Reply::json(200, recorded("discovery-auditregistration.json"))],
+        [Reply::json(
+            200,
+            recorded("discovery-auditregistration.json"),
+        )],
     );
     server.route(
         "GET",
@@ -187,14 +226,26 @@ async fn audit_sink_is_created_then_replaced() {
     );
     let dir = tempfile::tempdir().unwrap();
     let cluster = connect(&server, &dir).await;
-    assert_eq!(cluster.apply_audit_sink(SINK).await.unwrap(), Applied::Created);
-    assert_eq!(cluster.apply_audit_sink(SINK).await.unwrap(), Applied::Replaced);
+    assert_eq!(
+        cluster.apply_audit_sink(SINK).await.unwrap(),
+        Applied::Created
+    );
+    assert_eq!(
+        cluster.apply_audit_sink(SINK).await.unwrap(),
+        Applied::Replaced
+    );
 
     let seen = server.seen();
     let put = seen.iter().find(|s| s.method == "PUT").expect("a PUT");
     let body: serde_json::Value = serde_json::from_str(&put.body).unwrap();
     // A replace must carry the resourceVersion it read, or the server rejects it.
     assert_eq!(body["metadata"]["resourceVersion"], "1044");
-    assert_eq!(body["spec"]["webhook"]["clientConfig"]["url"], "http://10.0.0.134:8765/k8s_audit");
-    assert!(seen.iter().all(|s| s.method != "PATCH"), "no server-side apply");
+    assert_eq!(
+        body["spec"]["webhook"]["clientConfig"]["url"],
+        "http://10.0.0.134:8765/k8s_audit"
+    );
+    assert!(
+        seen.iter().all(|s| s.method != "PATCH"),
+        "no server-side apply"
+    );
 }

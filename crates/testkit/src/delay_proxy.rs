@@ -35,7 +35,10 @@ impl DelayProxy {
                 // The TCP handshake is a round trip of its own.
                 counter.fetch_add(1, Ordering::Relaxed);
                 let server_spoke_last = Arc::new(AtomicBool::new(true));
-                let turns = Turns { counter: Arc::clone(&counter), server_spoke_last };
+                let turns = Turns {
+                    counter: Arc::clone(&counter),
+                    server_spoke_last,
+                };
                 pipe(client, server2, one_way, Some(turns.clone()), true);
                 pipe(server, client2, one_way, Some(turns), false);
             }
@@ -67,7 +70,13 @@ struct Turns {
 
 /// Reads from `from` as fast as it comes and writes each chunk to `to` once `delay` has passed
 /// since it was read. `client_side` is set on the client-to-server direction.
-fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration, turns: Option<Turns>, client_side: bool) {
+fn pipe(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    delay: Duration,
+    turns: Option<Turns>,
+    client_side: bool,
+) {
     let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
     thread::spawn(move || {
         let mut buf = vec![0; 256 * 1024];
@@ -76,12 +85,17 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration, turns: Option<T
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     if let Some(turns) = &turns {
-                        let was_server = turns.server_spoke_last.swap(!client_side, Ordering::Relaxed);
+                        let was_server = turns
+                            .server_spoke_last
+                            .swap(!client_side, Ordering::Relaxed);
                         if client_side && was_server {
                             turns.counter.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    if tx.send((Instant::now() + delay, buf[..n].to_vec())).is_err() {
+                    if tx
+                        .send((Instant::now() + delay, buf[..n].to_vec()))
+                        .is_err()
+                    {
                         break;
                     }
                 }

@@ -6,5 +6,5 @@ pub mod users;
 pub mod replay;
 
 pub mod apiserver;
-pub mod kubelet;
 pub mod delay_proxy;
+pub mod kubelet;

@@ -69,7 +69,12 @@ impl ReplayServer {
     }
 
     /// Adds a route; `path` is matched exactly, without the query string.
-    pub fn route(&self, method: &str, path: &str, replies: impl IntoIterator<Item = Reply>) -> &Self {
+    pub fn route(
+        &self,
+        method: &str,
+        path: &str,
+        replies: impl IntoIterator<Item = Reply>,
+    ) -> &Self {
         self.state.lock().unwrap().routes.push(Route {
             method: method.to_string(),
             path: path.to_string(),

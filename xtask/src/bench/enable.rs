@@ -32,8 +32,15 @@ struct EnableCli {
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
     let one_way = Duration::from_millis(args.one_way_ms);
     let rtt = delay_proxy::measure_round_trip(one_way, 9);
-    println!("proxy check: median ping-pong {:.1} ms (want {} ms)", ms(rtt), 2 * args.one_way_ms);
-    ensure!(rtt >= 2 * one_way, "the proxy adds less delay than promised");
+    println!(
+        "proxy check: median ping-pong {:.1} ms (want {} ms)",
+        ms(rtt),
+        2 * args.one_way_ms
+    );
+    ensure!(
+        rtt >= 2 * one_way,
+        "the proxy adds less delay than promised"
+    );
 
     let sshd = Sshd::start();
     let proxy = DelayProxy::start(sshd.addr(), one_way);
@@ -42,11 +49,15 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     let lines: Vec<String> = sshd
         .known_hosts_lines()
         .iter()
-        .filter_map(|l| l.split_once(' ').map(|(_, key)| format!("[127.0.0.1]:{} {key}", proxy.port())))
+        .filter_map(|l| {
+            l.split_once(' ')
+                .map(|(_, key)| format!("[127.0.0.1]:{} {key}", proxy.port()))
+        })
         .collect();
     std::fs::write(&known_hosts, lines.join("\n") + "\n")?;
     let key = sshd.client_key().to_path_buf();
-    let original = std::fs::read(crate::project_root().join("fixtures/manifests/kubeadm-v1.28.yaml"))?;
+    let original =
+        std::fs::read(crate::project_root().join("fixtures/manifests/kubeadm-v1.28.yaml"))?;
 
     let mut ours = Vec::new();
     let mut stats = None;
@@ -55,9 +66,24 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
         let root = fresh_node(work.path(), &format!("ours-{run}"), &original)?;
         let port = proxy.port().to_string();
         let cli = EnableCli::try_parse_from([
-            "enable", "ssh", "static", "--host", "127.0.0.1", "--port", &port, "--user", "root",
-            "-i", &path(&key), "--known-hosts", &path(&known_hosts), "--root", &path(&root),
-            "--falco-url", FALCO_URL, "--no-wait",
+            "enable",
+            "ssh",
+            "static",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--user",
+            "root",
+            "-i",
+            &path(&key),
+            "--known-hosts",
+            &path(&known_hosts),
+            "--root",
+            &path(&root),
+            "--falco-url",
+            FALCO_URL,
+            "--no-wait",
         ])?;
         let (trips, started) = (proxy.round_trips(), Instant::now());
         stats = crate::enable::enable(sh, cli.args)?;
@@ -76,10 +102,23 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     }
 
     let (ours, old) = (median(&mut ours), median(&mut old));
-    println!("\nstatic enable --no-wait, {} ms RTT, median of {} runs:", 2 * args.one_way_ms, args.runs);
-    println!("  cargo xtask enable (ship, 1 session)  {:>8.0} ms  {ours_trips:>3} round trips seen by the proxy", ms(ours));
-    println!("  old script (5 x ssh/scp)              {:>8.0} ms  {old_trips:>3} round trips seen by the proxy", ms(old));
-    println!("  ratio ours/old                        {:>8.2}", ours.as_secs_f64() / old.as_secs_f64());
+    println!(
+        "\nstatic enable --no-wait, {} ms RTT, median of {} runs:",
+        2 * args.one_way_ms,
+        args.runs
+    );
+    println!(
+        "  cargo xtask enable (ship, 1 session)  {:>8.0} ms  {ours_trips:>3} round trips seen by the proxy",
+        ms(ours)
+    );
+    println!(
+        "  old script (5 x ssh/scp)              {:>8.0} ms  {old_trips:>3} round trips seen by the proxy",
+        ms(old)
+    );
+    println!(
+        "  ratio ours/old                        {:>8.2}",
+        ours.as_secs_f64() / old.as_secs_f64()
+    );
     if let Some(stats) = stats {
         println!(
             "  ship's own count: {} TCP connection(s), {} round trips after the handshake",
@@ -113,7 +152,14 @@ fn fresh_node(work: &Path, name: &str, manifest: &[u8]) -> Result<std::path::Pat
 /// The old enable-k8s-audit.sh sequence: one process, one TCP connection and one SSH handshake
 /// per step. Its patch script is replaced by a stand-in doing the same kind of work (back up,
 /// insert flag lines after the binary), since only the transport is being compared.
-fn old_script(sh: &Shell, proxy: &DelayProxy, key: &Path, known_hosts: &Path, root: &Path, work: &Path) -> Result<()> {
+fn old_script(
+    sh: &Shell,
+    proxy: &DelayProxy,
+    key: &Path,
+    known_hosts: &Path,
+    root: &Path,
+    work: &Path,
+) -> Result<()> {
     let dir = format!("{}/var/lib/k8s_audit", root.display());
     let manifest = format!("{}{MANIFEST}", root.display());
     let files = work.join("old-files");
@@ -126,7 +172,10 @@ fn old_script(sh: &Shell, proxy: &DelayProxy, key: &Path, known_hosts: &Path, ro
     let policy = files.join("audit-policy.yaml");
     std::fs::write(&policy, crate::templates::audit_policy(None)?)?;
     let webhook = files.join("webhook-config.yaml");
-    std::fs::write(&webhook, crate::templates::webhook_config(&crate::templates::FalcoUrl::parse(FALCO_URL)?)?)?;
+    std::fs::write(
+        &webhook,
+        crate::templates::webhook_config(&crate::templates::FalcoUrl::parse(FALCO_URL)?)?,
+    )?;
 
     let port = proxy.port().to_string();
     let key = path(key);
@@ -140,12 +189,18 @@ fn old_script(sh: &Shell, proxy: &DelayProxy, key: &Path, known_hosts: &Path, ro
     ];
     let target = "root@127.0.0.1";
     let mkdir = format!("sudo mkdir -p {dir} && sudo chown root {dir}");
-    cmd!(sh, "ssh -p {port} {options...} {target} {mkdir}").quiet().run()?;
+    cmd!(sh, "ssh -p {port} {options...} {target} {mkdir}")
+        .quiet()
+        .run()?;
     for file in [&script, &policy, &webhook] {
         let dest = format!("{target}:{dir}");
-        cmd!(sh, "scp -q -P {port} {options...} {file} {dest}").quiet().run()?;
+        cmd!(sh, "scp -q -P {port} {options...} {file} {dest}")
+            .quiet()
+            .run()?;
     }
     let patch = format!("sudo bash {dir}/apiserver-config.patch.sh {manifest} minikube static");
-    cmd!(sh, "ssh -p {port} {options...} {target} {patch}").quiet().run()?;
+    cmd!(sh, "ssh -p {port} {options...} {target} {patch}")
+        .quiet()
+        .run()?;
     Ok(())
 }
