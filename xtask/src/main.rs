@@ -10,6 +10,7 @@ mod enable;
 mod manager;
 mod node;
 mod observe;
+mod record;
 mod restart;
 mod state;
 mod status;
@@ -48,6 +49,8 @@ enum Command {
     Demo,
     /// Every test: installs the Debian packages they need, builds the real kube-apiserver once, runs `cargo test --workspace`.
     Test,
+    /// Re-record the API responses crates/cluster's tests replay, from the real kube-apiserver.
+    RecordApi,
     /// Benchmarks that print both sides of a comparison from the same run.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -76,6 +79,7 @@ fn dispatch(sh: &xshell::Shell, cli: Cli) -> anyhow::Result<()> {
         Command::Observe(args) => observe::run(args),
         Command::Demo => demo::run(sh),
         Command::Test => test::run(sh),
+        Command::RecordApi => record::run(),
         Command::Bench(bench) => bench.run(sh),
         Command::Apiserver(cmd) => cmd.run(sh),
     }

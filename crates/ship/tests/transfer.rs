@@ -356,7 +356,7 @@ fn batch_uploads_cut_the_stream_exactly() {
         assert_eq!(mode_of(&dir.join(name)), 0o644);
     }
 
-    // A missing directory in the middle: files before it land, it and those after do not.
+    // A missing directory anywhere: checked before any data is read, so nothing lands.
     let paths = [dir.join("a"), sshd.root().join("missing/b"), dir.join("c")];
     let mut sources: Vec<&[u8]> = vec![b"a", b"b", b"c"];
     let mut batch: Vec<ship::Upload> = sources
@@ -373,7 +373,7 @@ fn batch_uploads_cut_the_stream_exactly() {
         matches!(&err, ShipError::RemotePathMissing { path, .. } if path.ends_with("missing/b")),
         "{err}"
     );
-    assert!(paths[0].exists() && !paths[2].exists());
+    assert!(!paths[0].exists() && !paths[2].exists());
 
     // A source shorter than announced aborts before the server can misplace any byte.
     std::fs::write(dir.join("one"), b"old").unwrap();
@@ -398,4 +398,58 @@ fn batch_uploads_cut_the_stream_exactly() {
     );
     assert_eq!(std::fs::read(dir.join("one")).unwrap(), b"old");
     assert!(!dir.join("rest").exists());
+}
+
+#[test]
+fn server_killed_mid_batch_commits_nothing() {
+    let mut sshd = Sshd::start();
+    let root = sshd.root().to_owned();
+    let session = connect(&sshd);
+    let (first, second, third) = (root.join("first"), root.join("second"), root.join("third"));
+    std::fs::write(&second, b"old content\n").unwrap();
+    let limit = 64 << 20;
+    let mut before: &[u8] = &[1u8; 1 << 20];
+    let mut after: &[u8] = b"after";
+    let mut saboteur = Saboteur {
+        sshd: &mut sshd,
+        sent: 0,
+        limit,
+    };
+    let mut batch = vec![
+        ship::Upload {
+            len: before.len() as u64,
+            remote_path: first.to_str().unwrap().to_owned(),
+            source: &mut before,
+        },
+        ship::Upload {
+            len: limit as u64,
+            remote_path: second.to_str().unwrap().to_owned(),
+            source: &mut saboteur,
+        },
+        ship::Upload {
+            len: 5,
+            remote_path: third.to_str().unwrap().to_owned(),
+            source: &mut after,
+        },
+    ];
+    let err = session.upload_batch(&mut batch, 0o600, false).unwrap_err();
+    assert!(err.is_connection_failure(), "{err}");
+    assert!(
+        !first.exists() && !third.exists(),
+        "a file of a cut batch was committed"
+    );
+    assert_eq!(std::fs::read(&second).unwrap(), b"old content\n");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let temps: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".ship."))
+            .collect();
+        if temps.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "temp files left: {temps:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
