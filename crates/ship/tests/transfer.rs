@@ -4,7 +4,6 @@
 mod common;
 
 use std::io::Read;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{connect, connect_as, dir_owned_by, mode_of, noise, opts, owner_of, uid_of};
@@ -321,7 +320,6 @@ fn a_pipeline_uses_one_connection() {
         "channel open + exec + close per step"
     );
     assert_eq!(sshd.session_pids().len(), 1, "sshd saw one connection");
-    let _ = Path::new(d);
 }
 
 #[test]
