@@ -21,6 +21,16 @@ pub fn run(sh: &Shell) -> Result<()> {
         std::fs::read(crate::project_root().join("fixtures/manifests/kubeadm-v1.28.yaml"))?;
     std::fs::write(&manifest, &original)?;
     let root = sandbox.to_string_lossy().into_owned();
+    let enable = [
+        "enable",
+        "local",
+        "static",
+        "--root",
+        &root,
+        "--falco-url",
+        FALCO_URL,
+        "--no-wait",
+    ];
 
     heading(&format!(
         "A sandbox node at {root}, holding a kubeadm v1.28 manifest"
@@ -28,19 +38,7 @@ pub fn run(sh: &Shell) -> Result<()> {
     heading(&format!(
         "cargo xtask enable local static --root {root} --falco-url {FALCO_URL} --no-wait"
     ));
-    crate::run_args(
-        sh,
-        [
-            "enable",
-            "local",
-            "static",
-            "--root",
-            &root,
-            "--falco-url",
-            FALCO_URL,
-            "--no-wait",
-        ],
-    )?;
+    crate::run_args(sh, enable)?;
 
     heading("The files on the node");
     show_tree(&sandbox.join("var/lib/k8s_audit"), &sandbox)?;
@@ -64,19 +62,7 @@ pub fn run(sh: &Shell) -> Result<()> {
     );
 
     heading("A second enable changes nothing");
-    crate::run_args(
-        sh,
-        [
-            "enable",
-            "local",
-            "static",
-            "--root",
-            &root,
-            "--falco-url",
-            FALCO_URL,
-            "--no-wait",
-        ],
-    )?;
+    crate::run_args(sh, enable)?;
 
     heading(&format!(
         "cargo xtask disable local --root {root} --no-wait"

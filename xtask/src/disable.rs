@@ -1,50 +1,39 @@
 //! `cargo xtask disable`: the reverse of enable, with the same wait and rollback.
 
-use std::time::Duration;
-
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use patch_apiserver::{Mode, PatchOptions};
 use xshell::Shell;
 
 use crate::cluster_args::ClusterArgs;
-use crate::restart::{self, Expect, Restarted};
+use crate::restart::{self, ManifestChange, RestartArgs};
 use crate::state::{self, State};
 use crate::steps::Steps;
-use crate::target::{self, NodeArgs, Variant};
+use crate::target::TargetArgs;
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "Examples:
   cargo xtask disable                       # minikube
   cargo xtask disable ssh --host cp1 --purge")]
 pub struct DisableArgs {
-    #[arg(value_enum, default_value_t = Variant::Minikube)]
-    pub variant: Variant,
     #[command(flatten)]
-    pub node: NodeArgs,
+    pub target: TargetArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Also delete the uploaded policy and webhook config (the audit log and backups stay).
     #[arg(long)]
     pub purge: bool,
-    /// How long to wait for the API server to come back, in seconds.
-    #[arg(long, default_value_t = 180)]
-    pub timeout: u64,
-    /// Do not wait for the API server; nothing checks that it came back.
-    #[arg(long)]
-    pub no_wait: bool,
-    /// Leave the reverted manifest in place even when the API server does not come back.
-    #[arg(long)]
-    pub no_rollback: bool,
+    #[command(flatten)]
+    pub restart: RestartArgs,
     #[arg(short, long)]
     pub verbose: bool,
 }
 
 pub fn run(sh: &Shell, args: DisableArgs) -> Result<()> {
     let steps = Steps::new(args.verbose);
-    let audit_dir = &args.node.audit_dir;
+    let audit_dir = &args.target.node.audit_dir;
     let (node, manifest_path, current, restored, record) = steps.run("preflight", || {
-        let node = target::connect(sh, args.variant, &args.node)?;
-        let manifest_path = args.node.manifest(args.variant);
+        let node = args.target.connect(sh)?;
+        let manifest_path = args.target.manifest();
         let state_path = state::state_path(audit_dir);
         let mut read = node.read_many(&[&manifest_path, &state_path])?;
         let record = read
@@ -59,12 +48,13 @@ pub fn run(sh: &Shell, args: DisableArgs) -> Result<()> {
         Ok(((node, manifest_path, current, restored, record), summary))
     })?;
 
-    let needs_cluster = !args.no_wait || record.as_ref().is_some_and(|r| r.mode != Mode::Static);
+    let needs_cluster =
+        !args.restart.no_wait || record.as_ref().is_some_and(|r| r.mode != Mode::Static);
     let kube = args.cluster.connect(needs_cluster)?;
     if restored == current {
         println!("nothing to revert: {manifest_path} carries no audit settings of ours");
     } else {
-        let old_hash = match (&kube, args.no_wait) {
+        let old_hash = match (&kube, args.restart.no_wait) {
             (Some(kube), false) => restart::mirror_hash(kube, args.cluster.node_name.as_deref()),
             _ => None,
         };
@@ -72,45 +62,23 @@ pub fn run(sh: &Shell, args: DisableArgs) -> Result<()> {
             node.write(&manifest_path, restored.as_bytes(), 0o600)?;
             Ok(((), format!("{manifest_path} reverted")))
         })?;
-        match kube.as_ref().filter(|_| !args.no_wait) {
-            None => steps.warn("--no-wait: nothing checked that the API server came back"),
-            Some(kube) => {
-                let flags = our_flags(&current, audit_dir);
-                let timeout = Duration::from_secs(args.timeout);
-                let node_name = args.cluster.node_name.as_deref();
-                let waited = steps.run("wait", || {
-                    restart::wait_ready(
-                        kube,
-                        node_name,
-                        Restarted::HashChangedFrom(old_hash.as_deref()),
-                        Expect::NoFlags(&flags),
-                        timeout,
-                    )
-                    .map(|s| ((), s))
-                });
-                if let Err(failure) = waited {
-                    let log = restart::apiserver_log_tail(&node);
-                    println!("API server log (last lines):\n{log}");
-                    if args.no_rollback {
-                        bail!(
-                            "the API server did not come back after disable (--no-rollback): {failure:#}"
-                        );
-                    }
-                    steps.run("rollback", || {
-                        node.write(&manifest_path, current.as_bytes(), 0o600)?;
-                        let s = restart::wait_ready(
-                            kube,
-                            node_name,
-                            Restarted::HashIs(old_hash.as_deref()),
-                            Expect::Flags(&flags),
-                            timeout,
-                        )?;
-                        Ok(((), format!("audit manifest restored; {s}")))
-                    })?;
-                    bail!("disable failed and was rolled back: {failure:#}");
-                }
-            }
-        }
+        let flags = our_flags(&current, audit_dir);
+        let change = ManifestChange {
+            node: &node,
+            manifest_path: &manifest_path,
+            previous: &current,
+            old_hash: old_hash.as_deref(),
+            flags: &flags,
+            adds_flags: false,
+            command: "disable",
+        };
+        restart::wait_or_roll_back(
+            kube.as_ref(),
+            args.cluster.node_name.as_deref(),
+            &args.restart,
+            &change,
+            &steps,
+        )?;
     }
     if let Some(kube) = &kube
         && record.as_ref().is_some_and(|r| r.mode != Mode::Static)

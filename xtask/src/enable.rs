@@ -1,17 +1,15 @@
 //! `cargo xtask enable`: preflight → render → ship → patch → wait → (rollback) → AuditSink.
 
-use std::time::Duration;
-
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use patch_apiserver::{KubeVersion, Mode, PatchOptions};
 use xshell::Shell;
 
 use crate::cluster_args::{ClusterArgs, Kube};
 use crate::node::{Change, Node};
-use crate::restart::{self, Expect, Restarted};
+use crate::restart::{self, ManifestChange, RestartArgs};
 use crate::state::{self, State};
 use crate::steps::Steps;
-use crate::target::{self, NodeArgs, Variant};
+use crate::target::TargetArgs;
 use crate::templates::{self, FalcoUrl};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -22,14 +20,11 @@ use crate::templates::{self, FalcoUrl};
   cargo xtask enable ssh static --host cp1 --dry-run   # show the files and the diff, change nothing
   sudo cargo xtask enable local static --falco-via-nodeport")]
 pub struct EnableArgs {
-    /// How to reach the node.
-    #[arg(value_enum, default_value_t = Variant::Minikube)]
-    pub variant: Variant,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// static, dynamic (Kubernetes 1.13-1.18) or dynamic+log.
     #[arg(default_value = "static")]
     pub mode: Mode,
-    #[command(flatten)]
-    pub node: NodeArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
     #[command(flatten)]
@@ -37,15 +32,8 @@ pub struct EnableArgs {
     /// The Kubernetes version, when the manifest's image tag does not say (a digest, say).
     #[arg(long)]
     pub kube_version: Option<KubeVersion>,
-    /// How long to wait for the API server to come back, in seconds.
-    #[arg(long, default_value_t = 180)]
-    pub timeout: u64,
-    /// Do not wait for the API server (no kubeconfig at hand); nothing checks that it came back.
-    #[arg(long)]
-    pub no_wait: bool,
-    /// Leave the new manifest in place even when the API server does not come back.
-    #[arg(long)]
-    pub no_rollback: bool,
+    #[command(flatten)]
+    pub restart: RestartArgs,
     /// Do the preflight reads, then print the rendered files and the manifest diff; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -117,7 +105,7 @@ pub fn enable(sh: &Shell, args: EnableArgs) -> Result<Option<ship::Stats>> {
 
     if args.dry_run {
         for (name, bytes) in &files {
-            println!("--- {}/{name}", args.node.audit_dir);
+            println!("--- {}/{name}", args.target.node.audit_dir);
             print!("{}", String::from_utf8_lossy(bytes));
         }
         print!(
@@ -146,7 +134,23 @@ pub fn enable(sh: &Shell, args: EnableArgs) -> Result<Option<ship::Stats>> {
         if let Some(manager) = crate::manager::Manager::detect(&plan.original) {
             steps.warn(manager.durable_alternative());
         }
-        wait_or_roll_back(&args, &plan, &steps)?;
+        let flags = patch_apiserver::audit_flags(&plan.options, plan.options.kube_version.as_ref());
+        let change = ManifestChange {
+            node: &plan.node,
+            manifest_path: &plan.manifest_path,
+            previous: &plan.original,
+            old_hash: plan.old_hash.as_deref(),
+            flags: &flags,
+            adds_flags: true,
+            command: "enable",
+        };
+        restart::wait_or_roll_back(
+            plan.kube.as_ref(),
+            args.cluster.node_name.as_deref(),
+            &args.restart,
+            &change,
+            &steps,
+        )?;
     }
     if args.mode != Mode::Static {
         let kube = plan
@@ -187,10 +191,10 @@ pub fn enable(sh: &Shell, args: EnableArgs) -> Result<Option<ship::Stats>> {
 
 fn preflight(sh: &Shell, args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
     let needs_cluster =
-        !args.no_wait || args.mode != Mode::Static || args.falco.falco_url.is_none();
-    let node = target::connect(sh, args.variant, &args.node)?;
-    let manifest_path = args.node.manifest(args.variant);
-    let dir = &args.node.audit_dir;
+        !args.restart.no_wait || args.mode != Mode::Static || args.falco.falco_url.is_none();
+    let node = args.target.connect(sh)?;
+    let manifest_path = args.target.manifest();
+    let dir = &args.target.node.audit_dir;
     let names = uploads(args.mode);
     let mut paths = vec![manifest_path.clone()];
     paths.extend(names.iter().map(|name| format!("{dir}/{name}")));
@@ -224,7 +228,7 @@ fn preflight(sh: &Shell, args: &EnableArgs, steps: &Steps) -> Result<(Plan, Stri
     }
 
     let mut options = PatchOptions::new(args.mode);
-    options.audit_dir = args.node.audit_dir.clone();
+    options.audit_dir = args.target.node.audit_dir.clone();
     options.batch_max_wait = args.batch_max_wait.clone();
     options.force = args.force;
     options.kube_version = version;
@@ -246,7 +250,7 @@ fn preflight(sh: &Shell, args: &EnableArgs, steps: &Steps) -> Result<(Plan, Stri
     }
 
     let (falco, falco_reason) = resolve_falco(args, kube.as_ref())?;
-    let old_hash = match (&kube, args.no_wait) {
+    let old_hash = match (&kube, args.restart.no_wait) {
         (Some(kube), false) => restart::mirror_hash(kube, args.cluster.node_name.as_deref()),
         _ => None,
     };
@@ -357,7 +361,7 @@ fn render(args: &EnableArgs, plan: &Plan) -> Result<(Files, String)> {
 /// writes the backup, the state record and the new manifest: one transaction, so a dropped
 /// connection leaves either all of it or none. Returns how many audit files it wrote.
 fn apply(args: &EnableArgs, plan: &Plan, files: &Files) -> Result<(usize, String)> {
-    let dir = &args.node.audit_dir;
+    let dir = &args.target.node.audit_dir;
     let paths: Vec<(String, &[u8])> = files
         .iter()
         .filter(|(name, bytes)| {
@@ -421,48 +425,4 @@ fn apply(args: &EnableArgs, plan: &Plan, files: &Files) -> Result<(usize, String
         ));
     }
     Ok((names.len(), summary))
-}
-
-fn wait_or_roll_back(args: &EnableArgs, plan: &Plan, steps: &Steps) -> Result<()> {
-    let Some(kube) = plan.kube.as_ref().filter(|_| !args.no_wait) else {
-        steps.warn("--no-wait: nothing checked that the API server came back; run `cargo xtask status` once it has");
-        return Ok(());
-    };
-    let flags = patch_apiserver::audit_flags(&plan.options, plan.options.kube_version.as_ref());
-    let node_name = args.cluster.node_name.as_deref();
-    let timeout = Duration::from_secs(args.timeout);
-    let waited = steps.run("wait", || {
-        restart::wait_ready(
-            kube,
-            node_name,
-            Restarted::HashChangedFrom(plan.old_hash.as_deref()),
-            Expect::Flags(&flags),
-            timeout,
-        )
-        .map(|summary| ((), summary))
-    });
-    let Err(failure) = waited else {
-        return Ok(());
-    };
-    let log = restart::apiserver_log_tail(&plan.node);
-    if args.no_rollback {
-        println!("API server log (last lines):\n{log}");
-        bail!(
-            "the API server did not come back with the audit flags, and --no-rollback left the new manifest in place: {failure:#}"
-        );
-    }
-    steps.run("rollback", || {
-        plan.node
-            .write(&plan.manifest_path, plan.original.as_bytes(), 0o600)?;
-        let summary = restart::wait_ready(
-            kube,
-            node_name,
-            Restarted::HashIs(plan.old_hash.as_deref()),
-            Expect::NoFlags(&flags),
-            timeout,
-        )?;
-        Ok(((), format!("original manifest restored; {summary}")))
-    })?;
-    println!("API server log before the rollback (last lines):\n{log}");
-    bail!("enable failed and was rolled back: {failure:#}")
 }

@@ -25,6 +25,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
+    bin_name = "cargo xtask",
     about = "Enable Kubernetes API-server audit logging and route the events to Falco",
     after_help = "Start with `cargo xtask demo`: the whole pipeline on a sandbox node, no cluster needed."
 )]

@@ -11,6 +11,86 @@ use cluster::Readiness;
 
 use crate::cluster_args::Kube;
 use crate::node::Node;
+use crate::steps::Steps;
+
+/// How enable and disable wait for the API server, and whether they undo a change it does not survive.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestartArgs {
+    /// How long to wait for the API server to come back, in seconds.
+    #[arg(long, default_value_t = 180)]
+    pub timeout: u64,
+    /// Do not wait for the API server (no kubeconfig at hand); nothing checks that it came back.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Leave the new manifest in place even when the API server does not come back.
+    #[arg(long)]
+    pub no_rollback: bool,
+}
+
+/// A manifest change the kubelet is about to act on.
+pub struct ManifestChange<'a> {
+    pub node: &'a Node,
+    pub manifest_path: &'a str,
+    /// The bytes to put back if the API server does not survive the change.
+    pub previous: &'a str,
+    /// The mirror pod's config hash before the change.
+    pub old_hash: Option<&'a str>,
+    /// Our audit flags: the change adds them (enable) or removes them (disable).
+    pub flags: &'a [String],
+    pub adds_flags: bool,
+    /// `enable` or `disable`, for messages.
+    pub command: &'a str,
+}
+
+/// Waits for the API server to come back from `change`; when it does not, puts the previous
+/// manifest back, waits for that, shows the API server's log and fails.
+pub fn wait_or_roll_back(
+    kube: Option<&Kube>,
+    node_name: Option<&str>,
+    args: &RestartArgs,
+    change: &ManifestChange,
+    steps: &Steps,
+) -> Result<()> {
+    let Some(kube) = kube.filter(|_| !args.no_wait) else {
+        steps.warn("--no-wait: nothing checked that the API server came back; run `cargo xtask status` once it has");
+        return Ok(());
+    };
+    let (after, before) = if change.adds_flags {
+        (Expect::Flags(change.flags), Expect::NoFlags(change.flags))
+    } else {
+        (Expect::NoFlags(change.flags), Expect::Flags(change.flags))
+    };
+    let timeout = Duration::from_secs(args.timeout);
+    let waited = steps.run("wait", || {
+        let restarted = Restarted::HashChangedFrom(change.old_hash);
+        wait_ready(kube, node_name, restarted, after, timeout).map(|summary| ((), summary))
+    });
+    let Err(failure) = waited else {
+        return Ok(());
+    };
+    let log = apiserver_log_tail(change.node);
+    println!("API server log (last lines):\n{log}");
+    if args.no_rollback {
+        bail!(
+            "the API server did not come back after {}, and --no-rollback left the new manifest in place: {failure:#}",
+            change.command
+        );
+    }
+    steps.run("rollback", || {
+        change
+            .node
+            .write(change.manifest_path, change.previous.as_bytes(), 0o600)?;
+        let summary = wait_ready(
+            kube,
+            node_name,
+            Restarted::HashIs(change.old_hash),
+            before,
+            timeout,
+        )?;
+        Ok(((), format!("previous manifest restored; {summary}")))
+    })?;
+    bail!("{} failed and was rolled back: {failure:#}", change.command)
+}
 
 /// What the restarted API server's command must look like.
 pub enum Expect<'a> {

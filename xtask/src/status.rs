@@ -7,24 +7,22 @@ use xshell::Shell;
 use crate::cluster_args::ClusterArgs;
 use crate::enable::read_manifest;
 use crate::state::{self, State};
-use crate::target::{self, NodeArgs, Variant};
+use crate::target::TargetArgs;
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "Examples:
   cargo xtask status
   cargo xtask status ssh --host cp1 --kubeconfig ~/.kube/prod")]
 pub struct StatusArgs {
-    #[arg(value_enum, default_value_t = Variant::Minikube)]
-    pub variant: Variant,
     #[command(flatten)]
-    pub node: NodeArgs,
+    pub target: TargetArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
 
 pub fn run(sh: &Shell, args: StatusArgs) -> Result<()> {
-    let node = target::connect(sh, args.variant, &args.node)?;
-    let manifest_path = args.node.manifest(args.variant);
+    let node = args.target.connect(sh)?;
+    let manifest_path = args.target.manifest();
     let manifest = read_manifest(&node, &manifest_path)?;
     let inspection = patch_apiserver::inspect(&manifest).map_err(|e| {
         anyhow::anyhow!(
@@ -54,7 +52,7 @@ pub fn run(sh: &Shell, args: StatusArgs) -> Result<()> {
     {
         println!("  flag     {flag}");
     }
-    let audit_dir = &args.node.audit_dir;
+    let audit_dir = &args.target.node.audit_dir;
     for name in ["audit-policy.yaml", "webhook-config.yaml", "audit.log"] {
         let path = node.path(&format!("{audit_dir}/{name}"));
         let stat = node.run(&["stat", "-c", "%a %U:%G %s bytes", &path])?;

@@ -29,7 +29,26 @@ impl Variant {
     }
 }
 
-/// How to reach the node: shared by every command that touches it.
+/// Which node, and how to reach it: shared by every command that touches it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TargetArgs {
+    /// How to reach the node.
+    #[arg(value_enum, default_value_t = Variant::Minikube)]
+    pub variant: Variant,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+impl TargetArgs {
+    pub fn connect(&self, sh: &Shell) -> Result<Node> {
+        connect(sh, self.variant, &self.node)
+    }
+
+    pub fn manifest(&self) -> String {
+        self.node.manifest(self.variant)
+    }
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct NodeArgs {
     /// The node's host name or address (kops: default $APISERVER_HOST).
@@ -68,7 +87,7 @@ pub struct NodeArgs {
 }
 
 impl NodeArgs {
-    pub fn manifest(&self, variant: Variant) -> String {
+    fn manifest(&self, variant: Variant) -> String {
         self.manifest
             .clone()
             .unwrap_or_else(|| variant.default_manifest().to_string())
@@ -76,7 +95,7 @@ impl NodeArgs {
 }
 
 /// Opens the one session every step of a pipeline reuses.
-pub fn connect(sh: &Shell, variant: Variant, args: &NodeArgs) -> Result<Node> {
+fn connect(sh: &Shell, variant: Variant, args: &NodeArgs) -> Result<Node> {
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_default();

@@ -10,7 +10,7 @@ use xshell::Shell;
 
 use crate::cluster_args::{ClusterArgs, Kube};
 use crate::node::Node;
-use crate::target::{self, NodeArgs, Variant};
+use crate::target::TargetArgs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Source {
@@ -28,10 +28,8 @@ pub enum Source {
   cargo xtask verify ssh --host cp1 --via node-log
   cargo xtask verify local --root /tmp/node --via sink --sink-listen 127.0.0.1:8765")]
 pub struct VerifyArgs {
-    #[arg(value_enum, default_value_t = Variant::Minikube)]
-    pub variant: Variant,
     #[command(flatten)]
-    pub node: NodeArgs,
+    pub target: TargetArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Where to look for the events; repeatable or comma-separated.
@@ -54,7 +52,7 @@ pub struct VerifyArgs {
 pub fn run(sh: &Shell, args: VerifyArgs) -> Result<()> {
     let kube = args.cluster.connect_required()?;
     let node = if args.via.contains(&Source::NodeLog) {
-        Some(target::connect(sh, args.variant, &args.node)?)
+        Some(args.target.connect(sh)?)
     } else {
         None
     };
@@ -95,7 +93,7 @@ pub fn run(sh: &Shell, args: VerifyArgs) -> Result<()> {
                 timeout.saturating_sub(since.elapsed()),
             ),
             Source::NodeLog => poll(since, timeout, || {
-                node_log_events(node.as_ref(), &args.node.audit_dir, &probe.name)
+                node_log_events(node.as_ref(), &args.target.node.audit_dir, &probe.name)
             }),
             Source::Falco => poll(since, timeout, || {
                 falco_lines(&kube, &args.selector, &probe.name)

@@ -5,6 +5,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
+use common::{assert_ok, stdout};
 use patch_apiserver::{Mode, PatchOptions};
 use testkit::replay::{ReplayServer, Reply};
 use testkit::sshd::Sshd;
@@ -45,23 +48,17 @@ impl TestNode {
     /// `cargo xtask <command> ssh [mode] --host ... <extra>` with a clean HOME, so neither the
     /// user's kubeconfig nor their ssh config leaks in.
     fn xtask(&self, command: &str, mode: Option<&str>, extra: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        cmd.arg(command).arg("ssh");
-        cmd.args(mode);
-        cmd.args(["--host", "127.0.0.1", "--user", "root"])
-            .args(["--port", &self.sshd.port().to_string()])
-            .arg("-i")
-            .arg(self.sshd.client_key())
-            .arg("--known-hosts")
-            .arg(self.sshd.known_hosts_file())
-            .arg("--root")
-            .arg(self.root.path())
-            .args(["--manifest", self.manifest])
-            .args(extra)
-            .env("HOME", self.home.path())
-            .env_remove("KUBECONFIG")
-            .env_remove("SSH_AUTH_SOCK");
-        cmd.output().unwrap()
+        common::ssh_command(
+            &self.sshd,
+            self.root.path(),
+            self.home.path(),
+            command,
+            mode,
+        )
+        .args(["--manifest", self.manifest])
+        .args(extra)
+        .output()
+        .unwrap()
     }
 
     /// Masks what changes from run to run: timings, temp paths, ports, timestamps.
@@ -97,20 +94,6 @@ fn fixture_bytes(name: &str) -> Vec<u8> {
     .unwrap()
 }
 
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        stdout(out),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn expected_patch(fixture: &str, mode: Mode) -> String {
     let original = String::from_utf8(fixture_bytes(fixture)).unwrap();
     let patched = patch_apiserver::patch(&original, &PatchOptions::new(mode)).unwrap();
@@ -130,6 +113,24 @@ fn backups(node: &TestNode) -> Vec<PathBuf> {
         .unwrap_or_default();
     found.sort();
     found
+}
+
+fn version_1_28() -> Reply {
+    Reply::json(
+        200,
+        r#"{"major":"1","minor":"28","gitVersion":"v1.28.3","gitCommit":"a8a1abc25cad87333840cd7d54be2efaf31a3177","gitTreeState":"clean","buildDate":"2023-10-18T11:33:18Z","goVersion":"go1.20.10","compiler":"gc","platform":"linux/amd64"}"#,
+    )
+}
+
+/// The kube-system pod list with one mirror pod of the API server; `flags` is appended to its
+/// command as JSON (`,"--flag=value"...`).
+fn mirror_pods(hash: &str, flags: &str) -> Reply {
+    Reply::json(
+        200,
+        format!(
+            r#"{{"kind":"PodList","apiVersion":"v1","metadata":{{}},"items":[{{"metadata":{{"name":"kube-apiserver-node1","namespace":"kube-system","labels":{{"component":"kube-apiserver"}},"annotations":{{"kubernetes.io/config.hash":"{hash}","kubernetes.io/config.mirror":"{hash}"}}}},"spec":{{"containers":[{{"name":"kube-apiserver","command":["kube-apiserver","--secure-port=8443"{flags}]}}]}}}}]}}"#
+        ),
+    )
 }
 
 const KUBEADM: (&str, &str) = (
@@ -418,7 +419,7 @@ fn kops_without_a_host_stops_before_connecting() {
 fn rollback_when_the_api_server_does_not_come_back() {
     let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
     let cluster = ReplayServer::start();
-    cluster.route("GET", "/version", [Reply::json(200, r#"{"major":"1","minor":"28","gitVersion":"v1.28.3","gitCommit":"a8a1abc25cad87333840cd7d54be2efaf31a3177","gitTreeState":"clean","buildDate":"2023-10-18T11:33:18Z","goVersion":"go1.20.10","compiler":"gc","platform":"linux/amd64"}"#)]);
+    cluster.route("GET", "/version", [version_1_28()]);
     cluster.route(
         "GET",
         "/readyz",
@@ -428,11 +429,10 @@ fn rollback_when_the_api_server_does_not_come_back() {
             Reply::json(200, "ok"),
         ],
     );
-    let pod = r#"{"kind":"PodList","apiVersion":"v1","metadata":{},"items":[{"metadata":{"name":"kube-apiserver-node1","namespace":"kube-system","labels":{"component":"kube-apiserver"},"annotations":{"kubernetes.io/config.hash":"0ld","kubernetes.io/config.mirror":"0ld"}},"spec":{"containers":[{"name":"kube-apiserver","command":["kube-apiserver","--secure-port=8443"]}]}}]}"#;
     cluster.route(
         "GET",
         "/api/v1/namespaces/kube-system/pods",
-        [Reply::json(200, pod)],
+        [mirror_pods("0ld", "")],
     );
     let kubeconfig = cluster.write_kubeconfig(node.home.path());
 
@@ -521,25 +521,17 @@ fn same_flags_and_mount_as_the_old_script() {
 fn wait_succeeds_once_the_kubelet_restarted_with_our_flags() {
     let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
     let cluster = ReplayServer::start();
-    cluster.route("GET", "/version", [Reply::json(200, r#"{"major":"1","minor":"28","gitVersion":"v1.28.3","gitCommit":"a8a1abc25cad87333840cd7d54be2efaf31a3177","gitTreeState":"clean","buildDate":"2023-10-18T11:33:18Z","goVersion":"go1.20.10","compiler":"gc","platform":"linux/amd64"}"#)]);
+    cluster.route("GET", "/version", [version_1_28()]);
     cluster.route(
         "GET",
         "/readyz",
         [Reply::Drop, Reply::Drop, Reply::json(200, "ok")],
     );
-    let pod = |hash: &str, flags: &str| {
-        format!(
-            r#"{{"kind":"PodList","apiVersion":"v1","metadata":{{}},"items":[{{"metadata":{{"name":"kube-apiserver-node1","namespace":"kube-system","labels":{{"component":"kube-apiserver"}},"annotations":{{"kubernetes.io/config.hash":"{hash}","kubernetes.io/config.mirror":"{hash}"}}}},"spec":{{"containers":[{{"name":"kube-apiserver","command":["kube-apiserver","--secure-port=8443"{flags}]}}]}}}}]}}"#
-        )
-    };
     let flags = r#","--audit-log-path=/var/lib/k8s_audit/audit.log","--audit-policy-file=/var/lib/k8s_audit/audit-policy.yaml","--audit-webhook-config-file=/var/lib/k8s_audit/webhook-config.yaml","--audit-webhook-batch-max-wait=5s""#;
     cluster.route(
         "GET",
         "/api/v1/namespaces/kube-system/pods",
-        [
-            Reply::json(200, pod("0ld", "")),
-            Reply::json(200, pod("n3w", flags)),
-        ],
+        [mirror_pods("0ld", ""), mirror_pods("n3w", flags)],
     );
     let kubeconfig = cluster.write_kubeconfig(node.home.path());
     let out = node.xtask(
@@ -628,7 +620,7 @@ fn status_reports_the_node() {
 fn falco_endpoint_comes_from_the_service() {
     let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
     let cluster = ReplayServer::start();
-    cluster.route("GET", "/version", [Reply::json(200, r#"{"major":"1","minor":"28","gitVersion":"v1.28.3","gitCommit":"a8a1abc25cad87333840cd7d54be2efaf31a3177","gitTreeState":"clean","buildDate":"2023-10-18T11:33:18Z","goVersion":"go1.20.10","compiler":"gc","platform":"linux/amd64"}"#)]);
+    cluster.route("GET", "/version", [version_1_28()]);
     cluster.route(
         "GET",
         "/api/v1/namespaces/falco/services/falco",

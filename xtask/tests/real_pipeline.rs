@@ -4,10 +4,13 @@
 //! and the dynamic modes refused on 1.20.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{assert_ok, stdout};
 use testkit::apiserver::ControlPlane;
 use testkit::kubelet::{Kubelet, KubeletOptions, KubeletState, manifest_path};
 use testkit::sshd::Sshd;
@@ -85,42 +88,24 @@ impl RealNode {
     }
 
     fn xtask(&self, command: &str, mode: Option<&str>, extra: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        cmd.arg(command).arg("ssh");
-        cmd.args(mode);
-        cmd.args(["--host", "127.0.0.1", "--user", "root", "--node", NODE])
-            .args(["--port", &self.sshd.port().to_string()])
-            .arg("-i")
-            .arg(self.sshd.client_key())
-            .arg("--known-hosts")
-            .arg(self.sshd.known_hosts_file())
-            .arg("--root")
-            .arg(self.root.path())
-            .arg("--kubeconfig")
-            .arg(self.kubelet.plane().kubeconfig())
-            .args(extra)
-            .env("HOME", self.home.path())
-            .env_remove("KUBECONFIG");
-        cmd.output().unwrap()
+        common::ssh_command(
+            &self.sshd,
+            self.root.path(),
+            self.home.path(),
+            command,
+            mode,
+        )
+        .args(["--node", NODE])
+        .arg("--kubeconfig")
+        .arg(self.kubelet.plane().kubeconfig())
+        .args(extra)
+        .output()
+        .unwrap()
     }
 
     fn audit_log(&self) -> PathBuf {
         self.root.path().join("var/lib/k8s_audit/audit.log")
     }
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        stdout(out),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn free_port() -> u16 {

@@ -63,27 +63,22 @@ pub(crate) fn authenticate(
     keys: &Keys,
     opts: &ConnectOptions,
 ) -> Result<(), ShipError> {
-    let methods = session
-        .auth_methods(user)
-        .map(str::to_owned)
-        .unwrap_or_default();
-    if session.authenticated() {
-        return Ok(());
-    }
+    // Asking for the server's methods first ("none" auth) costs a round trip on every connect;
+    // they are only needed to explain a failure, so they are asked for only then.
     let mut tried = Vec::new();
-    let failed = |tried: Vec<AuthAttempt>| ShipError::AuthFailed {
-        host: host.to_owned(),
-        user: user.to_owned(),
-        methods: if methods.is_empty() {
-            "(unknown)".to_owned()
-        } else {
-            methods.clone()
-        },
-        tried,
+    let failed = |tried: Vec<AuthAttempt>| {
+        let methods = session.auth_methods(user).map(str::to_owned).unwrap_or_default();
+        ShipError::AuthFailed {
+            host: host.to_owned(),
+            user: user.to_owned(),
+            methods: if methods.is_empty() {
+                "(unknown)".to_owned()
+            } else {
+                methods
+            },
+            tried,
+        }
     };
-    if !methods.split(',').any(|m| m == "publickey") {
-        return Err(failed(tried));
-    }
     if let Some(socket) = &keys.agent_socket
         && try_agent(session, user, socket, &mut tried)
     {
