@@ -67,7 +67,10 @@ pub(crate) fn authenticate(
     // they are only needed to explain a failure, so they are asked for only then.
     let mut tried = Vec::new();
     let failed = |tried: Vec<AuthAttempt>| {
-        let methods = session.auth_methods(user).map(str::to_owned).unwrap_or_default();
+        let methods = session
+            .auth_methods(user)
+            .map(str::to_owned)
+            .unwrap_or_default();
         ShipError::AuthFailed {
             host: host.to_owned(),
             user: user.to_owned(),
