@@ -245,3 +245,69 @@ async fn audit_sink_is_created_then_replaced() {
         "no server-side apply"
     );
 }
+
+const FALCO_PODS: &str = r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"2001"},"items":[{"metadata":{"name":"falco-7x2kq","namespace":"falco","labels":{"app":"falco-example"}},"spec":{"containers":[{"name":"falco","image":"falcosecurity/falco:0.31.1"}]}}]}"#;
+
+const FALCO_LOG: &str = "Thu Nov 26 16:40:01 2026: Falco initialized with configuration file /etc/falco/falco.yaml\n16:41:07.123456789: Notice K8s ConfigMap Created (user=admin configmap=audit-probe-1 ns=default resp=201 decision=allow reason=)\n";
+
+#[tokio::test]
+async fn falco_logs_are_read_from_every_matching_pod() {
+    let server = ReplayServer::start();
+    server.route("GET", "/api/v1/pods", [Reply::json(200, FALCO_PODS)]);
+    server.route(
+        "GET",
+        "/api/v1/namespaces/falco/pods/falco-7x2kq/log",
+        [Reply::json(200, FALCO_LOG)],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = connect(&server, &dir).await;
+    let logs = cluster.recent_logs("app=falco-example", 600).await.unwrap();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(
+        (logs[0].namespace.as_str(), logs[0].pod.as_str()),
+        ("falco", "falco-7x2kq")
+    );
+    assert!(
+        logs[0].text.contains("configmap=audit-probe-1"),
+        "{}",
+        logs[0].text
+    );
+
+    let mut lines = Vec::new();
+    let followed = cluster
+        .follow_logs("app=falco-example", |line| lines.push(line.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(
+        followed,
+        Some(("falco".to_string(), "falco-7x2kq".to_string()))
+    );
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[1].starts_with("16:41:07.123456789: Notice K8s ConfigMap Created"));
+}
+
+#[tokio::test]
+async fn no_falco_pod_is_not_an_error_but_nothing_to_follow() {
+    let server = ReplayServer::start();
+    server.route(
+        "GET",
+        "/api/v1/pods",
+        [Reply::json(
+            200,
+            r#"{"kind":"PodList","apiVersion":"v1","metadata":{},"items":[]}"#,
+        )],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = connect(&server, &dir).await;
+    assert!(
+        cluster
+            .recent_logs("app=falco", 60)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        cluster.follow_logs("app=falco", |_| {}).await.unwrap(),
+        None
+    );
+}
