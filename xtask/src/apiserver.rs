@@ -66,7 +66,7 @@ fn build(sh: &Shell) -> anyhow::Result<PathBuf> {
     preflight(sh, &binary)?;
     let started = std::time::Instant::now();
     ensure_deb_src(sh)?;
-    install_missing(sh, BUILD_PACKAGES)?;
+    crate::debian::install_missing(sh, BUILD_PACKAGES, "building kube-apiserver")?;
     let work = entry.join("work");
     let tree = fetch_source(sh, &work)?;
     use_fixed_reflect2(sh, &tree)?;
@@ -87,11 +87,7 @@ fn preflight(sh: &Shell, binary: &Path) -> anyhow::Result<()> {
              because the source comes from Debian's `kubernetes` source package"
         );
     }
-    let uid = cmd!(sh, "id -u")
-        .quiet()
-        .read()
-        .context("running `id -u`")?;
-    if uid.trim() != "0" {
+    if !crate::debian::is_root(sh)? {
         // sudo changes HOME; pointing XDG_CACHE_HOME at the caller's cache keeps the binary
         // where the tests of the calling user look for it.
         let cache = binary.ancestors().nth(3).unwrap_or(binary);
@@ -159,34 +155,6 @@ fn deb_src_stanzas(sources: &str) -> String {
         out.push('\n');
     }
     out
-}
-
-fn install_missing(sh: &Shell, packages: &[&str]) -> anyhow::Result<()> {
-    let missing: Vec<&str> = packages
-        .iter()
-        .copied()
-        .filter(|p| {
-            let format = "${Status}";
-            cmd!(sh, "dpkg-query -W -f={format} {p}")
-                .quiet()
-                .ignore_stderr()
-                .read()
-                .map(|s| !s.contains("install ok installed"))
-                .unwrap_or(true)
-        })
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!("apiserver: installing {}", missing.join(" "));
-    cmd!(
-        sh,
-        "apt-get install -y -qq --no-install-recommends {missing...}"
-    )
-    .env("DEBIAN_FRONTEND", "noninteractive")
-    .run()
-    .context("apt-get install")?;
-    Ok(())
 }
 
 /// `apt-get source kubernetes` into `work`, once; returns the unpacked tree.

@@ -4,6 +4,7 @@
 mod apiserver;
 mod bench;
 mod cluster_args;
+mod debian;
 mod demo;
 mod disable;
 mod enable;
