@@ -224,7 +224,8 @@ fn compile(sh: &Shell, work: &Path, tree: &Path, binary: &Path) -> anyhow::Resul
     }
     eprintln!("apiserver: go build ./cmd/kube-apiserver (about 5 minutes on 2 cores)");
     let ldflags = version_ldflags();
-    let tmp = binary.with_extension("tmp");
+    // A name of this process's own: two builds at once must not rename each other's output.
+    let tmp = binary.with_extension(format!("tmp-{}", std::process::id()));
     cmd!(
         sh,
         "go build -tags selinux,notest -ldflags {ldflags} -o {tmp} ./cmd/kube-apiserver"
