@@ -1,7 +1,7 @@
 //! The control-plane node as the pipelines see it: read files, apply a set of changes, run a
 //! command, all as root. Over SSH that is one `ship` session with `sudo -n`; locally it is a
 //! child process. Both run the same small POSIX sh scripts, so a pipeline step costs one
-//! remote command (three round trips), whatever it reads or writes.
+//! remote command (two or three round trips), whatever it reads or writes.
 //! `--root DIR` makes a sandbox directory stand in for the node's `/`.
 
 use std::io::Write;
@@ -229,13 +229,13 @@ impl Node {
         match &self.transport {
             Transport::Ssh(session) => {
                 let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-                let status = session.exec_streaming(
-                    argv,
-                    true,
-                    Some(&mut &input[..]),
-                    &mut stdout,
-                    &mut stderr,
-                )?;
+                // No input at all saves a round trip (ship then gives the command /dev/null).
+                let mut reader = input;
+                let stdin: Option<&mut dyn std::io::Read> = match input.is_empty() {
+                    true => None,
+                    false => Some(&mut reader),
+                };
+                let status = session.exec_streaming(argv, true, stdin, &mut stdout, &mut stderr)?;
                 Ok(Ran {
                     status,
                     stdout,

@@ -71,7 +71,7 @@ enum Command {
         /// Run the command through `sudo -n`.
         #[arg(long)]
         sudo: bool,
-        /// Feed our stdin to the command (otherwise it reads an empty input).
+        /// Feed our stdin to the command (otherwise it reads /dev/null, like `ssh -n`).
         #[arg(long)]
         stdin: bool,
         /// [user@]host[:port]

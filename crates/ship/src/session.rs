@@ -60,7 +60,8 @@ impl Default for ConnectOptions {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     pub tcp_connections: u32,
-    /// Exchanges that wait for the server: each channel open, exec request and channel close.
+    /// Exchanges that wait for the server: each channel open and exec request, and the input of
+    /// a command that reads some (it can only follow the exec request's answer).
     pub round_trips: u32,
 }
 
@@ -205,14 +206,26 @@ impl Session {
             .channel_session()
             .map_err(|e| self.lost(during, e))?;
         self.round_trip();
-        channel.exec(command).map_err(|e| self.lost(during, e))?;
+        // A command given no input reads /dev/null, as with `ssh -n`: then no EOF needs to
+        // follow the exec request, which saves a round trip per command.
+        let command = match stdin {
+            Some(_) => command.to_owned(),
+            None => format!("{command} </dev/null"),
+        };
+        channel.exec(&command).map_err(|e| self.lost(during, e))?;
         self.round_trip();
         self.ssh.set_blocking(false);
+        let has_input = stdin.is_some();
         let pumped = self.pump(&mut channel, during, stdin, stdout, stderr);
         self.ssh.set_blocking(true);
         pumped?;
+        if has_input {
+            // The input could only follow the exec request's answer.
+            self.round_trip();
+        }
+        // The server closes the channel by itself once the command is done, and our close
+        // goes out with the next request, so closing costs no round trip of its own.
         channel.wait_close().map_err(|e| self.lost(during, e))?;
-        self.round_trip();
         if let Ok(signal) = channel.exit_signal()
             && let Some(name) = signal.exit_signal
         {
@@ -236,7 +249,7 @@ impl Session {
         let mut input = vec![0u8; if stdin.is_some() { 512 * 1024 } else { 0 }];
         let (mut start, mut end) = (0, 0);
         let mut input_open = stdin.is_some();
-        let mut eof_sent = false;
+        let mut eof_sent = stdin.is_none();
         let mut output = vec![0u8; 64 * 1024];
         let mut missed_keepalives = 0;
         loop {

@@ -171,7 +171,7 @@ impl Read for Counted<'_> {
 impl Session {
     /// Uploads exactly `len` bytes from `source` to `remote_path` with `mode`, atomically
     /// (temp file beside the target, size check, rename). With `sudo` the file is written by
-    /// root through `sudo -n`. One channel: three round trips.
+    /// root through `sudo -n`. One channel: three round trips (open, exec, input).
     pub fn upload_sized(
         &self,
         source: &mut dyn Read,

@@ -158,6 +158,14 @@ fn exec_reports_status_stdout_and_stderr() {
     );
     let out = session.exec(&["sudo", "-n", "true"], false).unwrap();
     assert_eq!(out.status, 0, "root's sudo works without a password");
+    // No input given: the command reads /dev/null (no EOF is sent), so `cat` ends at once,
+    // with and without sudo.
+    for sudo in [false, true] {
+        let before = session.stats().round_trips;
+        let out = session.exec(&["cat"], sudo).unwrap();
+        assert_eq!((out.status, out.stdout.len()), (0, 0), "sudo {sudo}");
+        assert_eq!(session.stats().round_trips - before, 2, "open + exec");
+    }
 }
 
 #[test]
@@ -316,8 +324,8 @@ fn a_pipeline_uses_one_connection() {
     assert_eq!(stats.tcp_connections, 1);
     assert_eq!(
         stats.round_trips,
-        6 * 3,
-        "channel open + exec + close per step"
+        6 * 2 + 3,
+        "channel open + exec per step, plus the input of the 3 uploads"
     );
     assert_eq!(sshd.session_pids().len(), 1, "sshd saw one connection");
 }
@@ -347,8 +355,8 @@ fn batch_uploads_cut_the_stream_exactly() {
         .collect();
     let before = session.stats().round_trips;
     session.upload_batch(&mut batch, 0o644, true).unwrap();
-    // 3 for the one-time `head` probe, 3 for the batch.
-    assert_eq!(session.stats().round_trips - before, 6);
+    // 2 for the one-time `head` probe, 3 for the batch (open, exec, input).
+    assert_eq!(session.stats().round_trips - before, 5);
     for (name, bytes) in names.iter().zip(&data) {
         assert!(std::fs::read(dir.join(name)).unwrap() == *bytes, "{name:?}");
         assert_eq!(mode_of(&dir.join(name)), 0o644);
