@@ -90,6 +90,15 @@ pub enum PatchError {
         volume: String,
     },
     #[error(
+        "{at}: the audit log {file} would be on volume {volume:?}, mounted read-only at {path}; the API server could not write it (drop `readOnly: true` there, or choose another --audit-dir)"
+    )]
+    ReadOnlyMount {
+        at: Pos,
+        file: String,
+        volume: String,
+        path: String,
+    },
+    #[error(
         "{at}: {file} (from {flag}) is not under a hostPath volume mounted into the kube-apiserver container"
     )]
     NotMounted {
@@ -139,6 +148,7 @@ impl PatchError {
             | Conflict { at, .. }
             | VolumeNameTaken { at, .. }
             | MountPathTaken { at, .. }
+            | ReadOnlyMount { at, .. }
             | NotMounted { at, .. } => Some(*at),
             ModeRefused { .. }
             | TooOld { .. }

@@ -63,6 +63,7 @@ pub(crate) struct Mount<'t> {
     pub index: usize,
     pub name: String,
     pub mount_path: String,
+    pub read_only: bool,
     pub node: &'t Node,
 }
 
@@ -281,10 +282,28 @@ impl<'t> Site<'t> {
                     expected: "a volume mount with `mountPath:`",
                     found: "none".into(),
                 })?;
+            // YAML 1.1 booleans, as the kubelet's decoder reads them.
+            let read_only = m.get("readOnly").and_then(Node::as_str).is_some_and(|v| {
+                matches!(
+                    v,
+                    "true"
+                        | "True"
+                        | "TRUE"
+                        | "yes"
+                        | "Yes"
+                        | "YES"
+                        | "on"
+                        | "On"
+                        | "ON"
+                        | "y"
+                        | "Y"
+                )
+            });
             mount_list.push(Mount {
                 index,
                 name: name.to_string(),
                 mount_path: mount_path.to_string(),
+                read_only,
                 node: v,
             });
         }

@@ -4,7 +4,7 @@
 use crate::edit::{self, Edit, New};
 use crate::error::{PatchError, Pos};
 use crate::flags;
-use crate::locate::Site;
+use crate::locate::{Mount, Site};
 use crate::yaml::{Node, Style, col};
 use crate::{Note, PatchOptions, VOLUME_NAME};
 
@@ -40,6 +40,41 @@ pub(crate) fn covered(site: &Site<'_>, file: &str) -> Option<String> {
     })
 }
 
+/// The mount the container sees `file` through: the deepest mount path holding it.
+pub(crate) fn innermost<'s, 't>(site: &'s Site<'t>, file: &str) -> Option<&'s Mount<'t>> {
+    site.mount_list
+        .iter()
+        .filter(|m| {
+            let mp = norm(&m.mount_path);
+            mp == "/"
+                || file
+                    .strip_prefix(mp)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+        .max_by_key(|m| norm(&m.mount_path).len())
+}
+
+/// The audit log must not land on a read-only mount: the API server could not write it.
+pub(crate) fn read_only_log(
+    text: &str,
+    site: &Site<'_>,
+    opts: &PatchOptions,
+) -> Result<(), PatchError> {
+    if !opts.mode.logs() {
+        return Ok(());
+    }
+    let file = flags::log_file(opts);
+    match innermost(site, &file).filter(|m| m.read_only) {
+        Some(m) => Err(PatchError::ReadOnlyMount {
+            at: Pos::of(text, m.node.span.start),
+            file,
+            volume: m.name.clone(),
+            path: m.mount_path.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
 pub(crate) fn mount_edits(
     text: &str,
     site: &Site<'_>,
@@ -50,6 +85,9 @@ pub(crate) fn mount_edits(
     let files = referenced_files(opts);
     let covering: Vec<Option<String>> = files.iter().map(|(_, f)| covered(site, f)).collect();
     if covering.iter().all(Option::is_some) {
+        // No mount of ours: the log goes where the existing mounts say (checked here, so the
+        // error points into the input; `patch` checks the result again).
+        read_only_log(text, site, opts)?;
         if let Some(Some(v)) = covering
             .first()
             .filter(|v| v.as_deref() != Some(VOLUME_NAME))

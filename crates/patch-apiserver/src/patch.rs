@@ -4,7 +4,7 @@ use crate::edit::{self, Edit, New, escape};
 use crate::error::{PatchError, Pos};
 use crate::flags::{self, FlagSpec, Want};
 use crate::locate::{self, Flag, Origin, Site, Target};
-use crate::mounts::{covered, mount_edits, referenced_files};
+use crate::mounts::{covered, mount_edits, read_only_log, referenced_files};
 use crate::yaml::{Node, Style};
 use crate::{HostMount, Inspection, KubeVersion, Mode, Note, Outcome, PatchOptions};
 
@@ -344,14 +344,11 @@ fn plan_flag(
                     flag: spec.render(),
                 });
             } else {
-                let list = last.value().unwrap_or("");
+                // Always `,entry`, even after an empty `--runtime-config=`: the API server
+                // skips empty list items, and `revert` can then give the empty flag back
+                // byte for byte instead of mistaking the whole flag for ours.
                 let entry = format!("{key}={value}");
-                let suffix = if list.is_empty() {
-                    entry.clone()
-                } else {
-                    format!(",{entry}")
-                };
-                edits.push(append_to_word(last, &suffix)?);
+                edits.push(append_to_word(last, &format!(",{entry}"))?);
                 notes.push(Note::Merged {
                     flag: spec.name,
                     entry,
@@ -413,6 +410,7 @@ fn verify(out: &str, opts: &PatchOptions, specs: &[FlagSpec]) -> Result<(), Patc
             )));
         }
     }
+    read_only_log(out, &site, opts)?;
     for (flag, file) in referenced_files(opts) {
         if covered(&site, &file).is_none() {
             return Err(PatchError::NotMounted {

@@ -2,8 +2,9 @@
 //!
 //! A flag the user had with exactly our value looks the same as ours, so the rule is
 //! by value: every flag whose name and value are what some mode writes with these
-//! options is removed, and the rotation flags go with our `--audit-log-path`. A list
-//! flag left holding nothing but our entry is removed whole. The volume goes only if it
+//! options is removed, and the rotation flags go with our `--audit-log-path`. Our entry
+//! is cut from the end of a list flag (`--runtime-config=,ours` goes back to the empty
+//! `--runtime-config=` it was); a list flag holding nothing but our entry is removed whole. The volume goes only if it
 //! has our name and our path; the mount goes with it.
 
 use std::collections::BTreeMap;
@@ -83,15 +84,8 @@ fn drop_entry(
     if !items.iter().any(ours) {
         return Ok(Dropped::Nothing);
     }
-    let kept: Vec<String> = items
-        .iter()
-        .filter(|e| !ours(e))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    if kept.is_empty() {
-        return Ok(Dropped::Flag);
-    }
-    // Undo our append exactly when the word still ends with it.
+    // Undo our append exactly when the word still ends with it (also after an empty list,
+    // which `patch` leaves as `--flag=,entry`).
     let entry = format!(",{key}={value}");
     if let (Some((node, s, e)), Some(sc)) = (
         f.scalar_range(),
@@ -104,6 +98,14 @@ fn drop_entry(
                 sc.source_offset(e),
             )));
         }
+    }
+    let kept: Vec<String> = items
+        .iter()
+        .filter(|e| !ours(e))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if kept.is_empty() {
+        return Ok(Dropped::Flag);
     }
     rewrite_word(f, &format!("{}={}", spec.name, kept.join(","))).map(Dropped::Entry)
 }

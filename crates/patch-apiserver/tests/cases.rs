@@ -123,13 +123,19 @@ fn list_flags_merge_and_unmerge() {
 }
 
 #[test]
-fn empty_runtime_config_takes_our_entry_and_revert_drops_the_emptied_flag() {
+fn empty_runtime_config_takes_our_entry_and_revert_gives_it_back() {
     let text = fixture("empty-runtime-config.yaml");
     let o = opts(Mode::Dynamic);
-    let out = assert_properties(&text, &o, false);
-    assert!(out.contains("- --runtime-config=auditregistration.k8s.io/v1alpha1=true\n"));
-    let back = revert(&out, &o).unwrap();
-    // The documented rule: a list flag holding only our entry is ours.
+    let out = assert_properties(&text, &o, true);
+    // The API server skips the empty item; the comma keeps the original flag recoverable.
+    assert!(out.contains("- --runtime-config=,auditregistration.k8s.io/v1alpha1=true\n"));
+    assert_eq!(revert(&out, &o).unwrap().text, text);
+    // A list flag holding nothing but our entry is ours, and goes whole.
+    let whole = text.replace(
+        "--runtime-config=\n",
+        "--runtime-config=auditregistration.k8s.io/v1alpha1=true\n",
+    );
+    let back = revert(&whole, &o).unwrap();
     assert_eq!(back.text, text.replace("    - --runtime-config=\n", ""));
     assert!(back.notes.contains(&Note::EmptiedFlagRemoved {
         flag: "--runtime-config"
@@ -220,9 +226,12 @@ fn volume_collisions_are_checked_by_name_and_by_path() {
     assert!(err(&other, &opts(Mode::Static)).starts_with(
         "m.yaml:79:7: the container already mounts volume \"ca-certs\" at /var/lib/k8s_audit"
     ));
-    // The user's own hostPath mount of the directory is reused, not duplicated.
+    // The user's own (writable) hostPath mount of the directory is reused, not duplicated.
     let own = fixture("kubeadm-v1.28.yaml")
-        .replace("mountPath: /etc/ssl/certs", "mountPath: /var/lib/k8s_audit")
+        .replace(
+            "mountPath: /etc/ssl/certs\n      name: ca-certs\n      readOnly: true\n",
+            "mountPath: /var/lib/k8s_audit\n      name: ca-certs\n",
+        )
         .replace("path: /etc/ssl/certs", "path: /var/lib/k8s_audit");
     let out = patch(&own, &opts(Mode::Static)).unwrap();
     assert!(out.notes.contains(&Note::DirAlreadyMounted {
@@ -331,4 +340,43 @@ fn revert_leaves_foreign_volumes_and_removes_dangling_mounts() {
     assert!(patched.contains(vol));
     let dangling = patched.replace(vol, "");
     assert_eq!(revert(&dangling, &o).unwrap().text, text);
+}
+
+#[test]
+fn the_audit_log_must_not_land_on_a_read_only_mount() {
+    let text = fixture("kubeadm-v1.28.yaml");
+    // Under the read-only mount of /var/lib/minikube/certs: the API server could not write
+    // its log there. Dynamic mode writes no log, so it does not care.
+    let inside = PatchOptions {
+        audit_dir: "/var/lib/minikube/certs/audit".into(),
+        ..opts(Mode::Static)
+    };
+    assert_eq!(
+        err(&text, &inside),
+        "m.yaml:85:7: the audit log /var/lib/minikube/certs/audit/audit.log would be on volume \"k8s-certs\", mounted read-only at /var/lib/minikube/certs; the API server could not write it (drop `readOnly: true` there, or choose another --audit-dir)"
+    );
+    let dynamic = PatchOptions {
+        mode: Mode::Dynamic,
+        kube_version: Some("v1.18.0".parse().unwrap()),
+        ..inside.clone()
+    };
+    assert!(patch(&text, &dynamic).is_ok());
+    // Our own mount, made read-only by hand, is refused the same way.
+    let patched = patch(&text, &opts(Mode::Static)).unwrap().text;
+    let ro = patched.replace(
+        "    - mountPath: /var/lib/k8s_audit\n      name: k8s-audit\n",
+        "    - mountPath: /var/lib/k8s_audit\n      name: k8s-audit\n      readOnly: yes\n",
+    );
+    assert_ne!(ro, patched);
+    assert!(
+        err(&ro, &opts(Mode::Static)).contains("mounted read-only at /var/lib/k8s_audit"),
+        "{}",
+        err(&ro, &opts(Mode::Static))
+    );
+    // A read-only mount further up does not matter: ours is deeper and writable.
+    let above = text.replace(
+        "    - mountPath: /etc/ssl/certs\n",
+        "    - mountPath: /var\n      name: var\n      readOnly: true\n    - mountPath: /etc/ssl/certs\n",
+    );
+    assert!(patch(&above, &opts(Mode::Static)).is_ok());
 }

@@ -26,7 +26,7 @@ const FIXTURES: &[(&str, bool)] = &[
     ("comments-everywhere.yaml", true),
     ("no-final-newline.yaml", true),
     ("existing-feature-gates.yaml", true),
-    ("empty-runtime-config.yaml", false),
+    ("empty-runtime-config.yaml", true),
     ("audit-log-stdout.yaml", false),
 ];
 

@@ -22,6 +22,8 @@ const FLAG_POOL: &[&str] = &[
     "--v=2",
     "--feature-gates=EphemeralContainers=true",
     "--runtime-config=api/all=true",
+    "--runtime-config=",
+    "--feature-gates=",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -159,18 +159,16 @@ pub fn expected_value(input: &str, opts: &PatchOptions) -> Value {
             };
             for item in items.iter_mut().rev() {
                 let Some(s) = item.as_str() else { continue };
-                if let Some(list) = s.strip_prefix(&format!("{name}=")) {
-                    let sep = if list.is_empty() { "" } else { "," };
-                    *item = Value::from(format!("{s}{sep}{entry}"));
+                // Always `,entry`: after an empty list too (the API server skips empty items).
+                if s.starts_with(&format!("{name}=")) {
+                    *item = Value::from(format!("{s},{entry}"));
                     done = true;
                     break;
                 }
-                // A shell string: append after the flag's word.
-                if let Some(pos) = s.find(&format!("{name}=")) {
+                // A shell string: append after the last such flag's word.
+                if let Some(pos) = s.rfind(&format!("{name}=")) {
                     let end = s[pos..].find(' ').map_or(s.len(), |e| pos + e);
-                    let word = &s[pos..end];
-                    let sep = if word.ends_with('=') { "" } else { "," };
-                    *item = Value::from(format!("{}{sep}{entry}{}", &s[..end], &s[end..]));
+                    *item = Value::from(format!("{},{entry}{}", &s[..end], &s[end..]));
                     done = true;
                     break;
                 }
