@@ -350,7 +350,8 @@ impl Read for Progress<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.done += n as u64;
-        if !self.show {
+        // n == 0 is the read after the last byte: the final line is already out.
+        if !self.show || n == 0 {
             return Ok(n);
         }
         if self.shown.elapsed() > Duration::from_millis(200) || self.done == self.total {
