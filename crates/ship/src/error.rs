@@ -1,4 +1,6 @@
 //! The one error type of the library: every variant names the host and the cause.
+//! An I/O cause is a field named `cause`, not `source`: the message already shows it, and as
+//! a `source` it would print twice in an error chain (`{:#}`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -70,17 +72,14 @@ pub enum ShipError {
         message: String,
     },
 
-    #[error("{host}: cannot resolve host name: {source}")]
-    Resolve {
-        host: String,
-        source: std::io::Error,
-    },
+    #[error("{host}: cannot resolve host name: {cause}")]
+    Resolve { host: String, cause: std::io::Error },
 
-    #[error("{host}:{port}: cannot connect: {source}")]
+    #[error("{host}:{port}: cannot connect: {cause}")]
     Connect {
         host: String,
         port: u16,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     #[error("{host}:{port}: no answer within {}s (wrong port, firewall, or host down?)", timeout.as_secs_f32())]
@@ -144,16 +143,16 @@ pub enum ShipError {
         line: usize,
     },
 
-    #[error("{}: cannot read known_hosts: {source}", path.display())]
+    #[error("{}: cannot read known_hosts: {cause}", path.display())]
     KnownHostsRead {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
-    #[error("{}: cannot record the host key: {source}", path.display())]
+    #[error("{}: cannot record the host key: {cause}", path.display())]
     KnownHostsWrite {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     #[error(
@@ -199,18 +198,15 @@ pub enum ShipError {
         sent: u64,
     },
 
-    #[error("{host}: reading the data to upload to {path}: {source}")]
+    #[error("{host}: reading the data to upload to {path}: {cause}")]
     ReadSource {
         host: String,
         path: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
-    #[error("{host}: writing local output: {source}")]
-    WriteLocal {
-        host: String,
-        source: std::io::Error,
-    },
+    #[error("{host}: writing local output: {cause}")]
+    WriteLocal { host: String, cause: std::io::Error },
 
     #[error("{host}: connection lost during {during}: {message}")]
     ConnectionLost {

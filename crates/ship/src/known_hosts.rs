@@ -47,7 +47,7 @@ pub fn lookup(files: &[PathBuf], host: &str, port: u16) -> Result<Vec<Entry>, Sh
             Err(source) => {
                 return Err(ShipError::KnownHostsRead {
                     path: file.clone(),
-                    source,
+                    cause: source,
                 });
             }
         };
@@ -164,7 +164,7 @@ pub fn record(
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let err = |source| ShipError::KnownHostsWrite {
         path: file.to_owned(),
-        source,
+        cause: source,
     };
     if let Some(dir) = file
         .parent()

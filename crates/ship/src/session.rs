@@ -264,7 +264,7 @@ impl Session {
                         .map_err(|source| ShipError::ReadSource {
                             host: self.host.clone(),
                             path: during.to_owned(),
-                            source,
+                            cause: source,
                         })?;
                     (start, end) = (0, n);
                     input_open = n > 0;
@@ -332,7 +332,7 @@ impl Session {
                     to.write_all(&buf[..n])
                         .map_err(|source| ShipError::WriteLocal {
                             host: self.host.clone(),
-                            source,
+                            cause: source,
                         })?;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(got),
@@ -430,13 +430,25 @@ fn connect_tcp(
     deadline: Instant,
     timeout: Duration,
 ) -> Result<TcpStream, ShipError> {
-    let addrs: Vec<_> = (host, port)
-        .to_socket_addrs()
-        .map_err(|source| ShipError::Resolve {
-            host: host.to_owned(),
-            source,
-        })?
-        .collect();
+    let name = host.to_owned();
+    let resolved = within(
+        deadline.saturating_duration_since(Instant::now()),
+        move || {
+            (name.as_str(), port)
+                .to_socket_addrs()
+                .map(Iterator::collect::<Vec<_>>)
+        },
+    )
+    .unwrap_or_else(|| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {} s", timeout.as_secs_f64()),
+        ))
+    });
+    let addrs = resolved.map_err(|cause| ShipError::Resolve {
+        host: host.to_owned(),
+        cause,
+    })?;
     let mut last = None;
     for addr in addrs {
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -453,7 +465,7 @@ fn connect_tcp(
         Some(source) => ShipError::Connect {
             host: host.to_owned(),
             port,
-            source,
+            cause: source,
         },
         None => ShipError::ConnectTimeout {
             host: host.to_owned(),
@@ -461,4 +473,35 @@ fn connect_tcp(
             timeout,
         },
     })
+}
+
+/// Runs `work` on a thread of its own and waits at most `timeout` for it: `getaddrinfo` has
+/// no timeout of its own, and a dead resolver would otherwise hang the connect for a minute.
+/// The thread is left to finish (or not) on its own.
+fn within<T: Send + 'static>(
+    timeout: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(work());
+    });
+    rx.recv_timeout(timeout).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn within_gives_up_on_slow_work_and_keeps_fast_results() {
+        let started = Instant::now();
+        let slow = within(Duration::from_millis(100), || {
+            std::thread::sleep(Duration::from_secs(5));
+            1
+        });
+        assert_eq!(slow, None);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(within(Duration::from_secs(5), || 2), Some(2));
+    }
 }

@@ -330,7 +330,7 @@ impl Session {
         let read_err = |source| ShipError::ReadSource {
             host: self.host().to_owned(),
             path: local.display().to_string(),
-            source,
+            cause: source,
         };
         let mut file = std::fs::File::open(local).map_err(read_err)?;
         let len = file.metadata().map_err(read_err)?.len();

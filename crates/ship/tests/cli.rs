@@ -140,6 +140,50 @@ fn failures_exit_255_or_1_with_one_clear_line() {
     let out = ship(&sshd, &["cp", "--mode", "999", "-", "h:/x"], b"");
     assert_eq!(out.status.code(), Some(2), "clap usage error");
     assert!(stderr(&out).contains("expected an octal mode"));
+
+    // A port nobody listens on: the cause once, not repeated by the error chain.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port().to_string();
+    drop(closed);
+    let out = Command::new(env!("CARGO_BIN_EXE_ship"))
+        .args(["--config", "/dev/null", "--no-agent", "--port", &port])
+        .args(["exec", "127.0.0.1", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    assert_eq!(
+        stderr(&out),
+        format!("ship: 127.0.0.1:{port}: cannot connect: Connection refused (os error 111)\n")
+    );
+}
+
+/// A name that cannot be resolved, in a network namespace of the test's own (no network at
+/// all, so nothing leaves the machine): exit 255 and one line naming the host and the cause.
+#[test]
+fn an_unresolvable_host_is_named_with_the_cause() {
+    let out = Command::new("unshare")
+        .args(["--net", "--", env!("CARGO_BIN_EXE_ship")])
+        .args([
+            "--config",
+            "/dev/null",
+            "--no-agent",
+            "--connect-timeout",
+            "5",
+        ])
+        .args(["exec", "node.no-such-domain.invalid", "--", "true"])
+        .output()
+        .expect("run unshare (util-linux)");
+    let text = stderr(&out);
+    assert!(
+        !text.contains("unshare:"),
+        "this test needs root for a network namespace: {text}"
+    );
+    assert_eq!(out.status.code(), Some(255), "{text}");
+    assert!(
+        text.starts_with("ship: node.no-such-domain.invalid: cannot resolve host name: "),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1, "{text}");
 }
 
 #[test]
