@@ -26,6 +26,9 @@ pub(crate) struct Keys {
     /// Explicit files are all tried (a missing one is reported); default ones only when present.
     pub files: Vec<PathBuf>,
     pub agent_socket: Option<PathBuf>,
+    /// With `IdentitiesOnly yes`, the agent may only sign with these public keys (those of
+    /// the identity files, read from their `.pub`), as OpenSSH does; `None` allows every key.
+    pub agent_only: Option<Vec<Vec<u8>>>,
 }
 
 pub(crate) fn keys(opts: &ConnectOptions, config_files: &[PathBuf], identities_only: bool) -> Keys {
@@ -49,10 +52,12 @@ pub(crate) fn keys(opts: &ConnectOptions, config_files: &[PathBuf], identities_o
         .agent_socket
         .clone()
         .or_else(|| std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from));
-    let agent_socket = agent_socket.filter(|_| opts.use_agent && !identities_only);
+    let agent_socket = agent_socket.filter(|_| opts.use_agent);
+    let agent_only = identities_only.then(|| files.iter().filter_map(|f| public_blob(f)).collect());
     Keys {
         files,
         agent_socket,
+        agent_only,
     }
 }
 
@@ -83,7 +88,13 @@ pub(crate) fn authenticate(
         }
     };
     if let Some(socket) = &keys.agent_socket
-        && try_agent(session, user, socket, &mut tried)
+        && try_agent(
+            session,
+            user,
+            socket,
+            keys.agent_only.as_deref(),
+            &mut tried,
+        )
     {
         return Ok(());
     }
@@ -149,6 +160,7 @@ fn try_agent(
     session: &ssh2::Session,
     user: &str,
     socket: &Path,
+    only: Option<&[Vec<u8>]>,
     tried: &mut Vec<AuthAttempt>,
 ) -> bool {
     let Ok(mut agent) = session.agent() else {
@@ -168,6 +180,9 @@ fn try_agent(
         return false;
     }
     for identity in agent.identities().unwrap_or_default() {
+        if only.is_some_and(|only| !only.iter().any(|b| b == identity.blob())) {
+            continue;
+        }
         if agent.userauth(user, &identity).is_ok() && session.authenticated() {
             let _ = agent.disconnect();
             return true;
@@ -196,6 +211,13 @@ fn public_key_beside(private: &Path) -> Option<PathBuf> {
     let mut name = private.file_name()?.to_owned();
     name.push(".pub");
     Some(private.with_file_name(name)).filter(|p| p.exists())
+}
+
+/// The key blob of `<private>.pub` (`type base64 comment`), if that file is there.
+fn public_blob(private: &Path) -> Option<Vec<u8>> {
+    let text = std::fs::read_to_string(public_key_beside(private)?).ok()?;
+    let encoded = text.split_whitespace().nth(1)?;
+    STANDARD.decode(encoded).ok()
 }
 
 /// Whether a private key file needs a passphrase: OpenSSH format records its cipher,

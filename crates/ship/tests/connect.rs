@@ -131,6 +131,73 @@ fn ssh_agent_keys() {
     );
 }
 
+/// `IdentitiesOnly yes` as OpenSSH reads it: the agent still signs, but only with the keys of
+/// the identity files (matched through their `.pub`), so an encrypted key loaded in the agent
+/// needs no passphrase, and the agent's other keys are not offered.
+#[test]
+fn identities_only_limits_the_agent_to_the_identity_files() {
+    let sshd = Sshd::start();
+    let agent = Agent::start(sshd.root());
+    let locked = sshd.generate_key("locked", KeyType::Ed25519, Some("correct horse"));
+    sshd.authorize("root", &locked.public);
+    // ssh-add reads the passphrase from an askpass program when told to.
+    let askpass = sshd.root().join("askpass");
+    std::fs::write(&askpass, "#!/bin/sh\necho 'correct horse'\n").unwrap();
+    std::fs::set_permissions(
+        &askpass,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let added = Command::new("ssh-add")
+        .arg("-q")
+        .arg(&locked.private)
+        .env("SSH_AUTH_SOCK", &agent.socket)
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", "none")
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(added.success(), "ssh-add of the locked key");
+    agent.add(sshd.client_key());
+    let config = sshd.root().join("ssh_config");
+    let write_config = |identity: &std::path::Path| {
+        std::fs::write(
+            &config,
+            format!(
+                "Host node\n  HostName 127.0.0.1\n  Port {}\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n",
+                sshd.port(),
+                identity.display(),
+                sshd.known_hosts_file().display()
+            ),
+        )
+        .unwrap();
+    };
+    let o = ConnectOptions {
+        ssh_config: Some(config.clone()),
+        use_agent: true,
+        agent_socket: Some(agent.socket.clone()),
+        ..ConnectOptions::default()
+    };
+    // No passphrase given: only the agent's copy of the locked key can log in.
+    write_config(&locked.private);
+    let session = Session::connect(&ship::Destination::new("node"), &o)
+        .unwrap_or_else(|e| panic!("the agent signs for the identity file: {e}"));
+    assert_eq!(whoami(&session), "root");
+    // An identity file the server does not accept: the agent's other (authorized) key must
+    // not be offered in its place.
+    let stranger = sshd.generate_key("stranger", KeyType::Ed25519, None);
+    write_config(&stranger.private);
+    let err = Session::connect(&ship::Destination::new("node"), &o)
+        .err()
+        .expect("only the stranger key may be offered");
+    let ShipError::AuthFailed { tried, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(tried.len(), 1, "{err}");
+    assert_eq!(tried[0].key, stranger.private.display().to_string());
+}
+
 #[test]
 fn wrong_key_and_wrong_user_say_what_was_tried() {
     let sshd = Sshd::start();
