@@ -249,6 +249,13 @@ impl Worker {
 
     fn start(&mut self, after_crash: bool) {
         let Some((pod, hash)) = &self.pod else { return };
+        for dir in &pod.create_dirs {
+            if let Err(e) = create_host_dir(dir) {
+                let error = format!("hostPath {}: {e}", dir.display());
+                self.update(|s| s.error = Some(error));
+                return;
+            }
+        }
         match self.plane.spawn(&pod.audit_flags) {
             Ok(process) => {
                 self.process = Some(process);
@@ -367,6 +374,15 @@ async fn publish_mirror(
 }
 
 /// Where kubeadm keeps the API server's manifest, inside a sandbox node root.
+/// `DirectoryOrCreate`: an existing directory is left as it is; a new one is 0755.
+fn create_host_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+}
+
 pub fn manifest_path(root: &Path) -> PathBuf {
     root.join("etc/kubernetes/manifests/kube-apiserver.yaml")
 }

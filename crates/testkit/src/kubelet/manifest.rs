@@ -71,6 +71,8 @@ struct Volume {
 #[derive(Deserialize)]
 struct HostPath {
     path: String,
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
 }
 
 /// A parsed static pod.
@@ -80,6 +82,9 @@ pub struct StaticPod {
     pub namespace: String,
     /// The audit-related flags, paths already mapped into the sandbox root.
     pub audit_flags: Vec<String>,
+    /// `DirectoryOrCreate` hostPaths, mapped into the sandbox: a kubelet creates them (0755)
+    /// before it starts the pod.
+    pub create_dirs: Vec<PathBuf>,
     /// The whole manifest, for the mirror pod.
     pub object: serde_json::Value,
 }
@@ -128,6 +133,14 @@ pub fn parse(bytes: &[u8], root: &Path) -> Result<StaticPod, ManifestError> {
             _ => {}
         }
     }
+    let create_dirs = pod
+        .spec
+        .volumes
+        .iter()
+        .filter_map(|v| v.host_path.as_ref())
+        .filter(|h| h.kind.as_deref() == Some("DirectoryOrCreate"))
+        .map(|h| root.join(h.path.trim_start_matches('/')))
+        .collect();
     Ok(StaticPod {
         name: pod.metadata.name,
         namespace: pod
@@ -135,6 +148,7 @@ pub fn parse(bytes: &[u8], root: &Path) -> Result<StaticPod, ManifestError> {
             .namespace
             .unwrap_or_else(|| "default".to_owned()),
         audit_flags,
+        create_dirs,
         object,
     })
 }
@@ -199,7 +213,7 @@ spec:
     - {name: all-etc, mountPath: /etc}
   volumes:
   - {name: policy, hostPath: {path: /var/lib/k8s_audit}}
-  - {name: logs, hostPath: {path: /var/log/kubernetes/}}
+  - {name: logs, hostPath: {path: /var/log/kubernetes/, type: DirectoryOrCreate}}
 ";
 
     #[test]
@@ -221,6 +235,11 @@ spec:
                 "--feature-gates=DynamicAuditing=true",
                 "--runtime-config=auditregistration.k8s.io/v1alpha1=true",
             ]
+        );
+        assert_eq!(
+            pod.create_dirs,
+            [Path::new("/sandbox/var/log/kubernetes/")],
+            "only the DirectoryOrCreate hostPath"
         );
         assert_eq!(
             pod.object["spec"]["containers"][0]["command"][1],
@@ -246,6 +265,7 @@ spec:
             name: "v".into(),
             host_path: Some(HostPath {
                 path: "/host".into(),
+                kind: None,
             }),
         }];
         let root = Path::new("/r");
