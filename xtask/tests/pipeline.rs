@@ -310,10 +310,26 @@ fn dynamic_cycle(fixture: &str, manifest: &'static str, mode: Mode) {
     let policy = node.path(&format!("{AUDIT_DIR}/audit-policy.yaml"));
     // dynamic+log needs the policy its flag names (the old script forgot to copy it).
     assert_eq!(policy.exists(), mode == Mode::DynamicLog);
+    if mode == Mode::DynamicLog {
+        assert_eq!(mode_and_owner(&policy), (0o600, 0));
+    }
     assert!(
         !node
             .path(&format!("{AUDIT_DIR}/webhook-config.yaml"))
             .exists()
+    );
+    assert_eq!(mode_and_owner(&node.path(AUDIT_DIR)), (0o700, 0));
+    let backup = backups(&node);
+    assert_eq!(backup.len(), 1, "{backup:?}");
+    assert_eq!(std::fs::read(&backup[0]).unwrap(), original);
+    assert_eq!(mode_and_owner(&backup[0]), (0o600, 0));
+
+    let again = node.xtask("enable", Some(&mode_name), &args);
+    assert_ok(&again);
+    assert!(
+        stdout(&again).contains("nothing to do"),
+        "{}",
+        stdout(&again)
     );
 
     let mut off_args = vec!["--no-wait"];
@@ -324,6 +340,20 @@ fn dynamic_cycle(fixture: &str, manifest: &'static str, mode: Mode) {
     assert!(
         cluster.seen().iter().any(|s| s.method == "DELETE"),
         "the AuditSink was deleted"
+    );
+
+    let posts = |c: &ReplayServer| c.seen().iter().filter(|s| s.method == "POST").count();
+    let before = posts(&cluster);
+    let reenabled = node.xtask("enable", Some(&mode_name), &args);
+    assert_ok(&reenabled);
+    assert_eq!(
+        String::from_utf8(node.manifest_bytes()).unwrap(),
+        expected_patch(fixture, mode)
+    );
+    assert_eq!(
+        posts(&cluster),
+        before + 1,
+        "the AuditSink was created again"
     );
 }
 
