@@ -180,7 +180,9 @@ pub(crate) struct Word {
 /// The words of a POSIX shell command line up to and including the binary's arguments:
 /// everything from the first word on, stopping at the first operator or redirection
 /// after `start_at` has been found. Good enough for `exec /bin/x --flags 1>>log 2>&1`;
-/// it need not understand every shell construct, only never misplace a word.
+/// it need not understand every shell construct, only never misplace a word. A line with an
+/// unterminated quote has no words at all: the shell would refuse it, and flags inserted
+/// after a word would land inside the quote.
 pub(crate) fn shell_words(s: &str) -> Vec<Vec<Word>> {
     // Commands separated by operators; each is a list of words.
     let mut commands = vec![Vec::new()];
@@ -202,7 +204,10 @@ pub(crate) fn shell_words(s: &str) -> Vec<Vec<Word>> {
                 while i < b.len() && b[i].is_ascii_whitespace() {
                     i += 1;
                 }
-                i = word_end(s, i).0;
+                match word_end(s, i) {
+                    Some((end, _)) => i = end,
+                    None => return Vec::new(),
+                }
             }
             if commands.last().is_some_and(|c| !c.is_empty()) {
                 commands.push(Vec::new());
@@ -210,7 +215,9 @@ pub(crate) fn shell_words(s: &str) -> Vec<Vec<Word>> {
             continue;
         }
         let start = i;
-        let (end, text) = word_end(s, i);
+        let Some((end, text)) = word_end(s, i) else {
+            return Vec::new();
+        };
         i = end;
         // `2>&1`: digits glued to a redirection are its file descriptor, not a word.
         if b.get(end).is_some_and(|&n| n == b'<' || n == b'>')
@@ -226,8 +233,9 @@ pub(crate) fn shell_words(s: &str) -> Vec<Vec<Word>> {
     commands
 }
 
-/// Reads one word from `i`: returns its end and its unquoted text.
-fn word_end(s: &str, mut i: usize) -> (usize, String) {
+/// Reads one word from `i`: returns its end and its unquoted text, or `None` when a quote in
+/// it is never closed.
+fn word_end(s: &str, mut i: usize) -> Option<(usize, String)> {
     let b = s.as_bytes();
     let mut text = String::new();
     while i < b.len() {
@@ -237,9 +245,9 @@ fn word_end(s: &str, mut i: usize) -> (usize, String) {
         }
         match c {
             b'\'' => {
-                let close = s[i + 1..].find('\'').map_or(s.len(), |j| i + 1 + j);
+                let close = i + 1 + s[i + 1..].find('\'')?;
                 text.push_str(&s[i + 1..close]);
-                i = (close + 1).min(s.len());
+                i = close + 1;
             }
             b'"' => {
                 i += 1;
@@ -251,7 +259,10 @@ fn word_end(s: &str, mut i: usize) -> (usize, String) {
                     text.push(ch);
                     i += ch.len_utf8();
                 }
-                i = (i + 1).min(s.len());
+                if i >= b.len() {
+                    return None;
+                }
+                i += 1;
             }
             b'\\' if i + 1 < b.len() => {
                 let ch = s[i + 1..].chars().next().unwrap_or(' ');
@@ -265,7 +276,7 @@ fn word_end(s: &str, mut i: usize) -> (usize, String) {
             }
         }
     }
-    (i, text)
+    Some((i, text))
 }
 
 #[cfg(test)]
@@ -300,8 +311,19 @@ mod tests {
     }
 
     #[test]
-    fn unbalanced_quotes_do_not_panic() {
-        for s in ["'", "\"", "\\", "a'b", "x \"é", "é'", "\\é"] {
+    fn unbalanced_quotes_mean_no_words() {
+        for s in [
+            "'",
+            "\"",
+            "a'b",
+            "x \"é",
+            "é'",
+            "exec k'ube-apiserver --a=b",
+            "x > 'y",
+        ] {
+            assert_eq!(shell_words(s), Vec::<Vec<Word>>::new(), "{s:?}");
+        }
+        for s in ["\\", "\\é", "a\\"] {
             let _ = shell_words(s);
         }
     }

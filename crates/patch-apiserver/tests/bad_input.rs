@@ -79,6 +79,16 @@ fn structural_surprises_are_reported_where_they_are() {
         "kind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    command: [/hyperkube, apiserver]\n",
         "m.yaml:5:14: expected a command or args list that runs the kube-apiserver binary, found a list",
     );
+    // Found by the fuzzer: an unterminated quote hides the binary (flags inserted after it
+    // would land inside the quote), so the line is not one we can edit.
+    fails(
+        "kind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    command: [k'ube-apiserver, --v=2]\n",
+        "m.yaml:5:14: expected a command or args list that runs the kube-apiserver binary, found a list",
+    );
+    fails(
+        "kind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    command: [/bin/sh, -c, \"exec /usr/local/bin/kube-apiserver --a='b\"]\n",
+        "m.yaml:5:28: the shell command does not run the kube-apiserver binary; expected `exec /path/to/kube-apiserver --flags ...`",
+    );
     fails(
         "\u{0}",
         "m.yaml:1:1: not valid YAML: control characters are not allowed",
