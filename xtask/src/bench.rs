@@ -19,6 +19,12 @@ pub enum Bench {
     Sink(sink::Args),
 }
 
+/// The middle of the measured times (sorted in place); zero when there are none.
+fn median(times: &mut [std::time::Duration]) -> std::time::Duration {
+    times.sort();
+    times.get(times.len() / 2).copied().unwrap_or_default()
+}
+
 impl Bench {
     pub fn run(self, sh: &xshell::Shell) -> anyhow::Result<()> {
         match self {

@@ -134,7 +134,7 @@ fn an_encrypted_key_asks_for_its_passphrase_on_the_terminal_without_echo() {
 fn big_uploads_show_progress_on_a_terminal_and_not_in_a_pipe() {
     let sshd = Sshd::start();
     let big = sshd.root().join("big.bin");
-    std::fs::write(&big, common::noise(10 << 20, 7)).unwrap();
+    std::fs::write(&big, testkit::noise(10 << 20, 7)).unwrap();
     let dir = sshd.root().join("up");
     std::fs::create_dir(&dir).unwrap();
     let remote = format!("root@{}:{}/", sshd.host(), dir.display());

@@ -6,8 +6,9 @@ mod common;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use common::{connect, connect_as, dir_owned_by, mode_of, noise, opts, owner_of, uid_of};
+use common::{connect, connect_as, dir_owned_by, mode_of, opts, owner_of, uid_of};
 use ship::ShipError;
+use testkit::noise;
 use testkit::sshd::Sshd;
 use testkit::users::{SudoRule, ensure_user};
 

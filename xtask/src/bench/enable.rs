@@ -10,6 +10,8 @@ use testkit::delay_proxy::{self, DelayProxy};
 use testkit::sshd::Sshd;
 use xshell::{Shell, cmd};
 
+use super::median;
+
 const MANIFEST: &str = "/etc/kubernetes/manifests/kube-apiserver.yaml";
 const FALCO_URL: &str = "http://10.96.0.10:8765/k8s_audit";
 
@@ -130,11 +132,6 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn median(times: &mut [Duration]) -> Duration {
-    times.sort();
-    times[times.len() / 2]
 }
 
 fn path(p: &Path) -> String {

@@ -111,8 +111,7 @@ pub fn run(sh: &xshell::Shell, args: Args) -> anyhow::Result<()> {
     );
     let mut medians = Vec::new();
     for ((name, _), times) in tools.iter().zip(&mut times) {
-        times.sort();
-        let median = times[times.len() / 2];
+        let median = super::median(times);
         medians.push(median);
         println!(
             "{:<10} {:>10.3} {:>10.1} {:>9.3}..{:<9.3}",

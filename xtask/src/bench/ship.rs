@@ -7,7 +7,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
+use testkit::noise;
 use testkit::sshd::Sshd;
+
+use super::median;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -250,23 +253,4 @@ fn pipeline(sshd: &Sshd, user: &str) -> anyhow::Result<()> {
         "the pipeline must use exactly one TCP connection"
     );
     Ok(())
-}
-
-fn median(times: &mut [Duration]) -> Duration {
-    times.sort();
-    times.get(times.len() / 2).copied().unwrap_or_default()
-}
-
-/// Incompressible bytes (xorshift), so no layer can cheat with compression.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }

@@ -36,20 +36,6 @@ pub fn connect(sshd: &Sshd) -> Session {
         .unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", sshd.log()))
 }
 
-/// Deterministic bytes that look random (no compressible runs), from a xorshift generator.
-pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 pub fn mode_of(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).expect("stat").permissions().mode() & 0o7777
