@@ -33,6 +33,17 @@ pub(crate) enum Origin<'t> {
     },
 }
 
+/// The value of `flags[i]` when it is written as two words, `--flag value`, as pflag reads a
+/// flag that takes a value: the next word, unless that is a flag itself. Its index comes along.
+pub(crate) fn spaced_value<'a>(flags: &'a [Flag<'_>], i: usize) -> Option<(&'a str, usize)> {
+    let flag = flags.get(i)?;
+    if flag.name().is_none() || flag.value().is_some() {
+        return None;
+    }
+    let next = flags.get(i + 1)?;
+    (!next.text.starts_with('-')).then_some((next.text.as_str(), i + 1))
+}
+
 impl Flag<'_> {
     pub fn name(&self) -> Option<&str> {
         split_flag(&self.text).map(|(n, _)| n)

@@ -3,8 +3,9 @@
 use crate::edit::{self, Edit, New, escape};
 use crate::error::{PatchError, Pos};
 use crate::flags::{self, FlagSpec, Want};
-use crate::locate::{self, Flag, Origin, Site, Target};
+use crate::locate::{self, Flag, Origin, Site, Target, spaced_value};
 use crate::mounts::{covered, mount_edits, read_only_log, referenced_files};
+use crate::revert::remove_flags;
 use crate::yaml::{Node, Style};
 use crate::{HostMount, Inspection, KubeVersion, Mode, Note, Outcome, PatchOptions};
 
@@ -268,7 +269,17 @@ fn plan_flag(
         Want::Value(_) | Want::Switch => {
             let mut replaced = false;
             for f in &existing {
-                let same = match (&spec.want, f.value()) {
+                // `--flag value` (two words) for flags that take a value; never for switches.
+                let spaced = match spec.want {
+                    Want::Value(_) => site
+                        .flags
+                        .iter()
+                        .position(|g| std::ptr::eq(g, *f))
+                        .and_then(|i| spaced_value(&site.flags, i)),
+                    _ => None,
+                };
+                let value = f.value().or(spaced.map(|(v, _)| v));
+                let same = match (&spec.want, value) {
                     (Want::Value(v), Some(have)) => have == v,
                     (Want::Switch, None | Some("true")) => true,
                     _ => false,
@@ -276,13 +287,16 @@ fn plan_flag(
                 if same {
                     continue;
                 }
-                let have = f
-                    .value()
-                    .map_or_else(|| "(no value)".to_string(), str::to_string);
-                if !force || (f.value().is_none() && matches!(spec.want, Want::Value(_))) {
+                let have = value.map_or_else(|| "(no value)".to_string(), str::to_string);
+                if !force || (value.is_none() && matches!(spec.want, Want::Value(_))) {
                     return Err(conflict(f, have, spec.shown()));
                 }
                 edits.push(rewrite_word(f, &spec.render())?);
+                if let Some((_, index)) = spaced {
+                    let mut drop = vec![false; site.flags.len()];
+                    drop[index] = true;
+                    edits.extend(remove_flags(text, site, &drop)?);
+                }
                 notes.push(Note::Replaced {
                     at: flag_pos(text, f),
                     flag: spec.name.to_string(),
@@ -396,10 +410,10 @@ fn verify(out: &str, opts: &PatchOptions, specs: &[FlagSpec]) -> Result<(), Patc
         .map_err(|e| PatchError::Internal(format!("the result is not a manifest: {e}")))?;
     for spec in specs {
         let ok = match &spec.want {
-            Want::Value(v) => site
-                .flags
-                .iter()
-                .any(|f| f.name() == Some(spec.name) && f.value() == Some(v)),
+            Want::Value(v) => site.flags.iter().enumerate().any(|(i, f)| {
+                f.name() == Some(spec.name)
+                    && f.value().or(spaced_value(&site.flags, i).map(|(s, _)| s)) == Some(v)
+            }),
             Want::Switch => site.flags.iter().any(|f| f.name() == Some(spec.name)),
             w @ Want::Entry { .. } => has_entry(&site, spec.name, w),
         };

@@ -110,7 +110,12 @@ fn drop_entry(
     rewrite_word(f, &format!("{}={}", spec.name, kept.join(","))).map(Dropped::Entry)
 }
 
-fn remove_flags(text: &str, site: &Site<'_>, remove: &[bool]) -> Result<Vec<Edit>, PatchError> {
+/// Deletes the flags marked in `remove` (indexes into `site.flags`), with their separators.
+pub(crate) fn remove_flags(
+    text: &str,
+    site: &Site<'_>,
+    remove: &[bool],
+) -> Result<Vec<Edit>, PatchError> {
     let mut edits = Vec::new();
     // List items are removed per sequence, so separators are handled together.
     let mut by_seq: BTreeMap<usize, (&Node, Vec<usize>)> = BTreeMap::new();

@@ -380,3 +380,67 @@ fn the_audit_log_must_not_land_on_a_read_only_mount() {
     );
     assert!(patch(&above, &opts(Mode::Static)).is_ok());
 }
+
+/// `--flag value` as two words, as pflag reads it: the same value is left alone, another one
+/// is named in the conflict, and --force rewrites it as one word (in lists and shell lines).
+#[test]
+fn a_flag_written_as_two_words_is_read_with_its_value() {
+    let list = fixture("kubeadm-v1.28.yaml");
+    let two = |value: &str| {
+        list.replace(
+            "    - --secure-port=8443\n",
+            &format!("    - --secure-port=8443\n    - --audit-log-path\n    - {value}\n"),
+        )
+    };
+    let o = opts(Mode::Static);
+    let same = two("/var/lib/k8s_audit/audit.log");
+    let out = patch(&same, &o).unwrap();
+    assert!(
+        !out.text.contains("--audit-log-path="),
+        "left as it is:\n{}",
+        out.text
+    );
+    assert!(out.notes.contains(&Note::AlreadyPresent {
+        flag: "--audit-log-path=/var/lib/k8s_audit/audit.log".into()
+    }));
+    assert_eq!(patch(&out.text, &o).unwrap().text, out.text, "idempotent");
+
+    let other = two("/var/log/audit.log");
+    assert_eq!(
+        err(&other, &o),
+        "m.yaml:37:7: --audit-log-path is already set to \"/var/log/audit.log\", this tool would set \"/var/lib/k8s_audit/audit.log\"; pass --force to replace it"
+    );
+    let forced = patch(
+        &other,
+        &PatchOptions {
+            force: true,
+            ..o.clone()
+        },
+    )
+    .unwrap();
+    assert!(
+        forced.text.contains(
+            "    - --secure-port=8443\n    - --audit-log-path=/var/lib/k8s_audit/audit.log\n    - --service-account-issuer"
+        ),
+        "{}",
+        forced.text
+    );
+    assert!(!forced.text.contains("/var/log/audit.log"));
+
+    let shell = fixture("shell-double-quoted.yaml").replace(
+        " --v=2 ",
+        " --v=2 --audit-policy-file /etc/other/policy.yaml ",
+    );
+    assert!(
+        err(&shell, &o)
+            .contains("--audit-policy-file is already set to \"/etc/other/policy.yaml\"")
+    );
+    let forced = patch(&shell, &PatchOptions { force: true, ..o }).unwrap();
+    assert!(
+        forced.text.contains(
+            " --v=2 --audit-policy-file=/var/lib/k8s_audit/audit-policy.yaml --allow-privileged"
+        ),
+        "{}",
+        forced.text
+    );
+}
