@@ -4,12 +4,18 @@
 use std::collections::HashSet;
 use std::hash::BuildHasherDefault;
 
-use memchr::{memchr, memchr2};
+use memchr::memchr;
 
 use crate::Options;
 use crate::error::{Missing, Origin, Reason, RenderError};
 use crate::position::Tracker;
 use crate::vars::{NameHasher, NameMap, Vars, is_name_char, is_name_start};
+
+mod braces;
+use braces::Braces;
+
+/// How far a word is scanned for its `}` before the chunk's brace index is used.
+const SHORT_WORD: usize = 256;
 
 /// Words nested deeper than this (`${A:-${B:-${C:-...}}}`) are not interpreted, so that a
 /// hostile template cannot exhaust the stack.
@@ -57,6 +63,8 @@ pub(crate) struct Engine<'a> {
     missing: Vec<Missing>,
     /// Present only when a problem can be reported: counting lines costs time otherwise.
     tracker: Option<Tracker>,
+    /// Where `--defaults` words end, indexed once per chunk (built on first use).
+    braces: Option<Braces>,
 }
 
 impl<'a> Engine<'a> {
@@ -75,6 +83,7 @@ impl<'a> Engine<'a> {
             assigned: NameMap::default(),
             missing: Vec::new(),
             tracker: opts.can_fail().then(Tracker::new),
+            braces: None,
         }
     }
 
@@ -82,6 +91,8 @@ impl<'a> Engine<'a> {
     /// rest (an unfinished reference) must be passed again at the start of the next chunk.
     /// With `eof`, everything is decided and the whole chunk is consumed.
     pub(crate) fn feed(&mut self, chunk: &[u8], eof: bool, out: &mut Vec<u8>) -> usize {
+        // A new chunk may sit in the same buffer as the last one: index it afresh.
+        self.braces = None;
         let consumed = self.expand(chunk, 0, chunk.len(), eof, 0, out);
         if let Some(tracker) = &mut self.tracker {
             tracker.next_chunk(chunk, consumed);
@@ -234,7 +245,11 @@ impl<'a> Engine<'a> {
             return as_written(out);
         };
         let word_start = op_at + 1;
-        let Some(close) = matching_brace(&s[word_start..]).map(|p| word_start + p) else {
+        let Some(close) = self
+            .closing_brace(input, dollar + word_start)
+            .filter(|&p| p < to)
+            .map(|p| p - dollar)
+        else {
             return if eof { as_written(out) } else { None };
         };
         let end = dollar + close + 1;
@@ -298,6 +313,23 @@ impl<'a> Engine<'a> {
         Some(end)
     }
 
+    /// The `}` that ends a word starting at `input[start]`, skipping nested `${...}`.
+    fn closing_brace(&mut self, input: &[u8], start: usize) -> Option<usize> {
+        // Real words are short: a bounded scan finds their brace. Only a long or unclosed one
+        // goes to the index, which keeps hostile templates linear.
+        let window = &input[start..input.len().min(start + SHORT_WORD)];
+        if let Some(p) = braces::scan(window) {
+            return Some(start + p);
+        }
+        let braces = match self.braces.take() {
+            Some(b) if b.is_for(input) => b,
+            _ => Braces::new(input),
+        };
+        let close = braces.closing(start);
+        self.braces = Some(braces);
+        close
+    }
+
     #[inline]
     fn lookup(&self, name: &[u8]) -> Option<&[u8]> {
         if !self.assigned.is_empty()
@@ -327,28 +359,6 @@ impl<'a> Engine<'a> {
             reason,
         });
     }
-}
-
-/// Offset of the `}` that closes a word, skipping nested `${...}`; `None` if not in `s`.
-fn matching_brace(s: &[u8]) -> Option<usize> {
-    let mut depth = 0usize;
-    let mut i = 0;
-    while let Some(k) = memchr2(b'$', b'}', &s[i..]) {
-        let p = i + k;
-        if s[p] == b'}' {
-            if depth == 0 {
-                return Some(p);
-            }
-            depth -= 1;
-            i = p + 1;
-        } else if s.get(p + 1) == Some(&b'{') {
-            depth += 1;
-            i = p + 2;
-        } else {
-            i = p + 1;
-        }
-    }
-    None
 }
 
 #[cfg(test)]
