@@ -109,7 +109,7 @@ impl Braces {
             if node == 1 {
                 return None;
             }
-            if node % 2 == 0 && self.min_tree[node + 1] < bound {
+            if node.is_multiple_of(2) && self.min_tree[node + 1] < bound {
                 node += 1;
                 break;
             }
