@@ -71,16 +71,24 @@ fn resolve_text(alias: &str, path: &Path, text: &str) -> Result<HostConfig, Ship
             "`Match` blocks are not supported by ship; use `Host` blocks".to_owned(),
         ));
     }
-    let mut config = SshConfig::default();
-    if let Some(home) = home() {
-        config = config.home_dir(home);
-    }
-    let config = config
-        .parse(
+    let parse = |text: &str| {
+        let mut config = SshConfig::default();
+        if let Some(home) = home() {
+            config = config.home_dir(home);
+        }
+        config.parse(
             &mut BufReader::new(text.as_bytes()),
             ParseRule::ALLOW_UNKNOWN_FIELDS | ParseRule::ALLOW_UNSUPPORTED_FIELDS,
         )
-        .map_err(|e| config_error(0, e.to_string()))?;
+    };
+    let config = parse(text).map_err(|e| {
+        // ssh2-config does not say where; the first prefix of the file that fails does.
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        let line = (1..=lines.len())
+            .find(|&n| parse(&lines[..n].concat()).is_err())
+            .unwrap_or(0);
+        config_error(line, e.to_string())
+    })?;
     let params = config.query(alias);
 
     let refused = params
@@ -207,5 +215,14 @@ Host *
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("/cfg:1: `Match`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_reported_with_their_line() {
+        let text = "Host a\n  HostName 127.0.0.1\n\nHost b\n  Port abc\n  User c\n";
+        let err = resolve_text("a", Path::new("/cfg"), text)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "/cfg:5: expected port number");
     }
 }

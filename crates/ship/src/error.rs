@@ -65,7 +65,8 @@ pub enum ShipError {
         reason: &'static str,
     },
 
-    #[error("{}:{line}: {message}", path.display())]
+    /// `line` is 0 when the problem is not on one line (the file cannot be read).
+    #[error("{}{}: {message}", path.display(), if *line > 0 { format!(":{line}") } else { String::new() })]
     Config {
         path: PathBuf,
         line: usize,
