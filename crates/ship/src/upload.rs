@@ -82,6 +82,9 @@ chmod "$1" "$2" && mv -f -- "$2" "$3" || { rm -f -- "$2"; exit 92; }"#;
 
 const DISCARD: &str = r#"rm -f -- "$1""#;
 
+/// A stream of unknown length up to this size is read into memory and uploaded as a sized one.
+const IN_MEMORY: u64 = 16 << 20;
+
 /// A fresh temp file name (`.ship.` and 16 hex digits). `set -C` on the server refuses to
 /// reuse an existing name, so uniqueness is a convenience, not a safety property.
 fn temp_name() -> String {
@@ -337,8 +340,11 @@ impl Session {
         self.upload_sized(&mut file, len, remote_path, mode, sudo)
     }
 
-    /// Uploads a stream of unknown length: it is staged in a temp file beside the target, and
-    /// renamed into place only when the server received every byte we sent (two channels).
+    /// Uploads a stream of unknown length. A stream that ends within [`IN_MEMORY`] bytes (a
+    /// rendered file, a manifest) becomes a sized upload: one channel, atomic. A longer one is
+    /// staged in a temp file beside the target and renamed into place only when the server
+    /// received every byte we sent (two channels; a connection lost between them can leave
+    /// the temp file behind, never a partial target).
     pub fn upload(
         &self,
         source: &mut dyn Read,
@@ -346,6 +352,20 @@ impl Session {
         mode: u32,
         sudo: bool,
     ) -> Result<(), ShipError> {
+        let mut head = Vec::new();
+        source
+            .take(IN_MEMORY + 1)
+            .read_to_end(&mut head)
+            .map_err(|cause| ShipError::ReadSource {
+                host: self.host().to_owned(),
+                path: remote_path.to_owned(),
+                cause,
+            })?;
+        if head.len() as u64 <= IN_MEMORY {
+            return self.upload_sized(&mut &head[..], head.len() as u64, remote_path, mode, sudo);
+        }
+        let mut source = std::io::Cursor::new(head).chain(source);
+        let source: &mut dyn Read = &mut source;
         let (dir, name) = split_path(self.host(), remote_path)?;
         let argv = script_argv(sudo, "ship-upload", UPLOAD, &[&dir, &name, "0", "-"]);
         let mut source = Counted {

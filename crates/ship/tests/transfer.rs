@@ -60,6 +60,32 @@ fn uploads_and_downloads_keep_every_byte() {
     );
 }
 
+/// A stream of unknown length: a short one goes up in one channel like a sized upload; one over
+/// the 16 MiB kept in memory is staged, checked and renamed in a second channel.
+#[test]
+fn streams_short_and_long_arrive_whole() {
+    let sshd = Sshd::start();
+    let session = connect(&sshd);
+    for (len, round_trips) in [(4096usize, 3), ((16 << 20) + 1, 5)] {
+        let data = noise(len, 77);
+        let target = sshd.root().join(format!("stream-{len}"));
+        let before = session.stats().round_trips;
+        session
+            .upload(&mut &data[..], target.to_str().unwrap(), 0o600, true)
+            .unwrap_or_else(|e| panic!("{len}: {e}"));
+        assert_eq!(
+            session.stats().round_trips - before,
+            round_trips,
+            "{len} bytes"
+        );
+        assert!(
+            std::fs::read(&target).unwrap() == data,
+            "{len} bytes differ"
+        );
+        assert_eq!(mode_of(&target), 0o600);
+    }
+}
+
 #[test]
 fn sudo_writes_root_owned_files_the_user_cannot() {
     let sshd = Sshd::start();
