@@ -56,7 +56,13 @@ pub fn run(sh: &Shell, args: VerifyArgs) -> Result<()> {
     } else {
         None
     };
-    let collector = Collector::new();
+    let probe = cluster::ProbeConfigMap {
+        namespace: args.namespace.clone(),
+        name: format!("audit-probe-{}-{}", std::process::id(), unix_millis()),
+    };
+    // A busy cluster sends every request's events here: keep only the probe's.
+    let probe_name = probe.name.clone();
+    let collector = Collector::keeping(move |e| about_probe(e, &probe_name));
     let _server = if args.via.contains(&Source::Sink) {
         let server = kube
             .block_on(Server::bind(
@@ -71,10 +77,6 @@ pub fn run(sh: &Shell, args: VerifyArgs) -> Result<()> {
         None
     };
 
-    let probe = cluster::ProbeConfigMap {
-        namespace: args.namespace.clone(),
-        name: format!("audit-probe-{}-{}", std::process::id(), unix_millis()),
-    };
     kube.block_on(kube.cluster.create_and_delete_probe(&probe))?;
     let since = Instant::now();
     println!(

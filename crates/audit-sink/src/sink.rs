@@ -2,6 +2,8 @@
 //! tests and `cargo xtask verify` query.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -28,11 +30,17 @@ impl EventSink for mpsc::Sender<Event> {
     }
 }
 
-/// Keeps every event it receives, in arrival order. Unbounded: meant for tests and short
-/// verifications, not for long-running receivers.
+/// Which events a [`Collector`] stores.
+type Keep = dyn Fn(&Event) -> bool + Send + Sync;
+
+/// Keeps the events it receives, in arrival order: all of them ([`Collector::new`], for tests)
+/// or only those a filter picks ([`Collector::keeping`], so that a receiver on a busy cluster
+/// holds just what it waits for).
 #[derive(Clone)]
 pub struct Collector {
     events: watch::Sender<Vec<Event>>,
+    keep: Option<Arc<Keep>>,
+    received: Arc<AtomicUsize>,
 }
 
 /// No matching event arrived before the deadline.
@@ -47,6 +55,8 @@ impl Default for Collector {
     fn default() -> Self {
         Collector {
             events: watch::Sender::new(Vec::new()),
+            keep: None,
+            received: Arc::new(AtomicUsize::new(0)),
         }
     }
 }
@@ -54,6 +64,19 @@ impl Default for Collector {
 impl Collector {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Keeps only the events `keep` accepts; the others are counted, not stored.
+    pub fn keeping(keep: impl Fn(&Event) -> bool + Send + Sync + 'static) -> Self {
+        Collector {
+            keep: Some(Arc::new(keep)),
+            ..Self::default()
+        }
+    }
+
+    /// How many events arrived, kept or not.
+    pub fn received(&self) -> usize {
+        self.received.load(Ordering::Relaxed)
     }
 
     /// A copy of everything received so far.
@@ -80,14 +103,18 @@ impl Collector {
             Ok(Some(event)) => Ok(event),
             _ => Err(WaitTimeout {
                 waited: timeout,
-                seen: self.events.borrow().len(),
+                seen: self.received(),
             }),
         }
     }
 }
 
 impl EventSink for Collector {
-    async fn accept(&self, events: Vec<Event>) -> Result<(), SinkClosed> {
+    async fn accept(&self, mut events: Vec<Event>) -> Result<(), SinkClosed> {
+        self.received.fetch_add(events.len(), Ordering::Relaxed);
+        if let Some(keep) = &self.keep {
+            events.retain(|e| keep(e));
+        }
         if !events.is_empty() {
             self.events.send_modify(|all| all.extend(events));
         }

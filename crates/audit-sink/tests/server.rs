@@ -283,6 +283,28 @@ async fn collector_waits_for_a_matching_event() {
 }
 
 #[tokio::test]
+async fn a_keeping_collector_stores_only_what_it_waits_for() {
+    let collector = Collector::keeping(|e| e.name() == Some("probe"));
+    let server = Server::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        Config::default(),
+        collector.clone(),
+    )
+    .await
+    .expect("bind");
+    let items: Vec<String> = ["a", "probe", "b", "c"]
+        .iter()
+        .map(|name| event_json("ResponseComplete", "get", "pods", "d", name, "u", 200))
+        .collect();
+    let (status, _) = post(server.local_addr(), "/k8s_audit", event_list(&items)).await;
+    assert_eq!(status, 200);
+    let kept = collector.events();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].name(), Some("probe"));
+    assert_eq!(collector.received(), 4, "the others are counted");
+}
+
+#[tokio::test]
 async fn a_full_queue_holds_the_response_back() {
     let (tx, mut rx) = mpsc::channel(1);
     let server = Server::bind("127.0.0.1:0".parse().expect("addr"), Config::default(), tx)
