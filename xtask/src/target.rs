@@ -148,6 +148,21 @@ fn connect(sh: &Shell, variant: Variant, args: &NodeArgs) -> Result<Node> {
     Ok(Node::ssh(session, args.root.as_deref(), describe))
 }
 
+/// The driver of `profile` in `minikube profile list -o json` (`{"valid": [{"Name": ..,
+/// "Config": {"Driver": ..}}], "invalid": [..]}`).
+fn driver_of(profiles: &str, profile: &str) -> Option<String> {
+    let list: serde_json::Value = serde_json::from_str(profiles).ok()?;
+    ["valid", "invalid"]
+        .iter()
+        .filter_map(|k| list.get(k)?.as_array())
+        .flatten()
+        .find(|p| p.get("Name").and_then(|n| n.as_str()) == Some(profile))?
+        .get("Config")?
+        .get("Driver")?
+        .as_str()
+        .map(str::to_owned)
+}
+
 /// Asks minikube where its node is, as `minikube ssh` does: the VM's IP on port 22, or with
 /// the docker driver the port Docker forwards to the container's sshd.
 fn minikube_host(
@@ -171,13 +186,11 @@ fn minikube_host(
         let key = cmd!(sh, "minikube ssh-key -p {profile}").read()?;
         options.identities.push(PathBuf::from(key.trim()));
     }
-    let driver = cmd!(sh, "minikube profile list -o json")
+    let profiles = cmd!(sh, "minikube profile list -o json")
         .quiet()
         .read()
         .unwrap_or_default();
-    let uses_docker = driver.contains(&format!("\"Name\":\"{profile}\""))
-        && driver.contains("\"Driver\":\"docker\"");
-    if uses_docker && options.port.is_none() {
+    if driver_of(&profiles, profile).as_deref() == Some("docker") && options.port.is_none() {
         let forwarded = cmd!(sh, "docker port {profile} 22/tcp").read()?;
         let port = forwarded
             .lines()

@@ -703,3 +703,96 @@ fn minikube_variant_without_minikube_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+/// The minikube variant's own logic, with stand-ins for the minikube and docker CLIs (there is
+/// no minikube here): with the docker driver it connects to the port Docker forwards on
+/// 127.0.0.1, with minikube's key, and the profile is the one asked for.
+#[test]
+fn minikube_variant_with_the_docker_driver_uses_the_forwarded_port() {
+    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let bin = tempfile::tempdir().unwrap();
+    let calls = bin.path().join("calls");
+    let stub = |name: &str, body: String| {
+        let path = bin.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\necho \"{name} $*\" >> '{}'\n{body}",
+                calls.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    // Two profiles: the other one's driver must not be taken for ours.
+    let profiles = r#"{"invalid":[],"valid":[{"Name":"minikube","Config":{"Name":"minikube","Driver":"kvm2"}},{"Name":"dev","Config":{"Name":"dev","Driver":"docker"}}]}"#;
+    stub(
+        "minikube",
+        format!(
+            "case $1 in\n  version) echo 'minikube version: v1.32.0' ;;\n  ssh-key) echo '{}' ;;\n  profile) echo '{profiles}' ;;\n  ip) echo 192.168.49.2 ;;\n  *) exit 2 ;;\nesac\n",
+            node.sshd.client_key().display()
+        ),
+    );
+    stub(
+        "docker",
+        format!(
+            "[ \"$*\" = 'port dev 22/tcp' ] || exit 2\necho '0.0.0.0:{0}'\necho '[::]:{0}'\n",
+            node.sshd.port()
+        ),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args([
+            "enable", "minikube", "static", "-p", "dev", "--user", "root",
+        ])
+        .args(["--falco-url", FALCO_URL, "--no-wait", "--known-hosts"])
+        .arg(node.sshd.known_hosts_file())
+        .arg("--root")
+        .arg(node.root.path())
+        .env("PATH", bin.path())
+        .env("HOME", node.home.path())
+        .env_remove("KUBECONFIG")
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert_eq!(
+        String::from_utf8(node.manifest_bytes()).unwrap(),
+        expected_patch(KUBEADM.0, Mode::Static)
+    );
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    assert!(calls.contains("minikube ssh-key -p dev\n"), "{calls}");
+    assert!(calls.contains("docker port dev 22/tcp\n"), "{calls}");
+    assert!(
+        !calls.contains("minikube ip"),
+        "the docker driver is reached through the forwarded port: {calls}"
+    );
+
+    // The kvm2 profile is reached at `minikube ip`, port 22 (here 127.0.0.1, where nothing
+    // of ours listens, so the connection itself fails): no docker port lookup for it.
+    std::fs::write(bin.path().join("calls"), "").unwrap();
+    stub(
+        "minikube",
+        format!(
+            "case $1 in\n  version) echo v1 ;;\n  ssh-key) echo '{}' ;;\n  profile) echo '{profiles}' ;;\n  ip) echo 127.0.0.1 ;;\n  *) exit 2 ;;\nesac\n",
+            node.sshd.client_key().display()
+        ),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["enable", "minikube", "static", "--user", "root"])
+        .args(["--falco-url", FALCO_URL, "--no-wait", "--root"])
+        .arg(node.root.path())
+        .env("PATH", bin.path())
+        .env("HOME", node.home.path())
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .unwrap();
+    let calls = std::fs::read_to_string(bin.path().join("calls")).unwrap();
+    assert!(calls.contains("minikube ip -p minikube\n"), "{calls}");
+    assert!(!calls.contains("docker"), "{calls}");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("127.0.0.1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
