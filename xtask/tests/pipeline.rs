@@ -443,6 +443,39 @@ fn kops_without_a_host_stops_before_connecting() {
     );
 }
 
+/// The kops variant's defaults: the host from APISERVER_HOST and kops' manifest name
+/// (`kube-apiserver.manifest`), with the user and key overridden for the loopback sshd.
+#[test]
+fn kops_variant_takes_the_host_from_apiserver_host() {
+    let node = TestNode::with_manifest(KOPS.0, KOPS.1);
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["enable", "kops", "static", "--user", "root", "--port"])
+        .arg(node.sshd.port().to_string())
+        .arg("-i")
+        .arg(node.sshd.client_key())
+        .arg("--known-hosts")
+        .arg(node.sshd.known_hosts_file())
+        .arg("--root")
+        .arg(node.root.path())
+        .args(["--falco-url", FALCO_URL, "--no-wait"])
+        .env("APISERVER_HOST", "127.0.0.1")
+        .env("HOME", node.home.path())
+        .env_remove("KUBECONFIG")
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert_eq!(
+        String::from_utf8(node.manifest_bytes()).unwrap(),
+        expected_patch(KOPS.0, Mode::Static)
+    );
+    assert!(
+        stdout(&out).contains("kops"),
+        "the kops manager warning: {}",
+        stdout(&out)
+    );
+}
+
 /// A cluster whose kubelet never restarts the API server: the mirror pod keeps its old hash and
 /// its old command, so the wait must time out and the rollback must restore the original.
 #[test]
