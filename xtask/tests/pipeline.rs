@@ -45,6 +45,21 @@ impl TestNode {
         std::fs::read(self.path(self.manifest)).unwrap()
     }
 
+    /// `cargo xtask enable <variant> static` on this node's sandbox root, with its known_hosts, a
+    /// clean HOME and no kubeconfig or agent; how to reach the node is up to the caller.
+    fn enable_variant(&self, variant: &str) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        cmd.args(["enable", variant, "static", "--user", "root"])
+            .args(["--falco-url", FALCO_URL, "--no-wait", "--known-hosts"])
+            .arg(self.sshd.known_hosts_file())
+            .arg("--root")
+            .arg(self.root.path())
+            .env("HOME", self.home.path())
+            .env_remove("KUBECONFIG")
+            .env_remove("SSH_AUTH_SOCK");
+        cmd
+    }
+
     /// `cargo xtask <command> ssh [mode] --host ... <extra>` with a clean HOME, so neither the
     /// user's kubeconfig nor their ssh config leaks in.
     fn xtask(&self, command: &str, mode: Option<&str>, extra: &[&str]) -> Output {
@@ -448,20 +463,13 @@ fn kops_without_a_host_stops_before_connecting() {
 #[test]
 fn kops_variant_takes_the_host_from_apiserver_host() {
     let node = TestNode::with_manifest(KOPS.0, KOPS.1);
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["enable", "kops", "static", "--user", "root", "--port"])
+    let out = node
+        .enable_variant("kops")
+        .arg("--port")
         .arg(node.sshd.port().to_string())
         .arg("-i")
         .arg(node.sshd.client_key())
-        .arg("--known-hosts")
-        .arg(node.sshd.known_hosts_file())
-        .arg("--root")
-        .arg(node.root.path())
-        .args(["--falco-url", FALCO_URL, "--no-wait"])
         .env("APISERVER_HOST", "127.0.0.1")
-        .env("HOME", node.home.path())
-        .env_remove("KUBECONFIG")
-        .env_remove("SSH_AUTH_SOCK")
         .output()
         .unwrap();
     assert_ok(&out);
@@ -773,18 +781,10 @@ fn minikube_variant_with_the_docker_driver_uses_the_forwarded_port() {
             node.sshd.port()
         ),
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args([
-            "enable", "minikube", "static", "-p", "dev", "--user", "root",
-        ])
-        .args(["--falco-url", FALCO_URL, "--no-wait", "--known-hosts"])
-        .arg(node.sshd.known_hosts_file())
-        .arg("--root")
-        .arg(node.root.path())
+    let out = node
+        .enable_variant("minikube")
+        .args(["-p", "dev"])
         .env("PATH", bin.path())
-        .env("HOME", node.home.path())
-        .env_remove("KUBECONFIG")
-        .env_remove("SSH_AUTH_SOCK")
         .output()
         .unwrap();
     assert_ok(&out);
@@ -810,13 +810,9 @@ fn minikube_variant_with_the_docker_driver_uses_the_forwarded_port() {
             node.sshd.client_key().display()
         ),
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["enable", "minikube", "static", "--user", "root"])
-        .args(["--falco-url", FALCO_URL, "--no-wait", "--root"])
-        .arg(node.root.path())
+    let out = node
+        .enable_variant("minikube")
         .env("PATH", bin.path())
-        .env("HOME", node.home.path())
-        .env_remove("SSH_AUTH_SOCK")
         .output()
         .unwrap();
     let calls = std::fs::read_to_string(bin.path().join("calls")).unwrap();

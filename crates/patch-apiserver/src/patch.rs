@@ -250,12 +250,14 @@ fn plan_flag(
     new_flags: &mut Vec<String>,
     notes: &mut Vec<Note>,
 ) -> Result<(), PatchError> {
-    let existing: Vec<&Flag<'_>> = site
+    // With their indexes in `site.flags`: a two-word flag's value is the next one.
+    let existing: Vec<(usize, &Flag<'_>)> = site
         .flags
         .iter()
-        .filter(|f| f.name() == Some(spec.name))
+        .enumerate()
+        .filter(|(_, f)| f.name() == Some(spec.name))
         .collect();
-    let Some(last) = existing.last() else {
+    let Some(&(_, last)) = existing.last() else {
         new_flags.push(spec.render());
         return Ok(());
     };
@@ -268,14 +270,10 @@ fn plan_flag(
     match &spec.want {
         Want::Value(_) | Want::Switch => {
             let mut replaced = false;
-            for f in &existing {
+            for &(i, f) in &existing {
                 // `--flag value` (two words) for flags that take a value; never for switches.
                 let spaced = match spec.want {
-                    Want::Value(_) => site
-                        .flags
-                        .iter()
-                        .position(|g| std::ptr::eq(g, *f))
-                        .and_then(|i| spaced_value(&site.flags, i)),
+                    Want::Value(_) => spaced_value(&site.flags, i),
                     _ => None,
                 };
                 let value = f.value().or(spaced.map(|(v, _)| v));
@@ -312,7 +310,7 @@ fn plan_flag(
         }
         Want::Entry { key, value } => {
             let mut present = false;
-            for f in &existing {
+            for &(_, f) in &existing {
                 let Some(list) = f.value() else {
                     return Err(conflict(f, "(no value)".into(), spec.shown()));
                 };

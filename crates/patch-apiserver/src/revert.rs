@@ -4,8 +4,8 @@
 //! by value: every flag whose name and value are what some mode writes with these
 //! options is removed, and the rotation flags go with our `--audit-log-path`. Our entry
 //! is cut from the end of a list flag (`--runtime-config=,ours` goes back to the empty
-//! `--runtime-config=` it was); a list flag holding nothing but our entry is removed whole. The volume goes only if it
-//! has our name and our path; the mount goes with it.
+//! `--runtime-config=` it was); a list flag holding nothing but our entry is removed whole.
+//! The volume goes only if it has our name and our path; the mount goes with it.
 
 use std::collections::BTreeMap;
 
