@@ -63,7 +63,10 @@ fn event_list(items: &[String]) -> Vec<u8> {
 }
 
 async fn collector_server(config: Config) -> (Server, Collector) {
-    let collector = Collector::new();
+    serve(config, Collector::new()).await
+}
+
+async fn serve(config: Config, collector: Collector) -> (Server, Collector) {
     let server = Server::bind(
         "127.0.0.1:0".parse().expect("addr"),
         config,
@@ -284,14 +287,11 @@ async fn collector_waits_for_a_matching_event() {
 
 #[tokio::test]
 async fn a_keeping_collector_stores_only_what_it_waits_for() {
-    let collector = Collector::keeping(|e| e.name() == Some("probe"));
-    let server = Server::bind(
-        "127.0.0.1:0".parse().expect("addr"),
+    let (server, collector) = serve(
         Config::default(),
-        collector.clone(),
+        Collector::keeping(|e| e.name() == Some("probe")),
     )
-    .await
-    .expect("bind");
+    .await;
     let items: Vec<String> = ["a", "probe", "b", "c"]
         .iter()
         .map(|name| event_json("ResponseComplete", "get", "pods", "d", name, "u", 200))

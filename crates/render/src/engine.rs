@@ -321,13 +321,10 @@ impl<'a> Engine<'a> {
         if let Some(p) = braces::scan(window) {
             return Some(start + p);
         }
-        let braces = match self.braces.take() {
-            Some(b) if b.is_for(input) => b,
-            _ => Braces::new(input),
-        };
-        let close = braces.closing(start);
-        self.braces = Some(braces);
-        close
+        // `feed` drops the index with each chunk; nested words share their chunk's.
+        self.braces
+            .get_or_insert_with(|| Braces::new(input))
+            .closing(start)
     }
 
     #[inline]

@@ -33,8 +33,6 @@ pub(super) fn scan(s: &[u8]) -> Option<usize> {
 }
 
 pub(super) struct Braces {
-    /// The chunk this was built for (its address and length).
-    key: (usize, usize),
     /// Byte position of each token, ascending.
     positions: Vec<usize>,
     /// The level after each token.
@@ -45,10 +43,6 @@ pub(super) struct Braces {
 }
 
 impl Braces {
-    pub(super) fn is_for(&self, chunk: &[u8]) -> bool {
-        self.key == (chunk.as_ptr() as usize, chunk.len())
-    }
-
     pub(super) fn new(chunk: &[u8]) -> Braces {
         let (mut positions, mut levels) = (Vec::new(), Vec::new());
         let mut level = 0i64;
@@ -77,7 +71,6 @@ impl Braces {
             min_tree[node] = min_tree[2 * node].min(min_tree[2 * node + 1]);
         }
         Braces {
-            key: (chunk.as_ptr() as usize, chunk.len()),
             positions,
             levels,
             min_tree,
