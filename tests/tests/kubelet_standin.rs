@@ -91,7 +91,7 @@ async fn manifest_changes_restart_the_server_and_the_mirror_pod_follows() {
     let audit_dir = root.path().join("var/lib/k8s_audit");
     std::fs::create_dir_all(&audit_dir).expect("mkdir audit dir");
     let policy = real::render_fixture(
-        "fixtures/templates/audit-policy.yaml.in",
+        "crates/pipeline/assets/audit-policy.yaml.in",
         &[("AUDIT_API_VERSION", "audit.k8s.io/v1")],
     );
     std::fs::write(audit_dir.join("audit-policy.yaml"), policy).expect("write policy");

@@ -1,27 +1,10 @@
-//! `cargo xtask`: the project's commands, in plain Rust (see ARCHITECTURE.md). It parses
-//! arguments, calls the tool libraries in order and prints the steps.
+//! `cargo xtask`: the product commands, which come whole from the `pipeline` crate, and the
+//! developer tasks (in `dev/`: demo, test, bench, apiserver, record-api), in plain Rust.
 
-mod apiserver;
-mod bench;
-mod cluster_args;
-mod debian;
-mod demo;
-mod disable;
-mod enable;
-mod manager;
-mod node;
-mod observe;
-mod record;
-mod restart;
-mod state;
-mod status;
-mod steps;
-mod target;
-mod templates;
-mod test;
-mod verify;
+mod dev;
 
 use clap::{Parser, Subcommand};
+use pipeline::report::Terminal;
 
 #[derive(Parser)]
 #[command(
@@ -37,17 +20,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Turn on audit logging on a control-plane node: preflight, render, ship, patch, wait, rollback.
-    Enable(enable::EnableArgs),
-    /// Turn it off again: restore the manifest, delete the AuditSink, with the same wait and rollback.
-    Disable(disable::DisableArgs),
-    /// Show what is enabled on the node and in the cluster.
-    Status(status::StatusArgs),
-    /// Create and delete a probe ConfigMap and wait for its audit events.
-    Verify(verify::VerifyArgs),
-    /// Follow the Falco pod's log.
-    Observe(observe::ObserveArgs),
-    /// The static pipeline on a bundled kubeadm manifest in a sandbox, without a cluster.
+    #[command(flatten)]
+    Product(pipeline::Command),
+    /// The static pipeline on a bundled minikube manifest in a sandbox, without a cluster.
     Demo,
     /// Every test: installs the Debian packages they need, builds the real kube-apiserver once, runs `cargo test --workspace`.
     Test,
@@ -55,10 +30,10 @@ enum Command {
     RecordApi,
     /// Benchmarks that print both sides of a comparison from the same run.
     #[command(subcommand)]
-    Bench(bench::Bench),
+    Bench(dev::bench::Bench),
     /// Build the real kube-apiserver used by the end-to-end tests.
     #[command(subcommand)]
-    Apiserver(apiserver::Apiserver),
+    Apiserver(dev::apiserver::Apiserver),
 }
 
 fn main() {
@@ -74,26 +49,21 @@ fn main() {
 fn dispatch(sh: &xshell::Shell, cli: Cli) -> anyhow::Result<()> {
     sh.change_dir(project_root());
     match cli.command {
-        Command::Enable(args) => enable::run(sh, args),
-        Command::Disable(args) => disable::run(sh, args),
-        Command::Status(args) => status::run(sh, args),
-        Command::Verify(args) => verify::run(sh, args),
-        Command::Observe(args) => observe::run(args),
-        Command::Demo => demo::run(sh),
-        Command::Test => test::run(sh),
-        Command::RecordApi => record::run(),
+        Command::Product(command) => run_product(command),
+        Command::Demo => dev::demo::run(),
+        Command::Test => dev::test::run(sh),
+        Command::RecordApi => dev::record_api(sh),
         Command::Bench(bench) => bench.run(sh),
         Command::Apiserver(cmd) => cmd.run(sh),
     }
 }
 
-/// Runs an xtask command line in-process, as `demo` does with `enable` and `disable`.
-pub fn run_args<'a>(
-    sh: &xshell::Shell,
-    args: impl IntoIterator<Item = &'a str>,
-) -> anyhow::Result<()> {
-    let cli = Cli::try_parse_from(std::iter::once("cargo xtask").chain(args))?;
-    dispatch(sh, cli)
+/// A product command, exactly as the `k8s-audit` binary runs it.
+pub fn run_product(command: pipeline::Command) -> anyhow::Result<()> {
+    let terminal = Terminal {
+        verbose: command.verbose(),
+    };
+    pipeline::run(command, &terminal).map_err(|e| anyhow::anyhow!(e.report()))
 }
 
 /// The checkout's root, so that `cargo xtask` works from any directory in it.

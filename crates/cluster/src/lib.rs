@@ -3,7 +3,7 @@
 //! and Falco's logs. Every call is one or two plain requests, so the crate can be tested against a
 //! server that replays recorded API responses.
 
-mod audit_sink;
+mod dynamic_sink;
 mod connect;
 mod error;
 mod falco;
@@ -12,7 +12,7 @@ mod logs;
 mod mirror_pod;
 mod probe;
 
-pub use audit_sink::{AUDIT_SINK_NAME, Applied};
+pub use dynamic_sink::{AUDIT_SINK_NAME, Applied};
 pub use connect::{Cluster, ClusterOptions};
 pub use error::ClusterError;
 pub use falco::{FalcoEndpoint, FalcoFlavour};

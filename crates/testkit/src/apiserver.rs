@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-/// The Debian upstream version (without the revision) of the `kubernetes` source package: it
-/// keys the binary cache and names the directory `apt-get source` unpacks.
-pub const DEBIAN_VERSION: &str = "1.20.5+really1.20.2";
+pub use crate::apiserver_cache::DEBIAN_VERSION;
 const ETCD: &str = "/usr/bin/etcd";
 
 #[derive(thiserror::Error)]
@@ -70,14 +68,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 
 /// Where `cargo xtask apiserver build` puts the binary (`$XDG_CACHE_HOME` or `~/.cache`).
 pub fn binary_path() -> Result<PathBuf, Error> {
-    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").ok_or(Error::NoCacheDir)?).join(".cache"),
-    };
-    Ok(base
-        .join("k8s-audit-tools")
-        .join(format!("kube-apiserver-{DEBIAN_VERSION}"))
-        .join("kube-apiserver"))
+    crate::apiserver_cache::binary_path().ok_or(Error::NoCacheDir)
 }
 
 /// The cached binary, or [`Error::NotBuilt`] saying how to build it.

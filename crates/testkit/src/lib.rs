@@ -6,6 +6,7 @@ pub mod users;
 pub mod replay;
 
 pub mod apiserver;
+mod apiserver_cache;
 pub mod delay_proxy;
 pub mod kubelet;
 
@@ -22,4 +23,16 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// The middle of the measured times (sorted in place); zero when there are none.
+pub fn median(times: &mut [std::time::Duration]) -> std::time::Duration {
+    times.sort();
+    times.get(times.len() / 2).copied().unwrap_or_default()
+}
+
+/// A `harness = false` benchmark's own arguments: what `cargo bench -- ARGS` passes, without the
+/// `--bench` flag cargo adds.
+pub fn bench_args() -> impl Iterator<Item = std::ffi::OsString> {
+    std::env::args_os().filter(|arg| arg != "--bench")
 }

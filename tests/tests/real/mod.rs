@@ -33,7 +33,7 @@ pub fn write_audit_files(dir: &Path, url: &str) -> (PathBuf, PathBuf) {
     std::fs::write(
         &policy,
         render_fixture(
-            "fixtures/templates/audit-policy.yaml.in",
+            "crates/pipeline/assets/audit-policy.yaml.in",
             &[("AUDIT_API_VERSION", "audit.k8s.io/v1")],
         ),
     )
@@ -41,7 +41,7 @@ pub fn write_audit_files(dir: &Path, url: &str) -> (PathBuf, PathBuf) {
     std::fs::write(
         &webhook,
         render_fixture(
-            "fixtures/templates/webhook-config.yaml.in",
+            "crates/pipeline/assets/webhook-config.yaml.in",
             &[
                 ("FALCO_SERVICE_CLUSTERIP", host),
                 ("FALCO_SERVICE_PORT", port),

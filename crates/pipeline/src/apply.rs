@@ -1,0 +1,82 @@
+//! Stage 3, apply: the old scripts' "ship" and "patch" steps as one transaction on the node
+//! (`Node::apply`). The audit directory, the changed audit files, the backup of the original
+//! manifest, the state record and the new manifest are all staged first and renamed only when
+//! every one is in place, the manifest last, so a dropped connection leaves all of it or none,
+//! and the kubelet never sees a manifest whose files are missing.
+
+use crate::enable::EnableArgs;
+use crate::error::Result;
+use crate::node::Change;
+use crate::preflight::Plan;
+use crate::rendering::Files;
+use crate::state::{self, State};
+
+/// Uploads the files that differ from what the node holds and, when the manifest changes,
+/// writes the backup, the state record and the new manifest: one transaction, so a dropped
+/// connection leaves either all of it or none. Returns how many audit files it wrote.
+pub fn run(args: &EnableArgs, plan: &Plan, files: &Files) -> Result<(usize, String)> {
+    let dir = &args.target.node.audit_dir;
+    let paths: Vec<(String, &[u8])> = files
+        .iter()
+        .filter(|(name, bytes)| {
+            plan.existing
+                .iter()
+                .any(|(have, current)| have == name && current.as_deref() != Some(bytes.as_slice()))
+        })
+        .map(|(name, bytes)| (format!("{dir}/{name}"), bytes.as_slice()))
+        .collect();
+    let mut changes = vec![Change::PrivateDir(dir)];
+    changes.extend(paths.iter().map(|(path, bytes)| Change::File {
+        path,
+        bytes,
+        mode: 0o600,
+    }));
+    let backup = state::backup_path(dir, &plan.manifest_path);
+    let backup_dir = state::backup_dir(dir);
+    let state_path = state::state_path(dir);
+    let record = State {
+        mode: args.mode,
+        manifest: plan.manifest_path.clone(),
+        backup: backup.clone(),
+        batch_max_wait: args.batch_max_wait.clone(),
+    }
+    .to_text();
+    if plan.patched.changed {
+        changes.extend([
+            Change::PrivateDir(&backup_dir),
+            Change::File {
+                path: &backup,
+                bytes: plan.original.as_bytes(),
+                mode: 0o600,
+            },
+            Change::File {
+                path: &state_path,
+                bytes: record.as_bytes(),
+                mode: 0o600,
+            },
+            // Last, so the kubelet sees the new manifest only once everything it needs is there.
+            Change::File {
+                path: &plan.manifest_path,
+                bytes: plan.patched.text.as_bytes(),
+                mode: 0o600,
+            },
+        ]);
+    }
+    plan.node.apply(&changes)?;
+    let names: Vec<&str> = paths
+        .iter()
+        .map(|(path, _)| path.rsplit('/').next().unwrap_or(path))
+        .collect();
+    let mut summary = if names.is_empty() {
+        format!("{dir}: files already in place")
+    } else {
+        format!("{dir} (0700): {} (0600)", names.join(", "))
+    };
+    if plan.patched.changed {
+        summary.push_str(&format!(
+            "; {} replaced, original backed up to {backup}",
+            plan.manifest_path
+        ));
+    }
+    Ok((names.len(), summary))
+}

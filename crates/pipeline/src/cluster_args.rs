@@ -1,0 +1,61 @@
+//! The cluster half of the command line, and the one tokio runtime the sync pipeline drives it with.
+
+use std::path::PathBuf;
+
+use cluster::{Cluster, ClusterOptions};
+
+use crate::error::{Context, Result};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// The kubeconfig (default: $KUBECONFIG, then ~/.kube/config, as kubectl reads it).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// A kubeconfig context other than the current one.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// The control-plane node's name, when the cluster has several (mirror pod kube-apiserver-NODE).
+    #[arg(long = "node")]
+    pub node_name: Option<String>,
+}
+
+/// The cluster and the runtime its async calls run on.
+pub struct Kube {
+    runtime: tokio::runtime::Runtime,
+    pub cluster: Cluster,
+}
+
+impl Kube {
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+}
+
+impl ClusterArgs {
+    fn explicit(&self) -> bool {
+        self.kubeconfig.is_some() || self.context.is_some()
+    }
+
+    /// Connects when `needed`, or when the user named a kubeconfig or context; a pipeline that
+    /// can do without the cluster (static, --falco-url, --no-wait) never reaches for one it was
+    /// not given.
+    pub fn connect(&self, needed: bool) -> Result<Option<Kube>> {
+        if !needed && !self.explicit() {
+            return Ok(None);
+        }
+        self.connect_required().map(Some)
+    }
+
+    pub fn connect_required(&self) -> Result<Kube> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let options = ClusterOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+        };
+        let cluster = runtime.block_on(Cluster::connect(&options))?;
+        Ok(Kube { runtime, cluster })
+    }
+}

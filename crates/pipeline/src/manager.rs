@@ -1,0 +1,79 @@
+//! Which tool owns a kube-apiserver manifest. Each of them rewrites the manifest on upgrade or
+//! reprovisioning, and each has its own durable way to set the same flags.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Manager {
+    Minikube,
+    Kops,
+    Rke2,
+    Kubeadm,
+}
+
+impl Manager {
+    /// Recognises the manager from marks each one leaves in the manifests it writes.
+    pub fn detect(manifest: &str) -> Option<Manager> {
+        let has = |mark: &str| manifest.contains(mark);
+        if has("rancher/hardened-kubernetes") || has("/var/lib/rancher/rke2") {
+            Some(Manager::Rke2)
+        } else if has("/var/lib/minikube") {
+            Some(Manager::Minikube)
+        } else if has("/srv/kubernetes") || has("k8s-app: kube-apiserver") || has("kops") {
+            Some(Manager::Kops)
+        } else if has("kubeadm.kubernetes.io") || has("tier: control-plane") {
+            Some(Manager::Kubeadm)
+        } else {
+            None
+        }
+    }
+
+    pub fn durable_alternative(self) -> &'static str {
+        match self {
+            Manager::Minikube => {
+                "minikube start rewrites this manifest; make the change durable with `minikube start --extra-config=apiserver.audit-policy-file=... --extra-config=apiserver.audit-webhook-config-file=...` (and mount the files)"
+            }
+            Manager::Kops => {
+                "kops nodeup rewrites this manifest on every update; make the change durable in the cluster spec (kubeAPIServer.auditPolicyFile, kubeAPIServer.auditWebhookConfigFile) with `kops edit cluster`"
+            }
+            Manager::Rke2 => {
+                "RKE2 rewrites this manifest at every start; make the change durable with kube-apiserver-arg (and kube-apiserver-extra-mount) in /etc/rancher/rke2/config.yaml"
+            }
+            Manager::Kubeadm => {
+                "kubeadm upgrade rewrites this manifest; make the change durable in ClusterConfiguration.apiServer.extraArgs and extraVolumes"
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        let path = format!(
+            "{}/../../fixtures/manifests/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn recognises_the_bundled_manifests() {
+        assert_eq!(
+            Manager::detect(&fixture("kubeadm-v1.28.yaml")),
+            Some(Manager::Minikube)
+        );
+        assert_eq!(
+            Manager::detect(&fixture("kops-v1.18.manifest")),
+            Some(Manager::Kops)
+        );
+        assert_eq!(
+            Manager::detect("image: rancher/hardened-kubernetes:v1.28.9-rke2r1-build20240416"),
+            Some(Manager::Rke2)
+        );
+        assert_eq!(
+            Manager::detect("labels:\n    component: kube-apiserver\n    tier: control-plane\n"),
+            Some(Manager::Kubeadm)
+        );
+        assert_eq!(Manager::detect("kind: Pod\n"), None);
+    }
+}

@@ -1,0 +1,414 @@
+//! The control-plane node as the pipelines see it: read files, apply a set of changes, run a
+//! command, all as root. Over SSH that is one `ship` session with `sudo -n`; locally it is a
+//! child process. Both run the same small POSIX sh scripts, so a pipeline step costs one
+//! remote command (two or three round trips), whatever it reads or writes.
+//! `--root DIR` makes a sandbox directory stand in for the node's `/`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::error::{Context, Result, bail};
+
+/// The output of a command on the node.
+pub struct Ran {
+    pub status: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Ran {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// One change of a transaction; paths are node paths.
+pub enum Change<'a> {
+    /// `mkdir -p`, then root-owned 0700: audit files may hold request bodies with secrets.
+    PrivateDir(&'a str),
+    /// Written to a dotfile beside the target (the kubelet ignores those), checked for size,
+    /// then renamed over the target once every file of the transaction is in place.
+    File {
+        path: &'a str,
+        bytes: &'a [u8],
+        mode: u32,
+    },
+}
+
+/// Prints each readable regular file as `<size>\n<bytes>`, and `-\n` for one that is not there.
+const READ_SCRIPT: &str = r#"for f; do
+  if [ -f "$f" ]; then printf '%s\n' $(( $(wc -c < "$f") )) && cat -- "$f" || exit 1
+  else printf -- '-\n'; fi
+done"#;
+
+/// Ops are `d PATH` and `f PATH MODE SIZE`; file contents arrive on stdin in op order.
+/// Pass one creates the directories and stages every file; pass two renames them all, in op
+/// order; any failure in pass one removes the staged files and exits 3.
+const APPLY_SCRIPT: &str = r#"set -u
+umask 077
+root=$(id -u)
+staged() { printf '%s/.%s.node-tmp' "$(dirname -- "$1")" "$(basename -- "$1")"; }
+pass() {
+  p=$1; shift
+  while [ $# -gt 0 ]; do
+    case $1 in
+      d) if [ "$p" = stage ]; then
+           mkdir -p -- "$2" && chmod 0700 -- "$2" || return 1
+           if [ "$root" = 0 ]; then chown 0:0 -- "$2" || return 1; fi
+         fi
+         shift 2 ;;
+      f) t=$(staged "$2")
+         case $p in
+           stage) head -c "$4" > "$t" && [ $(( $(wc -c < "$t") )) -eq "$4" ] && chmod "$3" -- "$t" || return 1
+                  if [ "$root" = 0 ]; then chown 0:0 -- "$t" || return 1; fi ;;
+           commit) mv -f -- "$t" "$2" || return 1 ;;
+           clean) rm -f -- "$t" ;;
+         esac
+         shift 4 ;;
+      *) echo "unknown op $1" >&2; return 2 ;;
+    esac
+  done
+}
+if pass stage "$@"; then pass commit "$@"; else pass clean "$@"; exit 3; fi"#;
+
+enum Transport {
+    Ssh(Box<ship::Session>),
+    Local,
+}
+
+pub struct Node {
+    transport: Transport,
+    /// Where the node's `/` is; `/` itself unless `--root` was given.
+    root: PathBuf,
+    describe: String,
+}
+
+impl Node {
+    pub fn ssh(session: ship::Session, root: Option<&Path>, describe: String) -> Node {
+        Node {
+            transport: Transport::Ssh(Box::new(session)),
+            root: root.map_or_else(|| PathBuf::from("/"), Path::to_path_buf),
+            describe,
+        }
+    }
+
+    pub fn local(root: Option<&Path>) -> Result<Node> {
+        // On the real `/` we edit the kubelet's manifests: that needs root. A sandbox does not.
+        if root.is_none() && !is_root() {
+            bail!(
+                "the local variant edits /etc/kubernetes on this machine and needs root: run it with sudo, or pass --root DIR for a sandbox"
+            );
+        }
+        Ok(Node {
+            transport: Transport::Local,
+            root: root.map_or_else(|| PathBuf::from("/"), Path::to_path_buf),
+            describe: match root {
+                Some(r) => format!("this machine, sandbox root {}", r.display()),
+                None => "this machine".into(),
+            },
+        })
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    /// A node path (as the kubelet sees it) mapped into `--root`.
+    pub fn path(&self, node_path: &str) -> String {
+        self.root
+            .join(node_path.trim_start_matches('/'))
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    pub fn stats(&self) -> Option<ship::Stats> {
+        match &self.transport {
+            Transport::Ssh(session) => Some(session.stats()),
+            Transport::Local => None,
+        }
+    }
+
+    /// Reads several files in one command; `None` for a file that does not exist.
+    pub fn read_many(&self, node_paths: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        let paths: Vec<String> = node_paths.iter().map(|p| self.path(p)).collect();
+        let mut argv = vec!["sh", "-c", READ_SCRIPT, "node-read"];
+        argv.extend(paths.iter().map(String::as_str));
+        let ran = self.run_with_input(&argv, &[])?;
+        if ran.status != 0 {
+            bail!(
+                "reading {} on {} failed: {}",
+                paths.join(", "),
+                self.describe,
+                ran.stderr.trim()
+            );
+        }
+        parse_read_output(&ran.stdout, paths.len()).with_context(|| {
+            format!(
+                "reading {} on {}: garbled reply",
+                paths.join(", "),
+                self.describe
+            )
+        })
+    }
+
+    pub fn read(&self, node_path: &str) -> Result<Vec<u8>> {
+        self.read_many(&[node_path])?
+            .pop()
+            .flatten()
+            .with_context(|| {
+                format!(
+                    "{} does not exist on {}",
+                    self.path(node_path),
+                    self.describe
+                )
+            })
+    }
+
+    /// Applies every change in one command: either all files land or none does.
+    pub fn apply(&self, changes: &[Change]) -> Result<()> {
+        let mut args: Vec<String> = Vec::new();
+        let mut input = Vec::new();
+        for change in changes {
+            match change {
+                Change::PrivateDir(path) => args.extend(["d".into(), self.path(path)]),
+                Change::File { path, bytes, mode } => {
+                    args.extend([
+                        "f".into(),
+                        self.path(path),
+                        format!("{mode:o}"),
+                        bytes.len().to_string(),
+                    ]);
+                    input.extend_from_slice(bytes);
+                }
+            }
+        }
+        let mut argv = vec!["sh", "-c", APPLY_SCRIPT, "node-apply"];
+        argv.extend(args.iter().map(String::as_str));
+        let ran = self.run_with_input(&argv, &input)?;
+        if ran.status != 0 {
+            let targets: Vec<&str> = changes
+                .iter()
+                .filter_map(|c| match c {
+                    Change::File { path, .. } => Some(*path),
+                    Change::PrivateDir(_) => None,
+                })
+                .collect();
+            bail!(
+                "writing {} on {} failed (status {}), nothing was replaced: {}",
+                targets.join(", "),
+                self.describe,
+                ran.status,
+                ran.stderr.trim()
+            );
+        }
+        Ok(())
+    }
+
+    pub fn write(&self, node_path: &str, bytes: &[u8], mode: u32) -> Result<()> {
+        self.apply(&[Change::File {
+            path: node_path,
+            bytes,
+            mode,
+        }])
+    }
+
+    pub fn remove(&self, node_paths: &[&str]) -> Result<()> {
+        let paths: Vec<String> = node_paths.iter().map(|p| self.path(p)).collect();
+        let mut argv = vec!["rm", "-f", "--"];
+        argv.extend(paths.iter().map(String::as_str));
+        self.run_checked(&argv).map(drop)
+    }
+
+    /// Runs a command as root on the node. Arguments are passed as they are (ship quotes them).
+    pub fn run(&self, argv: &[&str]) -> Result<Ran> {
+        self.run_with_input(argv, &[])
+    }
+
+    fn run_with_input(&self, argv: &[&str], input: &[u8]) -> Result<Ran> {
+        match &self.transport {
+            Transport::Ssh(session) => {
+                let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+                // No input at all saves a round trip (ship then gives the command /dev/null).
+                let mut reader = input;
+                let stdin: Option<&mut dyn std::io::Read> = match input.is_empty() {
+                    true => None,
+                    false => Some(&mut reader),
+                };
+                let status = session.exec_streaming(argv, true, stdin, &mut stdout, &mut stderr)?;
+                Ok(Ran {
+                    status,
+                    stdout,
+                    stderr: String::from_utf8_lossy(&stderr).into_owned(),
+                })
+            }
+            Transport::Local => {
+                let (program, args) = argv.split_first().context("empty command")?;
+                let mut child = Command::new(program)
+                    .args(args)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .with_context(|| format!("running {program}"))?;
+                let mut stdin = child.stdin.take().context("child stdin")?;
+                let input = input.to_vec();
+                // A separate writer, so a command that writes a lot before reading cannot deadlock.
+                let writer = std::thread::spawn(move || stdin.write_all(&input));
+                let out = child
+                    .wait_with_output()
+                    .with_context(|| format!("running {program}"))?;
+                let _ = writer.join();
+                Ok(Ran {
+                    status: out.status.code().unwrap_or(128),
+                    stdout: out.stdout,
+                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                })
+            }
+        }
+    }
+
+    pub fn run_checked(&self, argv: &[&str]) -> Result<Ran> {
+        let ran = self.run(argv)?;
+        if ran.status != 0 {
+            bail!(
+                "`{}` failed on {} with status {}: {}",
+                argv.join(" "),
+                self.describe,
+                ran.status,
+                ran.stderr.trim()
+            );
+        }
+        Ok(ran)
+    }
+}
+
+fn parse_read_output(mut out: &[u8], count: usize) -> Option<Vec<Option<Vec<u8>>>> {
+    let mut files = Vec::with_capacity(count);
+    for _ in 0..count {
+        let newline = out.iter().position(|b| *b == b'\n')?;
+        let header = std::str::from_utf8(&out[..newline]).ok()?;
+        out = &out[newline + 1..];
+        if header == "-" {
+            files.push(None);
+            continue;
+        }
+        let size: usize = header.parse().ok()?;
+        files.push(Some(out.get(..size)?.to_vec()));
+        out = &out[size..];
+    }
+    out.is_empty().then_some(files)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sandbox() -> (tempfile::TempDir, Node) {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::local(Some(dir.path())).unwrap();
+        (dir, node)
+    }
+
+    #[test]
+    fn apply_then_read_round_trips_awkward_bytes_and_names() {
+        let (_dir, node) = sandbox();
+        let binary: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+        node.apply(&[
+            Change::PrivateDir("/var/lib/a dir"),
+            Change::File {
+                path: "/var/lib/a dir/it's $(x) `y`",
+                bytes: b"no final newline",
+                mode: 0o600,
+            },
+            Change::File {
+                path: "/var/lib/a dir/empty",
+                bytes: b"",
+                mode: 0o644,
+            },
+            Change::File {
+                path: "/var/lib/a dir/binary",
+                bytes: &binary,
+                mode: 0o600,
+            },
+        ])
+        .unwrap();
+        let read = node
+            .read_many(&[
+                "/var/lib/a dir/it's $(x) `y`",
+                "/var/lib/missing",
+                "/var/lib/a dir/empty",
+                "/var/lib/a dir/binary",
+            ])
+            .unwrap();
+        assert_eq!(read[0].as_deref(), Some(&b"no final newline"[..]));
+        assert_eq!(read[1], None);
+        assert_eq!(read[2].as_deref(), Some(&b""[..]));
+        assert_eq!(read[3].as_deref(), Some(&binary[..]));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &str| {
+            std::fs::metadata(node.path(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("/var/lib/a dir"), 0o700);
+        assert_eq!(mode("/var/lib/a dir/empty"), 0o644);
+        assert_eq!(mode("/var/lib/a dir/binary"), 0o600);
+    }
+
+    #[test]
+    fn a_failed_transaction_replaces_nothing_and_leaves_no_temp_files() {
+        let (dir, node) = sandbox();
+        node.apply(&[
+            Change::PrivateDir("/etc/k"),
+            Change::File {
+                path: "/etc/k/m.yaml",
+                bytes: b"old",
+                mode: 0o600,
+            },
+        ])
+        .unwrap();
+        // The second file's directory does not exist, so staging fails after the first file.
+        let err = node
+            .apply(&[
+                Change::File {
+                    path: "/etc/k/m.yaml",
+                    bytes: b"new",
+                    mode: 0o600,
+                },
+                Change::File {
+                    path: "/nowhere/x",
+                    bytes: b"x",
+                    mode: 0o600,
+                },
+            ])
+            .unwrap_err();
+        assert!(err.to_string().contains("nothing was replaced"), "{err:#}");
+        assert_eq!(node.read("/etc/k/m.yaml").unwrap(), b"old");
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("etc/k"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["m.yaml"]);
+    }
+
+    #[test]
+    fn garbled_read_replies_are_refused() {
+        assert_eq!(
+            parse_read_output(b"3\nabc-\n", 2),
+            Some(vec![Some(b"abc".to_vec()), None])
+        );
+        assert_eq!(parse_read_output(b"5\nabc", 1), None);
+        assert_eq!(parse_read_output(b"3\nabcextra", 1), None);
+        assert_eq!(parse_read_output(b"x\n", 1), None);
+    }
+}

@@ -1,0 +1,177 @@
+//! Stage 1, preflight: reads only. It opens the one node session every later stage reuses,
+//! reads the manifest and the audit files already on the node in one command, checks the
+//! version, finds Falco, and computes the patched manifest. A mode the version cannot run is
+//! refused here, before anything on the node changes.
+
+use patch_apiserver::{KubeVersion, Mode, PatchOptions};
+
+use crate::cluster_args::Kube;
+use crate::enable::EnableArgs;
+use crate::error::{Context, PipelineError, Result};
+use crate::node::Node;
+use crate::report::Steps;
+use crate::templates::FalcoUrl;
+use crate::wait;
+
+/// What the preflight learned; nothing on the node has changed yet.
+pub struct Plan {
+    pub node: Node,
+    pub manifest_path: String,
+    pub original: String,
+    /// What the node holds now for each file we may upload, read with the manifest.
+    pub existing: Vec<(&'static str, Option<Vec<u8>>)>,
+    pub patched: patch_apiserver::Outcome,
+    pub options: PatchOptions,
+    pub falco: Option<FalcoUrl>,
+    pub kube: Option<Kube>,
+    pub old_hash: Option<String>,
+    /// Warnings found while planning, shown under the preflight line.
+    pub warnings: Vec<String>,
+    /// Which Falco endpoint was chosen, and why.
+    pub falco_reason: Option<String>,
+}
+
+/// The files a mode puts on the node.
+pub fn uploads(mode: Mode) -> &'static [&'static str] {
+    match mode {
+        Mode::Static => &["audit-policy.yaml", "webhook-config.yaml"],
+        Mode::DynamicLog => &["audit-policy.yaml"],
+        Mode::Dynamic => &[],
+    }
+}
+
+/// The preflight of `enable`; returns the plan and its one-line summary.
+pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
+    let needs_cluster =
+        !args.restart.no_wait || args.mode != Mode::Static || args.falco.falco_url.is_none();
+    let node = args.target.connect()?;
+    let manifest_path = args.target.manifest();
+    let dir = &args.target.node.audit_dir;
+    let names = uploads(args.mode);
+    let mut paths = vec![manifest_path.clone()];
+    paths.extend(names.iter().map(|name| format!("{dir}/{name}")));
+    let mut read = node.read_many(&paths.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let existing = names.iter().copied().zip(read.split_off(1)).collect();
+    let original = manifest_text(&node, &manifest_path, read.pop().flatten())?;
+    let on_node = format!("{} on {}", manifest_path, node.describe());
+    let inspection = patch_apiserver::inspect(&original)
+        .map_err(|e| PipelineError::failed(e.located(&on_node)))?;
+    let version = args.kube_version.or(inspection.version);
+    steps.detail(format!(
+        "shape {}, image version {}",
+        inspection.shape,
+        describe_version(inspection.version.as_ref())
+    ));
+
+    let mut warnings = Vec::new();
+    let kube = args.cluster.connect(needs_cluster)?;
+    if let Some(kube) = &kube {
+        let served = kube.block_on(kube.cluster.version())?;
+        steps.detail(format!(
+            "API server {} reports {served}",
+            kube.cluster.server()
+        ));
+        if let (Ok(served), Some(manifest)) = (served.parse::<KubeVersion>(), &version)
+            && (served.major, served.minor) != (manifest.major, manifest.minor)
+        {
+            warnings.push(format!(
+                "the API server runs {served} but the manifest's image is {manifest}: the flags follow the manifest, which is what the kubelet will start"
+            ));
+        }
+    }
+
+    let mut options = PatchOptions::new(args.mode);
+    options.audit_dir = args.target.node.audit_dir.clone();
+    options.batch_max_wait = args.batch_max_wait.clone();
+    options.force = args.force;
+    options.kube_version = version;
+    let mut patched = patch_apiserver::patch(&original, &options)
+        .map_err(|e| PipelineError::failed(e.located(&on_node)))?;
+    if let Some(value) = &args.test_only_batch_max_wait {
+        // patch-apiserver refuses invalid durations; the rollback tests need one to reach the API server.
+        let ours = format!("--audit-webhook-batch-max-wait={}", args.batch_max_wait);
+        patched.text = patched
+            .text
+            .replace(&ours, &format!("--audit-webhook-batch-max-wait={value}"));
+    }
+    for note in &patched.notes {
+        match note {
+            // Expected on every re-run; not worth a warning.
+            patch_apiserver::Note::AlreadyPresent { .. } => steps.detail(note.to_string()),
+            _ => warnings.push(note.to_string()),
+        }
+    }
+
+    let (falco, falco_reason) = resolve_falco(args, kube.as_ref())?;
+    let old_hash = match (&kube, args.restart.no_wait) {
+        (Some(kube), false) => wait::mirror_hash(kube, args.cluster.node_name.as_deref()),
+        _ => None,
+    };
+    let summary = format!(
+        "{}: {manifest_path} ({}, Kubernetes {}){}",
+        node.describe(),
+        inspection.shape,
+        describe_version(version.as_ref()),
+        falco
+            .as_ref()
+            .map(|f| format!(", Falco at {}", f.to_url()))
+            .unwrap_or_default(),
+    );
+    let plan = Plan {
+        node,
+        manifest_path,
+        original,
+        existing,
+        patched,
+        options,
+        falco,
+        kube,
+        old_hash,
+        warnings,
+        falco_reason,
+    };
+    Ok((plan, summary))
+}
+
+pub fn describe_version(version: Option<&KubeVersion>) -> String {
+    version.map_or("unknown".into(), |v| v.to_string())
+}
+
+pub fn read_manifest(node: &Node, manifest_path: &str) -> Result<String> {
+    let bytes = node.read_many(&[manifest_path])?.pop().flatten();
+    manifest_text(node, manifest_path, bytes)
+}
+
+pub fn manifest_text(node: &Node, manifest_path: &str, bytes: Option<Vec<u8>>) -> Result<String> {
+    let bytes = bytes.with_context(|| {
+        format!(
+            "there is no manifest at {manifest_path} on {} (pass --manifest if it lives elsewhere)",
+            node.describe()
+        )
+    })?;
+    String::from_utf8(bytes).with_context(|| format!("{manifest_path} is not UTF-8 text"))
+}
+
+/// Falco's endpoint, and a sentence on why it was chosen when it was looked up.
+fn resolve_falco(
+    args: &EnableArgs,
+    kube: Option<&Kube>,
+) -> Result<(Option<FalcoUrl>, Option<String>)> {
+    if let Some(url) = &args.falco.falco_url {
+        return Ok((Some(FalcoUrl::parse(url)?), None));
+    }
+    let kube =
+        kube.context("finding Falco needs the cluster: pass --falco-url, or a kubeconfig")?;
+    let endpoint = kube.block_on(kube.cluster.falco_endpoint(
+        &args.falco.falco_namespace,
+        &args.falco.falco_service,
+        args.falco.falco_via_nodeport,
+    ))?;
+    let reason = format!("Falco endpoint {} ({})", endpoint.url(), endpoint.reason);
+    let url = FalcoUrl {
+        host: endpoint.host,
+        port: endpoint.port,
+        path: endpoint.path,
+    };
+    Ok((Some(url), Some(reason)))
+}

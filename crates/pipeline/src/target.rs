@@ -1,0 +1,218 @@
+//! Which node to change and how to reach it: the four variants of the old script and beyond.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use std::process::Command;
+
+use crate::error::{Context, PipelineError, Result, bail};
+use crate::node::Node;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Variant {
+    /// `minikube ip` / `minikube ssh-key`, user docker.
+    Minikube,
+    /// A kops control plane: --host or APISERVER_HOST, user admin, ~/.ssh/id_rsa.
+    Kops,
+    /// Any host over SSH, e.g. a kubeadm control plane (~/.ssh/config applies).
+    Ssh,
+    /// This machine is the node (needs root, or --root for a sandbox).
+    Local,
+}
+
+impl Variant {
+    pub fn default_manifest(self) -> &'static str {
+        match self {
+            Variant::Kops => "/etc/kubernetes/manifests/kube-apiserver.manifest",
+            _ => "/etc/kubernetes/manifests/kube-apiserver.yaml",
+        }
+    }
+}
+
+/// Which node, and how to reach it: shared by every command that touches it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TargetArgs {
+    /// How to reach the node.
+    #[arg(value_enum, default_value_t = Variant::Minikube)]
+    pub variant: Variant,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+impl TargetArgs {
+    pub fn connect(&self) -> Result<Node> {
+        connect(self.variant, &self.node)
+    }
+
+    pub fn manifest(&self) -> String {
+        self.node.manifest(self.variant)
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeArgs {
+    /// The node's host name or address (kops: default $APISERVER_HOST).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// The SSH user (minikube: docker, kops: admin, ssh: from ~/.ssh/config or $USER).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// An SSH identity file; repeatable.
+    #[arg(short = 'i', long = "identity")]
+    pub identities: Vec<PathBuf>,
+    /// The SSH port.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// A known_hosts file to verify the node's host key against (default: OpenSSH's).
+    #[arg(long)]
+    pub known_hosts: Vec<PathBuf>,
+    /// Record an unknown host key, like StrictHostKeyChecking=accept-new. A changed key is always refused.
+    #[arg(long)]
+    pub accept_new: bool,
+    /// The ssh_config file (default ~/.ssh/config).
+    #[arg(long)]
+    pub ssh_config: Option<PathBuf>,
+    /// The minikube profile.
+    #[arg(short = 'p', long, default_value = "minikube")]
+    pub profile: String,
+    /// The kube-apiserver static pod manifest on the node.
+    #[arg(long)]
+    pub manifest: Option<String>,
+    /// Prefix every node path with DIR, so a sandbox directory stands in for the node's `/`.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Where the audit policy, webhook config, log and backups live on the node.
+    #[arg(long, default_value = "/var/lib/k8s_audit")]
+    pub audit_dir: String,
+}
+
+impl NodeArgs {
+    fn manifest(&self, variant: Variant) -> String {
+        self.manifest
+            .clone()
+            .unwrap_or_else(|| variant.default_manifest().to_string())
+    }
+}
+
+/// Opens the one session every step of a pipeline reuses.
+fn connect(variant: Variant, args: &NodeArgs) -> Result<Node> {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let mut options = ship::ConnectOptions {
+        user: args.user.clone(),
+        port: args.port,
+        identities: args.identities.clone(),
+        known_hosts: args.known_hosts.clone(),
+        accept_new: args.accept_new,
+        ssh_config: args.ssh_config.clone(),
+        ..ship::ConnectOptions::default()
+    };
+    let host = match variant {
+        Variant::Local => return Node::local(args.root.as_deref()),
+        Variant::Ssh => args
+            .host
+            .clone()
+            .context("the ssh variant needs --host (a name from ~/.ssh/config works)")?,
+        Variant::Kops => {
+            options.user.get_or_insert_with(|| "admin".into());
+            if options.identities.is_empty() {
+                options.identities.push(home.join(".ssh/id_rsa"));
+            }
+            match args
+                .host
+                .clone()
+                .or_else(|| std::env::var("APISERVER_HOST").ok())
+            {
+                Some(host) if !host.is_empty() => host,
+                _ => bail!(
+                    "you must specify the kops API server host: pass --host or set APISERVER_HOST (e.g. APISERVER_HOST=api.my-kops-cluster.com)"
+                ),
+            }
+        }
+        Variant::Minikube => minikube_host(args, &mut options)?,
+    };
+    let destination = ship::Destination {
+        user: options.user.clone(),
+        host: host.clone(),
+        port: options.port,
+    };
+    if options.connect_timeout.is_zero() {
+        options.connect_timeout = Duration::from_secs(10);
+    }
+    let session = ship::Session::connect(&destination, &options)?;
+    let describe = match &args.root {
+        Some(root) => format!("{host} (sandbox root {})", root.display()),
+        None => host,
+    };
+    Ok(Node::ssh(session, args.root.as_deref(), describe))
+}
+
+/// The driver of `profile` in `minikube profile list -o json` (`{"valid": [{"Name": ..,
+/// "Config": {"Driver": ..}}], "invalid": [..]}`).
+fn driver_of(profiles: &str, profile: &str) -> Option<String> {
+    let list: serde_json::Value = serde_json::from_str(profiles).ok()?;
+    ["valid", "invalid"]
+        .iter()
+        .filter_map(|k| list.get(k)?.as_array())
+        .flatten()
+        .find(|p| p.get("Name").and_then(|n| n.as_str()) == Some(profile))?
+        .get("Config")?
+        .get("Driver")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Asks minikube where its node is, as `minikube ssh` does: the VM's IP on port 22, or with
+/// the docker driver the port Docker forwards to the container's sshd.
+fn minikube_host(args: &NodeArgs, options: &mut ship::ConnectOptions) -> Result<String> {
+    if read_command("minikube", &["version"]).is_err() {
+        bail!(
+            "the minikube variant needs the minikube CLI on PATH; use the ssh variant with --host for other clusters"
+        );
+    }
+    let profile = &args.profile;
+    options.user.get_or_insert_with(|| "docker".into());
+    if options.identities.is_empty() {
+        let key = read_command("minikube", &["ssh-key", "-p", profile])?;
+        options.identities.push(PathBuf::from(key.trim()));
+    }
+    let profiles =
+        read_command("minikube", &["profile", "list", "-o", "json"]).unwrap_or_default();
+    if driver_of(&profiles, profile).as_deref() == Some("docker") && options.port.is_none() {
+        let forwarded = read_command("docker", &["port", profile, "22/tcp"])?;
+        let port = forwarded
+            .lines()
+            .find_map(|l| l.rsplit_once(':').and_then(|(_, p)| p.trim().parse().ok()))
+            .with_context(|| {
+                format!("`docker port {profile} 22/tcp` printed no port: {forwarded}")
+            })?;
+        options.port = Some(port);
+        return Ok(args.host.clone().unwrap_or_else(|| "127.0.0.1".into()));
+    }
+    match &args.host {
+        Some(host) => Ok(host.clone()),
+        None => Ok(read_command("minikube", &["ip", "-p", profile])?
+            .trim()
+            .to_string()),
+    }
+}
+
+/// Runs a local CLI (minikube, docker) and returns its standard output; a failure says what
+/// the command printed on standard error.
+fn read_command(program: &str, args: &[&str]) -> Result<String> {
+    let line = || format!("`{program} {}`", args.join(" "));
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {}", line()))?;
+    if !out.status.success() {
+        return Err(PipelineError::failed(format!(
+            "{} failed ({}): {}",
+            line(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -1,0 +1,827 @@
+//! The pipelines end to end through a real OpenSSH sshd on 127.0.0.1, on a sandbox node
+//! (`--root`), with recorded API responses standing in for the cluster where one is needed.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+mod common;
+
+use common::{assert_ok, stdout};
+use patch_apiserver::{Mode, PatchOptions};
+use testkit::replay::{ReplayServer, Reply};
+use testkit::sshd::Sshd;
+
+const FALCO_URL: &str = "http://10.96.0.10:8765/k8s_audit";
+const AUDIT_DIR: &str = "var/lib/k8s_audit";
+
+/// A node: the loopback sshd plus a sandbox directory standing in for its `/`.
+struct TestNode {
+    sshd: Sshd,
+    root: tempfile::TempDir,
+    home: tempfile::TempDir,
+    manifest: &'static str,
+}
+
+impl TestNode {
+    fn with_manifest(fixture: &str, manifest: &'static str) -> TestNode {
+        let node = TestNode {
+            sshd: Sshd::start(),
+            root: tempfile::tempdir().unwrap(),
+            home: tempfile::tempdir().unwrap(),
+            manifest,
+        };
+        let path = node.path(manifest);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, fixture_bytes(fixture)).unwrap();
+        node
+    }
+
+    fn path(&self, node_path: &str) -> PathBuf {
+        self.root.path().join(node_path.trim_start_matches('/'))
+    }
+
+    fn manifest_bytes(&self) -> Vec<u8> {
+        std::fs::read(self.path(self.manifest)).unwrap()
+    }
+
+    /// `cargo xtask enable <variant> static` on this node's sandbox root, with its known_hosts, a
+    /// clean HOME and no kubeconfig or agent; how to reach the node is up to the caller.
+    fn enable_variant(&self, variant: &str) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_k8s-audit"));
+        cmd.args(["enable", variant, "static", "--user", "root"])
+            .args(["--falco-url", FALCO_URL, "--no-wait", "--known-hosts"])
+            .arg(self.sshd.known_hosts_file())
+            .arg("--root")
+            .arg(self.root.path())
+            .env("HOME", self.home.path())
+            .env_remove("KUBECONFIG")
+            .env_remove("SSH_AUTH_SOCK");
+        cmd
+    }
+
+    /// `cargo xtask <command> ssh [mode] --host ... <extra>` with a clean HOME, so neither the
+    /// user's kubeconfig nor their ssh config leaks in.
+    fn xtask(&self, command: &str, mode: Option<&str>, extra: &[&str]) -> Output {
+        common::ssh_command(
+            &self.sshd,
+            self.root.path(),
+            self.home.path(),
+            command,
+            mode,
+        )
+        .args(["--manifest", self.manifest])
+        .args(extra)
+        .output()
+        .unwrap()
+    }
+
+    /// Masks what changes from run to run: timings, temp paths, ports, timestamps.
+    fn settings(&self) -> insta::Settings {
+        let mut settings = insta::Settings::clone_current();
+        settings.add_filter(&regex_escape(&self.root.path().to_string_lossy()), "[ROOT]");
+        settings.add_filter(r"\(\d+\.\d\ds\)", "(T)");
+        settings.add_filter(r"after \d+\.\ds", "after T");
+        settings.add_filter(r"\d{8}T\d{6}Z", "[TIMESTAMP]");
+        settings.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]");
+        settings
+    }
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let special = ".+*?()|[]{}^$\\".contains(c);
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
+        })
+        .collect()
+}
+
+fn fixture_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/manifests")
+            .join(name),
+    )
+    .unwrap()
+}
+
+fn expected_patch(fixture: &str, mode: Mode) -> String {
+    let original = String::from_utf8(fixture_bytes(fixture)).unwrap();
+    let patched = patch_apiserver::patch(&original, &PatchOptions::new(mode)).unwrap();
+    assert!(patched.changed);
+    patched.text
+}
+
+fn mode_and_owner(path: &Path) -> (u32, u32) {
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (meta.permissions().mode() & 0o777, meta.uid())
+}
+
+fn backups(node: &TestNode) -> Vec<PathBuf> {
+    let dir = node.path(&format!("{AUDIT_DIR}/backup"));
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+fn version_1_28() -> Reply {
+    Reply::json(
+        200,
+        r#"{"major":"1","minor":"28","gitVersion":"v1.28.3","gitCommit":"a8a1abc25cad87333840cd7d54be2efaf31a3177","gitTreeState":"clean","buildDate":"2023-10-18T11:33:18Z","goVersion":"go1.20.10","compiler":"gc","platform":"linux/amd64"}"#,
+    )
+}
+
+/// The kube-system pod list with one mirror pod of the API server; `flags` is appended to its
+/// command as JSON (`,"--flag=value"...`).
+fn mirror_pods(hash: &str, flags: &str) -> Reply {
+    Reply::json(
+        200,
+        format!(
+            r#"{{"kind":"PodList","apiVersion":"v1","metadata":{{}},"items":[{{"metadata":{{"name":"kube-apiserver-node1","namespace":"kube-system","labels":{{"component":"kube-apiserver"}},"annotations":{{"kubernetes.io/config.hash":"{hash}","kubernetes.io/config.mirror":"{hash}"}}}},"spec":{{"containers":[{{"name":"kube-apiserver","command":["kube-apiserver","--secure-port=8443"{flags}]}}]}}}}]}}"#
+        ),
+    )
+}
+
+const KUBEADM: (&str, &str) = (
+    "kubeadm-v1.28.yaml",
+    "/etc/kubernetes/manifests/kube-apiserver.yaml",
+);
+const KOPS: (&str, &str) = (
+    "kops-v1.18.manifest",
+    "/etc/kubernetes/manifests/kube-apiserver.manifest",
+);
+
+fn static_cycle(fixture: &str, manifest: &'static str) {
+    let node = TestNode::with_manifest(fixture, manifest);
+    let original = fixture_bytes(fixture);
+    let falco = ["--falco-url", FALCO_URL, "--no-wait"];
+
+    let out = node.xtask("enable", Some("static"), &falco);
+    assert_ok(&out);
+    node.settings()
+        .bind(|| insta::assert_snapshot!(format!("enable_static_{fixture}"), stdout(&out)));
+    assert_eq!(
+        String::from_utf8(node.manifest_bytes()).unwrap(),
+        expected_patch(fixture, Mode::Static)
+    );
+    assert_eq!(mode_and_owner(&node.path(AUDIT_DIR)), (0o700, 0));
+    for file in ["audit-policy.yaml", "webhook-config.yaml"] {
+        assert_eq!(
+            mode_and_owner(&node.path(&format!("{AUDIT_DIR}/{file}"))),
+            (0o600, 0),
+            "{file}"
+        );
+    }
+    let webhook =
+        std::fs::read_to_string(node.path(&format!("{AUDIT_DIR}/webhook-config.yaml"))).unwrap();
+    assert!(
+        webhook.contains(&format!("server: {FALCO_URL}\n")),
+        "{webhook}"
+    );
+    let policy =
+        std::fs::read_to_string(node.path(&format!("{AUDIT_DIR}/audit-policy.yaml"))).unwrap();
+    assert!(policy.contains("apiVersion: audit.k8s.io/v1\n"));
+    let backup = backups(&node);
+    assert_eq!(backup.len(), 1, "{backup:?}");
+    assert_eq!(
+        std::fs::read(&backup[0]).unwrap(),
+        original,
+        "the backup holds the original bytes"
+    );
+    assert_eq!(mode_and_owner(&backup[0]), (0o600, 0));
+    // Nothing but the manifest in the manifests directory: the kubelet would start any other file.
+    let manifests_dir = node.path(manifest).parent().unwrap().to_path_buf();
+    assert_eq!(std::fs::read_dir(&manifests_dir).unwrap().count(), 1);
+
+    let again = node.xtask("enable", Some("static"), &falco);
+    assert_ok(&again);
+    assert!(
+        stdout(&again).contains("nothing to do"),
+        "{}",
+        stdout(&again)
+    );
+    assert_eq!(
+        String::from_utf8(node.manifest_bytes()).unwrap(),
+        expected_patch(fixture, Mode::Static)
+    );
+
+    let off = node.xtask("disable", None, &["--no-wait"]);
+    assert_ok(&off);
+    assert!(
+        stdout(&off).contains("restoring the backup"),
+        "{}",
+        stdout(&off)
+    );
+    assert_eq!(
+        node.manifest_bytes(),
+        original,
+        "disable brings back the original bytes"
+    );
+    assert!(!node.path(&format!("{AUDIT_DIR}/enabled")).exists());
+    assert!(
+        node.path(&format!("{AUDIT_DIR}/webhook-config.yaml"))
+            .exists(),
+        "kept without --purge"
+    );
+
+    let reenabled = node.xtask("enable", Some("static"), &falco);
+    assert_ok(&reenabled);
+    assert_eq!(
+        String::from_utf8(node.manifest_bytes()).unwrap(),
+        expected_patch(fixture, Mode::Static)
+    );
+
+    let purged = node.xtask("disable", None, &["--no-wait", "--purge"]);
+    assert_ok(&purged);
+    assert_eq!(node.manifest_bytes(), original);
+    assert!(
+        !node
+            .path(&format!("{AUDIT_DIR}/webhook-config.yaml"))
+            .exists()
+    );
+    assert!(
+        !node
+            .path(&format!("{AUDIT_DIR}/audit-policy.yaml"))
+            .exists()
+    );
+    assert!(!backups(&node).is_empty(), "--purge keeps the backups");
+}
+
+#[test]
+fn static_kubeadm_enable_disable_reenable() {
+    static_cycle(KUBEADM.0, KUBEADM.1);
+}
+
+#[test]
+fn static_kops_enable_disable_reenable() {
+    static_cycle(KOPS.0, KOPS.1);
+}
+
+/// A cluster for the dynamic modes: a v1.18 server that serves auditregistration.
+fn dynamic_cluster() -> ReplayServer {
+    let server = ReplayServer::start();
+    server.route(
+        "GET",
+        "/version",
+        [Reply::json(200, r#"{"major":"1","minor":"18","gitVersion":"v1.18.20","gitCommit":"1f3e19b7beb1cc0110255668c4238ed63dadb7ad","gitTreeState":"clean","buildDate":"2021-06-16T12:51:17Z","goVersion":"go1.13.15","compiler":"gc","platform":"linux/amd64"}"#)],
+    );
+    server.route(
+        "GET",
+        "/apis/auditregistration.k8s.io/v1alpha1",
+        [Reply::json(200, r#"{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"auditregistration.k8s.io/v1alpha1","resources":[{"name":"auditsinks","singularName":"","namespaced":false,"kind":"AuditSink","verbs":["create","delete","get","list","update"]}]}"#)],
+    );
+    server.route(
+        "GET",
+        "/apis/auditregistration.k8s.io/v1alpha1/auditsinks/falco-audit-sink",
+        [Reply::json(404, r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"auditsinks.auditregistration.k8s.io \"falco-audit-sink\" not found","reason":"NotFound","details":{"name":"falco-audit-sink","group":"auditregistration.k8s.io","kind":"auditsinks"},"code":404}"#)],
+    );
+    let sink = r#"{"apiVersion":"auditregistration.k8s.io/v1alpha1","kind":"AuditSink","metadata":{"name":"falco-audit-sink","resourceVersion":"1044"},"spec":{}}"#;
+    server.route(
+        "POST",
+        "/apis/auditregistration.k8s.io/v1alpha1/auditsinks",
+        [Reply::json(201, sink)],
+    );
+    server.route(
+        "DELETE",
+        "/apis/auditregistration.k8s.io/v1alpha1/auditsinks/falco-audit-sink",
+        [Reply::json(
+            200,
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","code":200}"#,
+        )],
+    );
+    server
+}
+
+fn dynamic_cycle(fixture: &str, manifest: &'static str, mode: Mode) {
+    let node = TestNode::with_manifest(fixture, manifest);
+    let cluster = dynamic_cluster();
+    let kubeconfig = cluster.write_kubeconfig(node.home.path());
+    let kube = ["--kubeconfig", kubeconfig.to_str().unwrap()];
+    let original = fixture_bytes(fixture);
+    let mode_name = mode.to_string();
+
+    let mut args = vec!["--falco-url", FALCO_URL, "--no-wait"];
+    args.extend(kube);
+    let out = node.xtask("enable", Some(&mode_name), &args);
+    assert_ok(&out);
+    assert_eq!(
+        String::from_utf8(node.manifest_bytes()).unwrap(),
+        expected_patch(fixture, mode)
+    );
+    let post = cluster
+        .seen()
+        .into_iter()
+        .find(|s| s.method == "POST")
+        .expect("the AuditSink was created");
+    let body: serde_json::Value = serde_json::from_str(&post.body).unwrap();
+    assert_eq!(body["spec"]["webhook"]["clientConfig"]["url"], FALCO_URL);
+    assert_eq!(body["spec"]["policy"]["level"], "RequestResponse");
+    let policy = node.path(&format!("{AUDIT_DIR}/audit-policy.yaml"));
+    // dynamic+log needs the policy its flag names (the old script forgot to copy it).
+    assert_eq!(policy.exists(), mode == Mode::DynamicLog);
+    if mode == Mode::DynamicLog {
+        assert_eq!(mode_and_owner(&policy), (0o600, 0));
+    }
+    assert!(
+        !node
+            .path(&format!("{AUDIT_DIR}/webhook-config.yaml"))
+            .exists()
+    );
+    assert_eq!(mode_and_owner(&node.path(AUDIT_DIR)), (0o700, 0));
+    let backup = backups(&node);
+    assert_eq!(backup.len(), 1, "{backup:?}");
+    assert_eq!(std::fs::read(&backup[0]).unwrap(), original);
+    assert_eq!(mode_and_owner(&backup[0]), (0o600, 0));
+
+    let again = node.xtask("enable", Some(&mode_name), &args);
+    assert_ok(&again);
+    assert!(
+        stdout(&again).contains("nothing to do"),
+        "{}",
+        stdout(&again)
+    );
+
+    let mut off_args = vec!["--no-wait"];
+    off_args.extend(kube);
+    let off = node.xtask("disable", None, &off_args);
+    assert_ok(&off);
+    assert_eq!(node.manifest_bytes(), original);
+    assert!(
+        cluster.seen().iter().any(|s| s.method == "DELETE"),
+        "the AuditSink was deleted"
+    );
+
+    let posts = |c: &ReplayServer| c.seen().iter().filter(|s| s.method == "POST").count();
+    let before = posts(&cluster);
+    let reenabled = node.xtask("enable", Some(&mode_name), &args);
+    assert_ok(&reenabled);
+    assert_eq!(
+        String::from_utf8(node.manifest_bytes()).unwrap(),
+        expected_patch(fixture, mode)
+    );
+    assert_eq!(
+        posts(&cluster),
+        before + 1,
+        "the AuditSink was created again"
+    );
+}
+
+#[test]
+fn dynamic_minikube_like() {
+    dynamic_cycle(
+        "minikube-v1.18.yaml",
+        "/etc/kubernetes/manifests/kube-apiserver.yaml",
+        Mode::Dynamic,
+    );
+}
+
+#[test]
+fn dynamic_log_minikube_like() {
+    dynamic_cycle(
+        "minikube-v1.18.yaml",
+        "/etc/kubernetes/manifests/kube-apiserver.yaml",
+        Mode::DynamicLog,
+    );
+}
+
+#[test]
+fn dynamic_kops() {
+    dynamic_cycle(KOPS.0, KOPS.1, Mode::Dynamic);
+}
+
+#[test]
+fn dynamic_log_kops() {
+    dynamic_cycle(KOPS.0, KOPS.1, Mode::DynamicLog);
+}
+
+#[test]
+fn dynamic_on_1_28_is_refused_before_anything_is_written() {
+    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let cluster = dynamic_cluster();
+    let kubeconfig = cluster.write_kubeconfig(node.home.path());
+    for mode in ["dynamic", "dynamic+log"] {
+        let out = node.xtask(
+            "enable",
+            Some(mode),
+            &[
+                "--falco-url",
+                FALCO_URL,
+                "--no-wait",
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+            ],
+        );
+        assert!(!out.status.success(), "{}", stdout(&out));
+        assert!(stdout(&out).contains("✗ preflight"), "{}", stdout(&out));
+        assert_eq!(node.manifest_bytes(), fixture_bytes(KUBEADM.0));
+        assert!(!node.path(AUDIT_DIR).exists(), "nothing was written");
+    }
+    assert!(
+        cluster.seen().iter().all(|s| s.method == "GET"),
+        "the cluster was only read"
+    );
+}
+
+#[test]
+fn dry_run_shows_files_and_diff_and_changes_nothing() {
+    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let out = node.xtask(
+        "enable",
+        Some("static"),
+        &["--falco-url", FALCO_URL, "--no-wait", "--dry-run"],
+    );
+    assert_ok(&out);
+    node.settings()
+        .bind(|| insta::assert_snapshot!(stdout(&out)));
+    assert_eq!(node.manifest_bytes(), fixture_bytes(KUBEADM.0));
+    assert!(!node.path(AUDIT_DIR).exists());
+}
+
+#[test]
+fn kops_without_a_host_stops_before_connecting() {
+    let out = Command::new(env!("CARGO_BIN_EXE_k8s-audit"))
+        .args(["enable", "kops", "static"])
+        .env_remove("APISERVER_HOST")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("you must specify the kops API server host"),
+        "{stderr}"
+    );
+}
+
+/// The kops variant's defaults: the host from APISERVER_HOST and kops' manifest name
+/// (`kube-apiserver.manifest`), with the user and key overridden for the loopback sshd.
+#[test]
+fn kops_variant_takes_the_host_from_apiserver_host() {
+    let node = TestNode::with_manifest(KOPS.0, KOPS.1);
+    let out = node
+        .enable_variant("kops")
+        .arg("--port")
+        .arg(node.sshd.port().to_string())
+        .arg("-i")
+        .arg(node.sshd.client_key())
+        .env("APISERVER_HOST", "127.0.0.1")
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert_eq!(
+        String::from_utf8(node.manifest_bytes()).unwrap(),
+        expected_patch(KOPS.0, Mode::Static)
+    );
+    assert!(
+        stdout(&out).contains("kops"),
+        "the kops manager warning: {}",
+        stdout(&out)
+    );
+}
+
+/// A cluster whose kubelet never restarts the API server: the mirror pod keeps its old hash and
+/// its old command, so the wait must time out and the rollback must restore the original.
+#[test]
+fn rollback_when_the_api_server_does_not_come_back() {
+    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let cluster = ReplayServer::start();
+    cluster.route("GET", "/version", [version_1_28()]);
+    cluster.route(
+        "GET",
+        "/readyz",
+        [
+            Reply::Drop,
+            Reply::json(500, "[-]etcd failed: reason withheld\nreadyz check failed"),
+            Reply::json(200, "ok"),
+        ],
+    );
+    cluster.route(
+        "GET",
+        "/api/v1/namespaces/kube-system/pods",
+        [mirror_pods("0ld", "")],
+    );
+    let kubeconfig = cluster.write_kubeconfig(node.home.path());
+
+    let out = node.xtask(
+        "enable",
+        Some("static"),
+        &[
+            "--falco-url",
+            FALCO_URL,
+            "--timeout",
+            "3",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("✗ wait"), "{text}");
+    assert!(text.contains("still has the old config hash"), "{text}");
+    assert!(text.contains("✓ rollback"), "{text}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("enable failed and was rolled back"));
+    assert_eq!(
+        node.manifest_bytes(),
+        fixture_bytes(KUBEADM.0),
+        "the original manifest is back"
+    );
+}
+
+/// The old script's line matching, written from its description, as the golden reference:
+/// after `- kube-apiserver` it adds flag lines, after `volumeMounts:` a mount and after
+/// `volumes:` a hostPath volume, both named `data`.
+fn old_script_flags_and_mount(original: &str, mode: Mode) -> (Vec<String>, bool) {
+    let mut flags = Vec::new();
+    if mode != Mode::Dynamic {
+        flags.push("--audit-log-path=/var/lib/k8s_audit/audit.log".to_string());
+        flags.push("--audit-policy-file=/var/lib/k8s_audit/audit-policy.yaml".to_string());
+    }
+    if mode == Mode::Static {
+        flags
+            .push("--audit-webhook-config-file=/var/lib/k8s_audit/webhook-config.yaml".to_string());
+        flags.push("--audit-webhook-batch-max-wait=5s".to_string());
+    }
+    if mode != Mode::Static {
+        flags.push("--audit-dynamic-configuration".to_string());
+        flags.push("--feature-gates=DynamicAuditing=true".to_string());
+        flags.push("--runtime-config=auditregistration.k8s.io/v1alpha1=true".to_string());
+    }
+    let mounts = mode != Mode::Dynamic && original.contains("volumeMounts:");
+    (flags, mounts)
+}
+
+#[test]
+fn same_flags_and_mount_as_the_old_script() {
+    for (fixture, mode) in [
+        ("minikube-v1.18.yaml", Mode::Static),
+        ("minikube-v1.18.yaml", Mode::Dynamic),
+        ("minikube-v1.18.yaml", Mode::DynamicLog),
+    ] {
+        let original = String::from_utf8(fixture_bytes(fixture)).unwrap();
+        let ours = patch_apiserver::inspect(&expected_patch(fixture, mode)).unwrap();
+        let before = patch_apiserver::inspect(&original).unwrap();
+        let added: Vec<String> = ours
+            .apiserver_args
+            .iter()
+            .filter(|a| !before.apiserver_args.contains(a))
+            .cloned()
+            .collect();
+        let (flags, mounted) = old_script_flags_and_mount(&original, mode);
+        assert_eq!(added, flags, "{fixture} {mode}");
+        let audit_mount = ours
+            .host_mounts
+            .iter()
+            .find(|m| m.host_path.trim_end_matches('/') == "/var/lib/k8s_audit");
+        assert_eq!(audit_mount.is_some(), mounted, "{fixture} {mode}");
+        if let Some(mount) = audit_mount {
+            // Deliberate improvement: not the collision-prone name `data`.
+            assert_ne!(mount.volume, "data");
+            assert_eq!(mount.mount_path.trim_end_matches('/'), "/var/lib/k8s_audit");
+        }
+    }
+}
+
+/// The kubelet restarts the API server with our flags: the first look at the mirror pod (in the
+/// preflight) shows the old hash, every later one the new hash and the audit flags.
+#[test]
+fn wait_succeeds_once_the_kubelet_restarted_with_our_flags() {
+    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let cluster = ReplayServer::start();
+    cluster.route("GET", "/version", [version_1_28()]);
+    cluster.route(
+        "GET",
+        "/readyz",
+        [Reply::Drop, Reply::Drop, Reply::json(200, "ok")],
+    );
+    let flags = r#","--audit-log-path=/var/lib/k8s_audit/audit.log","--audit-policy-file=/var/lib/k8s_audit/audit-policy.yaml","--audit-webhook-config-file=/var/lib/k8s_audit/webhook-config.yaml","--audit-webhook-batch-max-wait=5s""#;
+    cluster.route(
+        "GET",
+        "/api/v1/namespaces/kube-system/pods",
+        [mirror_pods("0ld", ""), mirror_pods("n3w", flags)],
+    );
+    let kubeconfig = cluster.write_kubeconfig(node.home.path());
+    let out = node.xtask(
+        "enable",
+        Some("static"),
+        &[
+            "--falco-url",
+            FALCO_URL,
+            "--timeout",
+            "20",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+    );
+    assert_ok(&out);
+    let text = stdout(&out);
+    assert!(text.contains("✓ wait"), "{text}");
+    assert!(
+        text.contains("kube-apiserver-node1 ready, config hash n3w"),
+        "{text}"
+    );
+    let readyz_calls = cluster
+        .seen()
+        .iter()
+        .filter(|s| s.path == "/readyz")
+        .count();
+    assert!(
+        readyz_calls >= 3,
+        "the refused connections were retried ({readyz_calls} calls)"
+    );
+}
+
+/// A manifest edited by hand after enable no longer matches patch(backup): disable must not
+/// throw the edit away with the backup, and reverts our additions instead.
+#[test]
+fn disable_keeps_later_edits_by_reverting_instead_of_restoring() {
+    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    assert_ok(&node.xtask(
+        "enable",
+        Some("static"),
+        &["--falco-url", FALCO_URL, "--no-wait"],
+    ));
+    let mut edited = node.manifest_bytes();
+    edited.extend_from_slice(b"# edited by hand after enable\n");
+    std::fs::write(node.path(KUBEADM.1), &edited).unwrap();
+
+    let out = node.xtask("disable", None, &["--no-wait"]);
+    assert_ok(&out);
+    assert!(
+        stdout(&out).contains("removing our audit flags"),
+        "{}",
+        stdout(&out)
+    );
+    let mut expected = fixture_bytes(KUBEADM.0);
+    expected.extend_from_slice(b"# edited by hand after enable\n");
+    assert_eq!(
+        String::from_utf8(node.manifest_bytes()).unwrap(),
+        String::from_utf8(expected).unwrap()
+    );
+}
+
+#[test]
+fn status_reports_the_node() {
+    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let before = node.xtask("status", None, &[]);
+    assert_ok(&before);
+    assert!(
+        stdout(&before).contains("audit      not enabled"),
+        "{}",
+        stdout(&before)
+    );
+    assert_ok(&node.xtask(
+        "enable",
+        Some("static"),
+        &["--falco-url", FALCO_URL, "--no-wait"],
+    ));
+    let after = node.xtask("status", None, &[]);
+    assert_ok(&after);
+    node.settings()
+        .bind(|| insta::assert_snapshot!(stdout(&after)));
+}
+
+/// Without --falco-url, the webhook points at the Falco Service's ClusterIP and the port of the
+/// Falco flavour it exposes, and the step log says which and why.
+#[test]
+fn falco_endpoint_comes_from_the_service() {
+    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let cluster = ReplayServer::start();
+    cluster.route("GET", "/version", [version_1_28()]);
+    cluster.route(
+        "GET",
+        "/api/v1/namespaces/falco/services/falco",
+        [Reply::json(200, r#"{"kind":"Service","apiVersion":"v1","metadata":{"name":"falco","namespace":"falco"},"spec":{"type":"ClusterIP","clusterIP":"10.0.0.77","ports":[{"name":"k8saudit","protocol":"TCP","port":9765,"targetPort":9765}]}}"#)],
+    );
+    let kubeconfig = cluster.write_kubeconfig(node.home.path());
+    let out = node.xtask(
+        "enable",
+        Some("static"),
+        &[
+            "--no-wait",
+            "--falco-service",
+            "falco",
+            "--falco-namespace",
+            "falco",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+    );
+    assert_ok(&out);
+    let text = stdout(&out);
+    assert!(text.contains("· Falco endpoint http://10.0.0.77:9765/k8s-audit (Service falco/falco: port 9765 is the k8saudit plugin of Falco >= 0.32)"), "{text}");
+    let webhook =
+        std::fs::read_to_string(node.path(&format!("{AUDIT_DIR}/webhook-config.yaml"))).unwrap();
+    assert!(
+        webhook.contains("server: http://10.0.0.77:9765/k8s-audit\n"),
+        "{webhook}"
+    );
+}
+
+#[test]
+fn minikube_variant_without_minikube_is_a_clear_error() {
+    let empty_path = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_k8s-audit"))
+        .args([
+            "enable",
+            "minikube",
+            "static",
+            "--falco-url",
+            FALCO_URL,
+            "--no-wait",
+        ])
+        .env("PATH", empty_path.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the minikube variant needs the minikube CLI on PATH"),
+        "{stderr}"
+    );
+}
+
+/// The minikube variant's own logic, with stand-ins for the minikube and docker CLIs (there is
+/// no minikube here): with the docker driver it connects to the port Docker forwards on
+/// 127.0.0.1, with minikube's key, and the profile is the one asked for.
+#[test]
+fn minikube_variant_with_the_docker_driver_uses_the_forwarded_port() {
+    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let bin = tempfile::tempdir().unwrap();
+    let calls = bin.path().join("calls");
+    let stub = |name: &str, body: String| {
+        let path = bin.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\necho \"{name} $*\" >> '{}'\n{body}",
+                calls.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    // Two profiles: the other one's driver must not be taken for ours.
+    let profiles = r#"{"invalid":[],"valid":[{"Name":"minikube","Config":{"Name":"minikube","Driver":"kvm2"}},{"Name":"dev","Config":{"Name":"dev","Driver":"docker"}}]}"#;
+    stub(
+        "minikube",
+        format!(
+            "case $1 in\n  version) echo 'minikube version: v1.32.0' ;;\n  ssh-key) echo '{}' ;;\n  profile) echo '{profiles}' ;;\n  ip) echo 192.168.49.2 ;;\n  *) exit 2 ;;\nesac\n",
+            node.sshd.client_key().display()
+        ),
+    );
+    stub(
+        "docker",
+        format!(
+            "[ \"$*\" = 'port dev 22/tcp' ] || exit 2\necho '0.0.0.0:{0}'\necho '[::]:{0}'\n",
+            node.sshd.port()
+        ),
+    );
+    let out = node
+        .enable_variant("minikube")
+        .args(["-p", "dev"])
+        .env("PATH", bin.path())
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert_eq!(
+        String::from_utf8(node.manifest_bytes()).unwrap(),
+        expected_patch(KUBEADM.0, Mode::Static)
+    );
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    assert!(calls.contains("minikube ssh-key -p dev\n"), "{calls}");
+    assert!(calls.contains("docker port dev 22/tcp\n"), "{calls}");
+    assert!(
+        !calls.contains("minikube ip"),
+        "the docker driver is reached through the forwarded port: {calls}"
+    );
+
+    // The kvm2 profile is reached at `minikube ip`, port 22 (here 127.0.0.1, where nothing
+    // of ours listens, so the connection itself fails): no docker port lookup for it.
+    std::fs::write(bin.path().join("calls"), "").unwrap();
+    stub(
+        "minikube",
+        format!(
+            "case $1 in\n  version) echo v1 ;;\n  ssh-key) echo '{}' ;;\n  profile) echo '{profiles}' ;;\n  ip) echo 127.0.0.1 ;;\n  *) exit 2 ;;\nesac\n",
+            node.sshd.client_key().display()
+        ),
+    );
+    let out = node
+        .enable_variant("minikube")
+        .env("PATH", bin.path())
+        .output()
+        .unwrap();
+    let calls = std::fs::read_to_string(bin.path().join("calls")).unwrap();
+    assert!(calls.contains("minikube ip -p minikube\n"), "{calls}");
+    assert!(!calls.contains("docker"), "{calls}");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("127.0.0.1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

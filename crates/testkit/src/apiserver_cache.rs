@@ -1,0 +1,23 @@
+//! Where the real kube-apiserver is cached. `cargo xtask apiserver build` writes there and the
+//! harness reads there; xtask includes this file by path (it may not depend on testkit), so the
+//! two cannot disagree. Dependency-free on purpose.
+
+use std::path::PathBuf;
+
+/// The Debian upstream version (without the revision) of the `kubernetes` source package: it
+/// keys the binary cache and names the directory `apt-get source` unpacks.
+pub const DEBIAN_VERSION: &str = "1.20.5+really1.20.2";
+
+/// `$XDG_CACHE_HOME` (or `~/.cache`) `/k8s-audit-tools/kube-apiserver-<version>/kube-apiserver`;
+/// `None` when neither variable is set.
+pub fn binary_path() -> Option<PathBuf> {
+    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".cache"),
+    };
+    Some(
+        base.join("k8s-audit-tools")
+            .join(format!("kube-apiserver-{DEBIAN_VERSION}"))
+            .join("kube-apiserver"),
+    )
+}

@@ -1,0 +1,51 @@
+//! `cargo xtask bench ...`: each benchmark prints both sides of its comparison from one run.
+//! Those that need the test harnesses (the loopback sshd, the delay proxy) are `benches/` of
+//! their crate, so that no product binary ever links the harness; this runs them.
+
+mod render_vs_envsubst;
+mod sink_bursts;
+
+use clap::Subcommand;
+use xshell::{Shell, cmd};
+
+#[derive(Subcommand)]
+pub enum Bench {
+    /// render vs GNU envsubst vs cat on a generated 200 MB template.
+    Render(render_vs_envsubst::Args),
+    /// ship vs OpenSSH scp against a loopback sshd (crates/ship/benches/ship.rs; --help for its options).
+    Ship(Passed),
+    /// The static `enable --no-wait` vs the old script's ssh/scp sequence, under 50 ms RTT
+    /// (crates/pipeline/benches/enable.rs; --help for its options).
+    Enable(Passed),
+    /// audit-sink under bursts of large EventLists.
+    Sink(sink_bursts::Args),
+}
+
+/// Arguments handed to a crate's benchmark as they are.
+#[derive(clap::Args)]
+pub struct Passed {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+/// The middle of the measured times (sorted in place); zero when there are none.
+fn median(times: &mut [std::time::Duration]) -> std::time::Duration {
+    times.sort();
+    times.get(times.len() / 2).copied().unwrap_or_default()
+}
+
+impl Bench {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        match self {
+            Bench::Render(args) => render_vs_envsubst::run(sh, args),
+            Bench::Ship(passed) => crate_bench(sh, "ship", "ship", &passed.args),
+            Bench::Enable(passed) => crate_bench(sh, "pipeline", "enable", &passed.args),
+            Bench::Sink(args) => sink_bursts::run(sh, args),
+        }
+    }
+}
+
+fn crate_bench(sh: &Shell, package: &str, bench: &str, args: &[String]) -> anyhow::Result<()> {
+    cmd!(sh, "cargo bench --quiet -p {package} --bench {bench} -- {args...}").run()?;
+    Ok(())
+}
