@@ -1,0 +1,134 @@
+//! The rules of ARCHITECTURE.md, checked against `cargo metadata`, as rust-analyzer's tidy
+//! tests do: a dependency that breaks one fails here, not in a reviewer's head.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+/// The tools: each is a library plus a thin binary, and none depends on another.
+const TOOLS: &[&str] = &["render", "patch-apiserver", "ship", "audit-sink"];
+/// The only crates that may compose two or more tools: the product, and the developer tasks.
+const COMPOSERS: &[&str] = &["pipeline", "xtask"];
+/// Where `kube` may be a direct dependency (it is most of a clean build).
+const KUBE_USERS: &[&str] = &["cluster", "testkit", "e2e"];
+
+struct Dependency {
+    name: String,
+    dev: bool,
+}
+
+/// Each workspace package and its declared dependencies.
+fn workspace() -> BTreeMap<String, Vec<Dependency>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .current_dir(root())
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|package| {
+            let dependencies = package["dependencies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| Dependency {
+                    name: d["name"].as_str().unwrap().to_string(),
+                    dev: d["kind"].as_str() == Some("dev"),
+                })
+                .collect();
+            (package["name"].as_str().unwrap().to_string(), dependencies)
+        })
+        .collect()
+}
+
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn normal<'a>(dependencies: &'a [Dependency]) -> impl Iterator<Item = &'a str> {
+    dependencies
+        .iter()
+        .filter(|d| !d.dev)
+        .map(|d| d.name.as_str())
+}
+
+#[test]
+fn no_tool_depends_on_another_tool() {
+    for (package, dependencies) in workspace() {
+        if TOOLS.contains(&package.as_str()) {
+            let tools: Vec<_> = normal(&dependencies)
+                .filter(|d| TOOLS.contains(d))
+                .collect();
+            assert!(tools.is_empty(), "tool {package} depends on {tools:?}");
+        }
+    }
+}
+
+#[test]
+fn only_the_pipeline_and_xtask_compose_tools() {
+    for (package, dependencies) in workspace() {
+        let tools: BTreeSet<_> = normal(&dependencies)
+            .filter(|d| TOOLS.contains(d))
+            .collect();
+        assert!(
+            tools.len() < 2 || COMPOSERS.contains(&package.as_str()),
+            "{package} composes {tools:?}; only {COMPOSERS:?} may"
+        );
+    }
+}
+
+#[test]
+fn cluster_depends_on_no_tool() {
+    let packages = workspace();
+    let tools: Vec<_> = normal(&packages["cluster"])
+        .filter(|d| TOOLS.contains(d))
+        .collect();
+    assert!(tools.is_empty(), "cluster depends on {tools:?}");
+}
+
+#[test]
+fn testkit_is_never_a_normal_dependency() {
+    for (package, dependencies) in workspace() {
+        assert!(
+            !normal(&dependencies).any(|d| d == "testkit"),
+            "{package} has testkit as a normal dependency; it may only be a dev-dependency"
+        );
+    }
+}
+
+#[test]
+fn kube_is_used_only_where_the_architecture_says() {
+    for (package, dependencies) in workspace() {
+        if dependencies.iter().any(|d| d.name == "kube") {
+            assert!(
+                KUBE_USERS.contains(&package.as_str()),
+                "{package} depends on kube; ARCHITECTURE.md allows only {KUBE_USERS:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn architecture_md_names_every_crate() {
+    let text = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    for package in workspace().keys() {
+        let dir = match package.as_str() {
+            "xtask" => "xtask/".to_string(),
+            "e2e" => "tests/".to_string(),
+            name => format!("crates/{name}"),
+        };
+        assert!(
+            text.contains(&dir),
+            "ARCHITECTURE.md does not mention {dir} (package {package})"
+        );
+    }
+}
