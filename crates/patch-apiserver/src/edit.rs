@@ -115,21 +115,43 @@ fn block(node: &New, style: Style, unit: usize) -> Vec<String> {
     }
 }
 
+/// The line break that ends the line holding `off`: `\r\n` or `\n`. The last line of a
+/// file without a final newline takes the break of the line before it.
+pub(crate) fn eol_at(text: &str, off: usize) -> &'static str {
+    let b = text.as_bytes();
+    let le = line_end(text, off);
+    let crlf = if le < text.len() {
+        le > 0 && b[le - 1] == b'\r'
+    } else {
+        let ls = line_start(text, off);
+        ls >= 2 && b[ls - 2] == b'\r'
+    };
+    if crlf { "\r\n" } else { "\n" }
+}
+
 /// Inserts whole lines after the line holding `off`. The text starts with the line
-/// break, so a file without a final newline keeps having none.
+/// break, so a file without a final newline keeps having none. The new lines copy the
+/// break of the line they follow, so no existing line changes its line end.
 fn lines_after(text: &str, off: usize, lines: &[String]) -> Edit {
     let mut at = line_end(text, off);
-    // CRLF files get CRLF lines, inserted before the `\r` that ends the line.
-    let crlf = text.contains("\r\n");
-    if crlf && at > 0 && text.as_bytes()[at - 1] == b'\r' {
+    let eol = eol_at(text, off);
+    // A CRLF line gets its new lines inserted before its `\r`.
+    if eol == "\r\n" && at > 0 && text.as_bytes()[at - 1] == b'\r' {
         at -= 1;
     }
     let mut s = String::new();
     for l in lines {
-        s.push_str(if crlf { "\r\n" } else { "\n" });
+        s.push_str(eol);
         s.push_str(l);
     }
     Edit::insert(at, s)
+}
+
+/// Inserts whole lines before the line holding `off`, each ending with that line's break.
+fn lines_before(text: &str, off: usize, lines: &[String]) -> Edit {
+    let eol = eol_at(text, off);
+    let s: String = lines.iter().map(|l| format!("{l}{eol}")).collect();
+    Edit::insert(line_start(text, off), s)
 }
 
 /// Deletes the lines holding `start..end`, with the line break before them (the
@@ -175,31 +197,60 @@ pub(crate) fn append_items(
     style: Style,
     unit: usize,
 ) -> Result<Edit, PatchError> {
+    let len = seq.as_seq().map_or(0, |s| s.items.len());
+    insert_items(text, seq, len, items, style, unit)
+}
+
+/// Inserts items into a sequence before its item `before` (at the end when that is its
+/// length), laid out like the item they follow (or, at the front, the one they precede).
+pub(crate) fn insert_items(
+    text: &str,
+    seq: &Node,
+    before: usize,
+    items: &[New],
+    style: Style,
+    unit: usize,
+) -> Result<Edit, PatchError> {
     let Some(s) = seq.as_seq() else {
-        return Err(PatchError::Internal("append to a non-sequence".into()));
+        return Err(PatchError::Internal("insert into a non-sequence".into()));
     };
+    let anchor = before.checked_sub(1).and_then(|i| s.items.get(i));
     if s.flow {
         let rendered: Vec<String> = items.iter().map(|i| flow(i, style)).collect();
-        return Ok(match s.items.last() {
-            None => Edit::insert(seq.span.start + 1, rendered.join(", ")),
-            Some(last) if same_line(text, last.node.span.start, seq.span.start) => {
+        return Ok(match (anchor, s.items.get(before)) {
+            (None, None) => Edit::insert(seq.span.start + 1, rendered.join(", ")),
+            (Some(last), _) if same_line(text, last.node.span.start, seq.span.start) => {
                 Edit::insert(last.node.span.end, format!(", {}", rendered.join(", ")))
             }
-            Some(last) => {
+            (Some(last), _) => {
                 let indent = indent_of(text, last.node.span.start);
-                let sep = format!(",\n{indent}");
+                let sep = format!(",{}{indent}", eol_at(text, last.node.span.end));
                 Edit::insert(last.node.span.end, format!("{sep}{}", rendered.join(&sep)))
+            }
+            // At the front: each item followed by the separator the first one had.
+            (None, Some(first)) => {
+                let sep = if same_line(text, first.dash, seq.span.start) {
+                    ", ".to_string()
+                } else {
+                    format!(
+                        ",{}{}",
+                        eol_at(text, first.dash),
+                        indent_of(text, first.dash)
+                    )
+                };
+                let joined: String = rendered.iter().map(|r| format!("{r}{sep}")).collect();
+                Edit::insert(first.dash, joined)
             }
         });
     }
-    let Some(last) = s.items.last() else {
+    let Some(model) = anchor.or(s.items.get(before)) else {
         return Err(PatchError::Internal("empty block sequence".into()));
     };
     // Items written as `- {a: b}` get company in the same style.
-    let flow_items = last.node.as_map().is_some_and(|m| m.flow);
-    let dash = col(text, last.dash);
-    let content = if !last.node.is_null() && same_line(text, last.dash, last.node.span.start) {
-        col(text, last.node.span.start)
+    let flow_items = model.node.as_map().is_some_and(|m| m.flow);
+    let dash = col(text, model.dash);
+    let content = if !model.node.is_null() && same_line(text, model.dash, model.node.span.start) {
+        col(text, model.node.span.start)
     } else {
         dash + 2
     };
@@ -218,7 +269,20 @@ pub(crate) fn append_items(
             });
         }
     }
-    Ok(lines_after(text, last.node.span.end.max(last.dash), &lines))
+    match anchor {
+        Some(last) => Ok(lines_after(text, last.node.span.end.max(last.dash), &lines)),
+        None => {
+            let ls = line_start(text, model.dash);
+            if !text[ls..model.dash].bytes().all(|b| b == b' ') {
+                return Err(PatchError::Unexpected {
+                    at: Pos::of(text, model.dash),
+                    expected: "a sequence item that starts its own line",
+                    found: "text before it".into(),
+                });
+            }
+            Ok(lines_before(text, model.dash, &lines))
+        }
+    }
 }
 
 /// Adds `key: [items]` to a mapping, in its style; `seq_indent` is how far a block
@@ -254,10 +318,8 @@ pub(crate) fn add_key(
             ),
             Some(last) => {
                 let indent = indent_of(text, last.key.span.start);
-                Edit::insert(
-                    last.value.span.end.max(last.key.span.end),
-                    format!(",\n{indent}{value}"),
-                )
+                let end = last.value.span.end.max(last.key.span.end);
+                Edit::insert(end, format!(",{}{indent}{value}", eol_at(text, end)))
             }
         });
     }

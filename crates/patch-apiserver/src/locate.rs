@@ -85,8 +85,14 @@ pub(crate) struct Site<'t> {
     pub image: Option<String>,
     pub version: Option<KubeVersion>,
     pub target: Target<'t>,
-    /// The words after the binary, in order.
+    /// The words after the binary, in order (what `"$@"` hands on included).
     pub flags: Vec<Flag<'t>>,
+    /// How many of `flags` are options: a `--` word ends them, and pflag reads every word
+    /// after it as a positional argument, whatever it looks like.
+    pub options_end: usize,
+    /// Source offset of the binary's word (or of the args list that stands for it): the
+    /// place errors about our flags as a whole point at.
+    pub binary_at: usize,
     pub volumes: Option<&'t Node>,
     pub volume_list: Vec<Volume<'t>>,
     pub mounts: Option<&'t Node>,
@@ -194,9 +200,20 @@ struct Candidate<'t> {
     target: Target<'t>,
     flags: Vec<Flag<'t>>,
     container: &'t Node,
+    binary_at: usize,
 }
 
 impl<'t> Site<'t> {
+    /// The words the API server reads as flags: those before a `--`.
+    pub fn options(&self) -> &[Flag<'t>] {
+        &self.flags[..self.options_end.min(self.flags.len())]
+    }
+
+    /// The `--` that ends the options, if any.
+    pub fn terminator(&self) -> Option<&Flag<'t>> {
+        self.flags.get(self.options_end)
+    }
+
     pub fn locate(text: &str, root: &'t Node) -> Result<Site<'t>, PatchError> {
         let top = map_of(text, root, "a Pod manifest (a mapping)")?;
         let kind = top.get("kind");
@@ -318,6 +335,11 @@ impl<'t> Site<'t> {
                 node: v,
             });
         }
+        let options_end = candidate
+            .flags
+            .iter()
+            .position(|f| f.text == "--")
+            .unwrap_or(candidate.flags.len());
         Ok(Site {
             shape: candidate.shape,
             spec,
@@ -326,6 +348,8 @@ impl<'t> Site<'t> {
             version,
             target: candidate.target,
             flags: candidate.flags,
+            options_end,
+            binary_at: candidate.binary_at,
             volumes,
             volume_list,
             mounts,
@@ -360,6 +384,26 @@ fn is_shell(word: &str) -> bool {
     )
 }
 
+/// Whether `word`, as written in a shell line, expands to all the positional parameters.
+fn is_positional(word: &str) -> bool {
+    matches!(
+        word,
+        "$@" | "\"$@\"" | "${@}" | "\"${@}\"" | "$*" | "\"$*\"" | "${*}" | "\"${*}\""
+    )
+}
+
+/// Whether `argv[k]` is the script of `sh -c SCRIPT [$0 [$1...]]`: a shell, then only
+/// options up to the script, one of them `-c` (alone or in a cluster such as `-ec`).
+fn is_sh_c_script(argv: &[(&Node, usize, &Node)], k: usize) -> bool {
+    let word = |i: usize| argv.get(i).and_then(|(_, _, n)| n.as_str()).unwrap_or("");
+    let options: Vec<&str> = (1..k).map(word).collect();
+    is_shell(word(0).trim())
+        && options
+            .iter()
+            .all(|o| o.starts_with('-') && !o.starts_with("--"))
+        && options.iter().any(|o| o.contains('c'))
+}
+
 /// Decides whether a container runs kube-apiserver, and if so in which shape.
 fn classify<'t>(text: &str, c: &'t Node) -> Result<Option<Candidate<'t>>, PatchError> {
     let map = map_of(text, c, "a container (a mapping)")?;
@@ -375,12 +419,14 @@ fn classify<'t>(text: &str, c: &'t Node) -> Result<Option<Candidate<'t>>, PatchE
 
     if let (Some(cmd), Some(i)) = (command, binary_at(&command_items)) {
         let last = i + 1 == command_items.len();
+        let binary_at = command_items[i].span.start;
         return Ok(Some(match args {
             Some(a) if last => Candidate {
                 shape: Shape::Args,
                 target: Target::List(a),
                 flags: item_flags(a, 0),
                 container: c,
+                binary_at,
             },
             _ => {
                 let mut flags = item_flags(cmd, i + 1);
@@ -392,6 +438,7 @@ fn classify<'t>(text: &str, c: &'t Node) -> Result<Option<Candidate<'t>>, PatchE
                     target: Target::List(cmd),
                     flags,
                     container: c,
+                    binary_at,
                 }
             }
         }));
@@ -407,26 +454,60 @@ fn classify<'t>(text: &str, c: &'t Node) -> Result<Option<Candidate<'t>>, PatchE
             target: Target::List(a),
             flags: item_flags(a, i + 1),
             container: c,
+            binary_at: args_items[i].span.start,
         }));
     }
-    for node in command_items.iter().chain(&args_items) {
+    // The container's argv: command, then args; each item with its list and index.
+    let argv: Vec<(&Node, usize, &Node)> = [command, args]
+        .into_iter()
+        .flatten()
+        .filter_map(|seq| Some((seq, seq.as_seq()?)))
+        .flat_map(|(seq, s)| {
+            s.items
+                .iter()
+                .enumerate()
+                .map(move |(i, item)| (seq, i, &item.node))
+        })
+        .collect();
+    for (k, &(_, _, node)) in argv.iter().enumerate() {
         let Some(s) = node.as_str() else { continue };
         for words in shell_words(s) {
             let Some(b) = words.iter().position(|w| is_binary(&w.text)) else {
                 continue;
             };
             let end = words[b].end;
-            let flags = words[b + 1..]
-                .iter()
-                .map(|w| Flag {
+            // `sh -c SCRIPT $0 $1...`: "$@" hands the binary the items after $0.
+            let positional = is_sh_c_script(&argv, k).then(|| argv.get(k + 2..).unwrap_or(&[]));
+            let mut flags = Vec::new();
+            let mut expanded = false;
+            for w in &words[b + 1..] {
+                if let Some(items) =
+                    positional.filter(|_| is_positional(s.get(w.start..w.end).unwrap_or("")))
+                {
+                    // A second "$@" repeats the same items, which are read once.
+                    if !expanded {
+                        flags.extend(items.iter().filter_map(|&(seq, index, n)| {
+                            Some(Flag {
+                                text: n.as_str()?.to_string(),
+                                origin: Origin::Item { seq, index },
+                            })
+                        }));
+                        expanded = true;
+                    }
+                    continue;
+                }
+                flags.push(Flag {
                     text: w.text.clone(),
                     origin: Origin::Word {
                         scalar: node,
                         start: w.start,
                         end: w.end,
                     },
-                })
-                .collect();
+                });
+            }
+            let binary_at = node
+                .as_scalar()
+                .map_or(node.span.start, |sc| sc.source_offset(words[b].start));
             return Ok(Some(Candidate {
                 shape: Shape::Shell,
                 target: Target::Shell {
@@ -435,6 +516,7 @@ fn classify<'t>(text: &str, c: &'t Node) -> Result<Option<Candidate<'t>>, PatchE
                 },
                 flags,
                 container: c,
+                binary_at,
             }));
         }
     }
@@ -463,6 +545,7 @@ fn classify<'t>(text: &str, c: &'t Node) -> Result<Option<Candidate<'t>>, PatchE
             target: Target::List(a),
             flags: item_flags(a, 0),
             container: c,
+            binary_at: a.span.start,
         })),
         _ if !named => Ok(None),
         _ => Err(unexpected(

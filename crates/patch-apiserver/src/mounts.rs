@@ -151,7 +151,7 @@ pub(crate) fn mount_edits(
         vec![("mountPath", New::Str(dir.to_string()))],
     );
     edits.push(match site.mounts {
-        Some(list) => edit::append_items(text, list, &[mount], Style::Plain, 2)?,
+        Some(list) => append_ours(text, site.container, list, mount, 2)?,
         None => edit::add_key(
             text,
             site.container,
@@ -170,7 +170,7 @@ pub(crate) fn mount_edits(
         let volume = named(name_first(site.volumes), vec![("hostPath", host)]);
         let unit = map_unit(text, site);
         edits.push(match site.volumes {
-            Some(list) => edit::append_items(text, list, &[volume], Style::Plain, unit)?,
+            Some(list) => append_ours(text, site.spec, list, volume, unit)?,
             None => edit::add_key(
                 text,
                 site.spec,
@@ -183,6 +183,24 @@ pub(crate) fn mount_edits(
         });
     }
     Ok(edits)
+}
+
+/// Appends our volume or mount to an existing list of `parent`. Into a tight `[]` of a
+/// flow mapping (JSON) it goes padded, as `[ item ]`: `add_key` writes a new key there as
+/// `[item]`, and `revert` must tell the two apart to give back `[]` or no key at all.
+fn append_ours(
+    text: &str,
+    parent: &Node,
+    list: &Node,
+    item: New,
+    unit: usize,
+) -> Result<Edit, PatchError> {
+    let mut e = edit::append_items(text, list, &[item], Style::Plain, unit)?;
+    let tight_empty = text.get(list.span.start..list.span.end) == Some("[]");
+    if tight_empty && parent.as_map().is_some_and(|m| m.flow) {
+        e.text = format!(" {} ", e.text);
+    }
+    Ok(e)
 }
 
 /// How far `containers:` items' dashes sit right of the key (0 for kubeadm, 2 for others).

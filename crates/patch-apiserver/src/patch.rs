@@ -32,7 +32,29 @@ pub fn check(text: &str, opts: &PatchOptions) -> Result<bool, PatchError> {
     patch(text, opts).map(|o| !o.changed)
 }
 
+/// A UTF-8 byte order mark and the text after it. The kubelet's YAML reader skips the mark;
+/// we work on the text after it (so positions count from there, as an editor shows them)
+/// and give it back in front of the result.
+pub(crate) fn split_bom(text: &str) -> (&str, &str) {
+    match text.strip_prefix('\u{feff}') {
+        Some(rest) => (&text[..text.len() - rest.len()], rest),
+        None => ("", text),
+    }
+}
+
+/// Runs `f` on the text after a byte order mark and puts the mark back in front.
+pub(crate) fn keeping_bom(
+    text: &str,
+    f: impl FnOnce(&str) -> Result<Outcome, PatchError>,
+) -> Result<Outcome, PatchError> {
+    let (bom, body) = split_bom(text);
+    let mut out = f(body)?;
+    out.text.insert_str(0, bom);
+    Ok(out)
+}
+
 pub(crate) fn inspect(text: &str) -> Result<Inspection, PatchError> {
+    let text = split_bom(text).1;
     let root = locate::load(text)?;
     let site = Site::locate(text, &root)?;
     let host_mounts = site
@@ -60,7 +82,7 @@ fn has_entry(site: &Site<'_>, name: &str, want: &Want) -> bool {
     let Want::Entry { key, value } = want else {
         return false;
     };
-    site.flags
+    site.options()
         .iter()
         .filter(|f| f.name() == Some(name))
         .any(|f| {
@@ -72,7 +94,7 @@ fn has_entry(site: &Site<'_>, name: &str, want: &Want) -> bool {
 
 fn patched_mode(site: &Site<'_>) -> Option<Mode> {
     let has = |name: &str| {
-        site.flags
+        site.options()
             .iter()
             .any(|f| f.name() == Some(name) && f.value() != Some("false"))
     };
@@ -145,6 +167,10 @@ fn resolve_version(
 }
 
 pub fn patch(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
+    keeping_bom(text, |body| patch_body(body, opts))
+}
+
+fn patch_body(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
     opts.validate()?;
     let root = locate::load(text)?;
     let site = Site::locate(text, &root)?;
@@ -252,7 +278,7 @@ fn plan_flag(
 ) -> Result<(), PatchError> {
     // With their indexes in `site.flags`: a two-word flag's value is the next one.
     let existing: Vec<(usize, &Flag<'_>)> = site
-        .flags
+        .options()
         .iter()
         .enumerate()
         .filter(|(_, f)| f.name() == Some(spec.name))
@@ -273,7 +299,7 @@ fn plan_flag(
             for &(i, f) in &existing {
                 // `--flag value` (two words) for flags that take a value; never for switches.
                 let spaced = match spec.want {
-                    Want::Value(_) => spaced_value(&site.flags, i),
+                    Want::Value(_) => spaced_value(site.options(), i),
                     _ => None,
                 };
                 let value = f.value().or(spaced.map(|(v, _)| v));
@@ -388,7 +414,12 @@ fn insert_flags(text: &str, site: &Site<'_>, new_flags: &[String]) -> Result<Edi
                 style
             };
             let items: Vec<New> = new_flags.iter().map(|f| New::Str(f.clone())).collect();
-            edit::append_items(text, seq, &items, style, 2)
+            // Before a `--` in this list: after it, flags would be positional arguments.
+            let before = match site.terminator().map(|f| f.origin) {
+                Some(Origin::Item { seq: s, index }) if std::ptr::eq(s, seq) => index,
+                _ => seq.as_seq().map_or(0, |s| s.items.len()),
+            };
+            edit::insert_items(text, seq, before, &items, style, 2)
         }
         Target::Shell { scalar, at } => {
             let Some(sc) = scalar.as_scalar() else {
@@ -408,11 +439,13 @@ fn verify(out: &str, opts: &PatchOptions, specs: &[FlagSpec]) -> Result<(), Patc
         .map_err(|e| PatchError::Internal(format!("the result is not a manifest: {e}")))?;
     for spec in specs {
         let ok = match &spec.want {
-            Want::Value(v) => site.flags.iter().enumerate().any(|(i, f)| {
+            Want::Value(v) => site.options().iter().enumerate().any(|(i, f)| {
                 f.name() == Some(spec.name)
-                    && f.value().or(spaced_value(&site.flags, i).map(|(s, _)| s)) == Some(v)
+                    && f.value()
+                        .or(spaced_value(site.options(), i).map(|(s, _)| s))
+                        == Some(v)
             }),
-            Want::Switch => site.flags.iter().any(|f| f.name() == Some(spec.name)),
+            Want::Switch => site.options().iter().any(|f| f.name() == Some(spec.name)),
             w @ Want::Entry { .. } => has_entry(&site, spec.name, w),
         };
         if !ok {

@@ -18,6 +18,10 @@ use crate::yaml::Node;
 use crate::{Note, Outcome, PatchError, PatchOptions, VOLUME_NAME};
 
 pub fn revert(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
+    crate::patch::keeping_bom(text, |body| revert_body(body, opts))
+}
+
+fn revert_body(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
     opts.validate()?;
     let root = locate::load(text)?;
     let site = Site::locate(text, &root)?;
@@ -26,7 +30,7 @@ pub fn revert(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
     let mut edits = Vec::new();
     let mut remove = vec![false; site.flags.len()];
     let mut log_removed = false;
-    for (i, f) in site.flags.iter().enumerate() {
+    for (i, f) in site.options().iter().enumerate() {
         for spec in specs.iter().filter(|s| f.name() == Some(s.name)) {
             match &spec.want {
                 Want::Value(v) if f.value() == Some(v.as_str()) => {
@@ -47,7 +51,7 @@ pub fn revert(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
         }
     }
     if log_removed {
-        for (i, f) in site.flags.iter().enumerate() {
+        for (i, f) in site.options().iter().enumerate() {
             remove[i] |= f.name().is_some_and(|n| flags::ROTATION_FLAGS.contains(&n));
         }
     }
@@ -215,14 +219,36 @@ fn remove_from(
     if indexes.is_empty() {
         return Ok(Vec::new());
     }
-    let len = list.as_seq().map_or(0, |s| s.items.len());
-    if len == indexes.len() {
+    let Some(seq) = list.as_seq() else {
+        return Ok(Vec::new());
+    };
+    if seq.items.len() != indexes.len() {
+        return edit::delete_items(text, list, indexes);
+    }
+    // Everything in the list goes. Whether the key goes too depends on who wrote it:
+    // `patch` adds a key as a block list to a block mapping and as a tight `[item]` to a
+    // flow mapping; it fills an existing `[]` of a flow mapping as `[ item ]`. Any other
+    // flow list was there before, and stays, empty.
+    let (start, end) = (list.span.start, list.span.end);
+    let only = (seq.items.len() == 1).then(|| &seq.items[0]);
+    let tight = only.is_some_and(|i| i.dash == start + 1 && i.node.span.end + 1 == end);
+    let padded = only.is_some_and(|i| {
+        i.dash == start + 2
+            && i.node.span.end + 2 == end
+            && text.get(start + 1..start + 2) == Some(" ")
+            && text.get(end - 2..end - 1) == Some(" ")
+    });
+    let flow_map = map.as_map().is_some_and(|m| m.flow);
+    if !seq.flow || (flow_map && tight) {
         let position = map
             .as_map()
             .and_then(|m| m.entries.iter().position(|e| e.key.as_str() == Some(key)));
         if let Some(p) = position {
             return edit::delete_entries(text, map, &[p]);
         }
+    }
+    if flow_map && padded {
+        return Ok(vec![Edit::delete(start + 1, end - 1)]);
     }
     edit::delete_items(text, list, indexes)
 }

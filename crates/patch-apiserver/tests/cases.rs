@@ -444,3 +444,209 @@ fn a_flag_written_as_two_words_is_read_with_its_value() {
         forced.text
     );
 }
+
+/// Issue 11.10: an empty flow list gets our item and revert gives back `[]`, not nothing.
+#[test]
+fn empty_flow_lists_come_back_empty() {
+    for name in ["empty-flow-lists.yaml", "empty-flow-lists-one-line.json"] {
+        let text = fixture(name);
+        for mode in [Mode::Static, Mode::DynamicLog] {
+            let out = assert_properties(&text, &opts(mode), true);
+            assert!(!out.contains("[]"), "{name}: our items went in:\n{out}");
+        }
+    }
+    // JSON without the keys: they are added, and revert takes them away again.
+    let text = fixture("empty-flow-lists-one-line.json")
+        .replace(",\"volumeMounts\":[]", "")
+        .replace(",\"volumes\":[]", "");
+    let out = assert_properties(&text, &opts(Mode::Static), true);
+    assert!(out.contains("\"volumes\": [{"), "{out}");
+}
+
+/// Issue 11.10: every added line copies the line end of the line it follows; existing line
+/// ends are never rewritten.
+#[test]
+fn mixed_line_ends_are_kept_line_by_line() {
+    let lf = fixture("shell-double-quoted.yaml");
+    let mut cases = Vec::new();
+    // One CRLF line at each place, in an LF file; and one LF line in a CRLF file.
+    let crlf = lf.replace('\n', "\r\n");
+    for ((i, _), (j, _)) in lf.match_indices('\n').zip(crlf.match_indices("\r\n")) {
+        let mut one = lf.clone();
+        one.replace_range(i..=i, "\r\n");
+        cases.push(one);
+        let mut other = crlf.clone();
+        other.replace_range(j..j + 2, "\n");
+        cases.push(other);
+    }
+    cases.push(fixture("empty-flow-lists-one-line.json").replace("\n", "\r\n"));
+    let multi_line_json = fixture("gce-kube-up.json").replace('\n', "\r\n");
+    cases.push(multi_line_json);
+    for text in cases {
+        let out = assert_properties(&text, &opts(Mode::Static), true);
+        let ends = |s: &str| (s.matches("\r\n").count(), s.matches('\n').count());
+        let (crlf_in, all_in) = ends(&text);
+        let (crlf_out, all_out) = ends(&out);
+        // Added lines are LF or CRLF as their neighbour; never does an old LF become CRLF.
+        assert!(crlf_out >= crlf_in && all_out - crlf_out >= all_in - crlf_in);
+        if crlf_in == all_in {
+            assert_eq!(crlf_out, all_out, "a bare LF in a CRLF file:\n{out:?}");
+        }
+    }
+}
+
+/// Issue 11.11: the args a shell wrapper passes on with "$@" are the API server's flags.
+#[test]
+fn shell_positional_args_are_read_as_flags() {
+    let text = fixture("shell-positional-args.yaml");
+    let o = opts(Mode::Static);
+    let info = inspect(&text).unwrap();
+    assert_eq!(info.shape, patch_apiserver::Shape::Shell);
+    assert_eq!(
+        info.apiserver_args,
+        [
+            "--allow-privileged=true",
+            "--etcd-servers=http://127.0.0.1:2379",
+            "--secure-port=443",
+            "--feature-gates=EphemeralContainers=true",
+        ]
+    );
+    assert_properties(&text, &o, true);
+    // Our entry joins the user's --feature-gates in args, where the binary reads it.
+    let dynamic = assert_properties(&text, &opts(Mode::Dynamic), true);
+    assert!(
+        dynamic.contains("    - --feature-gates=EphemeralContainers=true,DynamicAuditing=true\n"),
+        "{dynamic}"
+    );
+    // A conflicting value in args is a conflict, reported where it is, and --check agrees.
+    let conflicting = text.replace(
+        "    - --secure-port=443\n",
+        "    - --secure-port=443\n    - --audit-log-path=/var/log/audit.log\n",
+    );
+    let want = "m.yaml:21:7: --audit-log-path is already set to \"/var/log/audit.log\", this tool would set \"/var/lib/k8s_audit/audit.log\"; pass --force to replace it";
+    assert_eq!(err(&conflicting, &o), want);
+    assert!(check(&conflicting, &o).is_err());
+    let forced = patch(
+        &conflicting,
+        &PatchOptions {
+            force: true,
+            ..o.clone()
+        },
+    )
+    .unwrap();
+    assert!(
+        forced
+            .text
+            .contains("    - --audit-log-path=/var/lib/k8s_audit/audit.log\n")
+    );
+    assert_eq!(forced.text.matches("--audit-log-path").count(), 1);
+    // The same value in args is ours already: not written twice.
+    let same = text.replace(
+        "    - --secure-port=443\n",
+        "    - --secure-port=443\n    - --audit-log-path=/var/lib/k8s_audit/audit.log\n",
+    );
+    let out = patch(&same, &o).unwrap();
+    assert_eq!(
+        out.text.matches("--audit-log-path").count(),
+        1,
+        "{}",
+        out.text
+    );
+    assert!(out.notes.contains(&Note::AlreadyPresent {
+        flag: "--audit-log-path=/var/lib/k8s_audit/audit.log".into()
+    }));
+    // Every spelling of "all the positional parameters", from the command list as well;
+    // single quotes make it a literal word, which reaches nothing.
+    for (spelling, reads) in [
+        ("$@", true),
+        ("\\\"$@\\\"", true),
+        ("${@}", true),
+        ("\\\"${@}\\\"", true),
+        ("$*", true),
+        ("'$@'", false),
+    ] {
+        let t = format!(
+            "kind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    image: registry.k8s.io/kube-apiserver:v1.16.15\n    command: [sh, -c, \"exec kube-apiserver {spelling}\", sh, --audit-log-path=-]\n"
+        );
+        let r = patch(&t, &o);
+        assert_eq!(
+            matches!(r, Err(PatchError::Conflict { .. })),
+            reads,
+            "{spelling}: {r:?}"
+        );
+    }
+}
+
+/// Issue 11.12: flags go before a `--` that ends the options, in every shape.
+#[test]
+fn flags_go_before_the_end_of_options() {
+    let text = fixture("command-terminator.yaml");
+    for mode in [Mode::Static, Mode::Dynamic] {
+        let out = assert_properties(&text, &opts(mode), true);
+        let after = out.split("\n    - --\n").nth(1).unwrap();
+        assert!(!after.contains("- --"), "{out}");
+    }
+    let o = opts(Mode::Static);
+    // The container's argv after its `--`.
+    let tail = |out: &str| -> Vec<String> {
+        let v = common::parse(out);
+        let c = &v["spec"]["containers"][0];
+        let argv: Vec<String> = ["command", "args"]
+            .iter()
+            .filter_map(|k| c.get(*k).and_then(|l| l.as_sequence()))
+            .flatten()
+            .filter_map(|i| i.as_str().map(str::to_string))
+            .collect();
+        let t = argv.iter().position(|a| a == "--").expect("a terminator");
+        argv[t + 1..].to_vec()
+    };
+    // Flow lists, first items, args after the binary, and JSON.
+    for t in [
+        "kind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    image: k8s.gcr.io/kube-apiserver:v1.16.0\n    command: [kube-apiserver, --v=2, --, x]\n",
+        "kind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    image: k8s.gcr.io/kube-apiserver:v1.16.0\n    command: [\n      kube-apiserver,\n      --,\n      x\n    ]\n",
+        "kind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    image: k8s.gcr.io/kube-apiserver:v1.16.0\n    command: [/usr/local/bin/kube-apiserver]\n    args:\n    - --\n    - x\n",
+        "kind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    image: k8s.gcr.io/kube-apiserver:v1.16.0\n    command: [/usr/local/bin/kube-apiserver]\n    args: [--]\n",
+        "kind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    image: k8s.gcr.io/kube-apiserver:v1.16.0\n    command: [/usr/local/bin/kube-apiserver]\n    args: [\n      --,\n      x\n    ]\n",
+        "kind: Pod\r\nspec:\r\n  containers:\r\n  - name: kube-apiserver\r\n    image: k8s.gcr.io/kube-apiserver:v1.16.0\r\n    command: [/usr/local/bin/kube-apiserver]\r\n    args:\r\n    - --\r\n",
+        "{\"kind\": \"Pod\", \"spec\": {\"containers\": [{\"name\": \"kube-apiserver\", \"image\": \"k8s.gcr.io/kube-apiserver:v1.16.0\", \"command\": [\"kube-apiserver\", \"--\"]}]}}\n",
+    ] {
+        let out = assert_properties(t, &o, true);
+        assert_eq!(tail(&out), tail(t), "after the terminator:\n{out}");
+    }
+    // After `--`, a word that looks like our flag is an argument, not a flag.
+    let positional = "kind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    image: k8s.gcr.io/kube-apiserver:v1.16.0\n    command: [kube-apiserver, --, --audit-log-path=-]\n";
+    let out = patch(positional, &o).unwrap();
+    assert!(
+        out.text
+            .contains("[kube-apiserver, --audit-log-path=/var/lib/k8s_audit/audit.log,")
+    );
+    assert_eq!(inspect(positional).unwrap().patched, None);
+}
+
+/// Issue 11.13: a UTF-8 byte order mark is read past, kept, and does not shift columns.
+#[test]
+fn a_byte_order_mark_is_kept() {
+    let text = fixture("bom.yaml");
+    assert!(text.starts_with('\u{feff}'));
+    for mode in [Mode::Static, Mode::Dynamic] {
+        let out = assert_properties(&text, &opts(mode), true);
+        assert!(out.starts_with("\u{feff}apiVersion: v1\n"));
+    }
+    assert_eq!(
+        inspect(&text).unwrap().version,
+        Some("v1.16.15".parse().unwrap())
+    );
+    let bad = text.replace("kind: Pod", "kind: Deployment");
+    assert_eq!(
+        err(&bad, &opts(Mode::Static)),
+        "m.yaml:2:7: expected a Pod manifest, found kind \"Deployment\""
+    );
+    // On the first line, after the mark, columns count from the first visible character.
+    let first = text.replace("apiVersion: v1", "apiVersion: v1: x");
+    assert_eq!(
+        err(&first, &opts(Mode::Static)),
+        "m.yaml:1:15: not valid YAML: mapping values are not allowed in this context"
+    );
+    let crlf = text.replace('\n', "\r\n");
+    assert_properties(&crlf, &opts(Mode::Static), true);
+}

@@ -28,6 +28,11 @@ const FIXTURES: &[(&str, bool)] = &[
     ("existing-feature-gates.yaml", true),
     ("empty-runtime-config.yaml", true),
     ("audit-log-stdout.yaml", false),
+    ("empty-flow-lists.yaml", true),
+    ("empty-flow-lists-one-line.json", true),
+    ("shell-positional-args.yaml", true),
+    ("command-terminator.yaml", true),
+    ("bom.yaml", true),
 ];
 
 fn report(name: &str, mode: Mode) -> String {
@@ -95,6 +100,10 @@ fn shapes_are_recognised() {
         ("shell-double-quoted.yaml", Shell),
         ("digest-image-literal-shell.yaml", Shell),
         ("gce-kube-up.json", Json),
+        ("empty-flow-lists-one-line.json", Json),
+        ("shell-positional-args.yaml", Shell),
+        ("command-terminator.yaml", Command),
+        ("bom.yaml", Command),
     ] {
         assert_eq!(inspect(&fixture(name)).unwrap().shape, shape, "{name}");
     }
