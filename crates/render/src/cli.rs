@@ -33,7 +33,10 @@ Exit status: 0 on success, 1 on a usage, read, write or (opt-in) missing-variabl
     after_help = EXAMPLES,
     disable_help_flag = true,
     disable_version_flag = true,
-    infer_long_args = true
+    infer_long_args = true,
+    // GNU's getopt_long takes an option twice (`-v -v`, `-vv`) as once; a repeated value
+    // option keeps its last value, as getopt users do.
+    args_override_self = true
 )]
 pub struct Cli {
     /// Substitute only the variables referenced here, e.g. '$A ${B}'.

@@ -14,8 +14,18 @@ use crate::vars::{NameHasher, NameMap, Vars, is_name_char, is_name_start};
 mod braces;
 use braces::Braces;
 
-/// How far a word is scanned for its `}` before the chunk's brace index is used.
+/// How far a word is scanned for its `}` before the brace index is used.
 const SHORT_WORD: usize = 256;
+
+/// A `${NAME<op>word}` whose `}` lies this many bytes or more after its `$` is not interpreted:
+/// it stays as written, as an unclosed one does. Without a bound, one unclosed `${A:-` would
+/// hold the rest of the input in memory while the scanner waited for its `}`. The stream's
+/// buffer is larger, so it always sees far enough to decide.
+pub(crate) const MAX_REFERENCE: usize = 64 * 1024;
+
+/// Problems reported one by one; the rest are only counted, so that a template of millions of
+/// unset references cannot fill memory with reports.
+pub(crate) const MAX_REPORTED: usize = 1000;
 
 /// Words nested deeper than this (`${A:-${B:-${C:-...}}}`) are not interpreted, so that a
 /// hostile template cannot exhaust the stack.
@@ -61,9 +71,11 @@ pub(crate) struct Engine<'a> {
     /// Values given by `${VAR:=word}`; they shadow `vars` for the rest of the render.
     assigned: NameMap<Vec<u8>>,
     missing: Vec<Missing>,
+    /// Problems beyond the first [`MAX_REPORTED`].
+    unreported: u64,
     /// Present only when a problem can be reported: counting lines costs time otherwise.
     tracker: Option<Tracker>,
-    /// Where `--defaults` words end, indexed once per chunk (built on first use).
+    /// Where `--defaults` words end, indexed for a window of the chunk (built on first use).
     braces: Option<Braces>,
 }
 
@@ -82,6 +94,7 @@ impl<'a> Engine<'a> {
             defaults: opts.defaults,
             assigned: NameMap::default(),
             missing: Vec::new(),
+            unreported: 0,
             tracker: opts.can_fail().then(Tracker::new),
             braces: None,
         }
@@ -108,6 +121,7 @@ impl<'a> Engine<'a> {
             Err(RenderError::Missing {
                 origin: origin.clone(),
                 missing: self.missing,
+                unreported: self.unreported,
             })
         }
     }
@@ -247,10 +261,15 @@ impl<'a> Engine<'a> {
         let word_start = op_at + 1;
         let Some(close) = self
             .closing_brace(input, dollar + word_start)
-            .filter(|&p| p < to)
+            .filter(|&p| p < to && p - dollar < MAX_REFERENCE)
             .map(|p| p - dollar)
         else {
-            return if eof { as_written(out) } else { None };
+            // Decided once the input reaches MAX_REFERENCE past the `$`, whatever the chunks.
+            return if eof || to - dollar >= MAX_REFERENCE {
+                as_written(out)
+            } else {
+                None
+            };
         };
         let end = dollar + close + 1;
         let name_bytes = &s[name.clone()];
@@ -293,6 +312,7 @@ impl<'a> Engine<'a> {
             Operator::Require => {
                 // Position first: expanding the message moves the tracker past the `$`.
                 let position = self.position(input, dollar);
+                // Expanded even when it will not be reported: `${B:=x}` in it still assigns.
                 let mut message = Vec::new();
                 self.expand(input, word.0, word.1, true, depth, &mut message);
                 let message = if !message.is_empty() {
@@ -313,7 +333,8 @@ impl<'a> Engine<'a> {
         Some(end)
     }
 
-    /// The `}` that ends a word starting at `input[start]`, skipping nested `${...}`.
+    /// The `}` that ends a word starting at `input[start]`, skipping nested `${...}`, if it
+    /// lies within [`MAX_REFERENCE`] of `start` (a later one is never used).
     fn closing_brace(&mut self, input: &[u8], start: usize) -> Option<usize> {
         // Real words are short: a bounded scan finds their brace. Only a long or unclosed one
         // goes to the index, which keeps hostile templates linear.
@@ -321,10 +342,15 @@ impl<'a> Engine<'a> {
         if let Some(p) = braces::scan(window) {
             return Some(start + p);
         }
-        // `feed` drops the index with each chunk; nested words share their chunk's.
-        self.braces
-            .get_or_insert_with(|| Braces::new(input))
-            .closing(start)
+        // The index covers twice the longest word, so that each byte is indexed at most about
+        // twice however large the chunk (the whole template, for `render`), and its size is
+        // bounded. `feed` drops it with each chunk; nested words share their chunk's.
+        let covers = |b: &Braces| b.covers(start, MAX_REFERENCE, input.len());
+        if !self.braces.as_ref().is_some_and(covers) {
+            let end = input.len().min(start + 2 * MAX_REFERENCE);
+            self.braces = Some(Braces::new(input, start, end));
+        }
+        self.braces.as_ref()?.closing(start)
     }
 
     #[inline]
@@ -344,11 +370,19 @@ impl<'a> Engine<'a> {
     }
 
     fn report(&mut self, input: &[u8], dollar: usize, name: &[u8], reason: Reason) {
+        if self.missing.len() >= MAX_REPORTED {
+            self.unreported += 1;
+            return;
+        }
         let position = self.position(input, dollar);
         self.push(position, name, reason);
     }
 
     fn push(&mut self, (line, column): (u64, u64), name: &[u8], reason: Reason) {
+        if self.missing.len() >= MAX_REPORTED {
+            self.unreported += 1;
+            return;
+        }
         self.missing.push(Missing {
             name: String::from_utf8_lossy(name).into_owned(),
             line,

@@ -68,11 +68,14 @@ pub enum AssignmentError {
 /// so that printing it, or a chain of contexts around it, never repeats the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    /// Every reference that could not be rendered, in input order, one per line.
-    #[error("{}", MissingList { origin, missing })]
+    /// The references that could not be rendered, in input order, one per line: the first
+    /// 1,000, then a count of the rest.
+    #[error("{}", MissingList { origin, missing, unreported: *unreported })]
     Missing {
         origin: Origin,
         missing: Vec<Missing>,
+        /// How many more there were beyond `missing`.
+        unreported: u64,
     },
     #[error("error while reading {origin}: {error}")]
     Read { origin: Origin, error: io::Error },
@@ -87,13 +90,18 @@ pub enum RenderError {
         column: u64,
         problem: AssignmentError,
     },
-    #[error("cannot write {}: {error}", path.display())]
-    Output { path: PathBuf, error: io::Error },
+    /// `-o FILE`: what could not be written, and what was left behind (nothing).
+    #[error(transparent)]
+    Output(#[from] atomic_file::Error),
+    /// The temporary file that holds a render until it is known to succeed.
+    #[error("cannot buffer the output in a temporary file under {}: {error}", dir.display())]
+    Buffer { dir: PathBuf, error: io::Error },
 }
 
 struct MissingList<'a> {
     origin: &'a Origin,
     missing: &'a [Missing],
+    unreported: u64,
 }
 
 impl fmt::Display for MissingList<'_> {
@@ -103,6 +111,13 @@ impl fmt::Display for MissingList<'_> {
                 f.write_str("\n")?;
             }
             write!(f, "{}:{missing}", self.origin)?;
+        }
+        if self.unreported > 0 {
+            write!(
+                f,
+                "\n{}: and {} more, not listed",
+                self.origin, self.unreported
+            )?;
         }
         Ok(())
     }

@@ -16,15 +16,13 @@
 mod engine;
 mod error;
 mod format;
-mod output;
 mod position;
 mod stream;
 mod vars;
 
 pub use error::{AssignmentError, Missing, Origin, Reason, RenderError};
 pub use format::shell_format_variables;
-pub use output::AtomicFile;
-pub use stream::render_stream;
+pub use stream::{render_buffered, render_stream};
 pub use vars::{Vars, is_name, parse_assignment};
 
 /// What to substitute and what counts as an error. `Default` is GNU `envsubst` exactly.

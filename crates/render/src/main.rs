@@ -14,7 +14,8 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 
 use anyhow::{Context, bail};
-use render::{AtomicFile, Options, Origin, RenderError, Vars};
+use atomic_file::{Destination, Stdout};
+use render::{Options, Origin, RenderError, Vars};
 
 use cli::Cli;
 
@@ -109,19 +110,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     };
 
+    let render = |output: &mut dyn Write| {
+        // Nothing may reach a pipe or device unless the whole render succeeds.
+        if opts.can_fail() {
+            render::render_buffered(&input, output, &vars, &opts, &origin)
+        } else {
+            render::render_stream(&input, output, &vars, &opts, &origin)
+        }
+    };
     match &cli.output {
-        Some(path) => {
-            let mut file = AtomicFile::create(path)?;
-            render::render_stream(input, &mut file, &vars, &opts, &origin)?;
-            file.commit()?;
-        }
-        // Nothing may reach the pipe unless the whole render succeeds.
-        None if opts.can_fail() => {
-            let mut rendered = Vec::new();
-            render::render_stream(input, &mut rendered, &vars, &opts, &origin)?;
-            write_stdout(&rendered)?;
-        }
-        None => render::render_stream(input, Stdout::open(), &vars, &opts, &origin)?,
+        // A regular file (or none yet) is replaced in one rename; a device or FIFO is written
+        // like standard output; anything else is refused (see atomic_file's table).
+        Some(path) => match Destination::open(path).map_err(RenderError::from)? {
+            Destination::Replace(mut file) => {
+                render::render_stream(&input, &mut file, &vars, &opts, &origin)?;
+                file.commit().map_err(RenderError::from)?;
+            }
+            Destination::Through { mut file, path } => {
+                render(&mut file).with_context(|| format!("writing {}", path.display()))?;
+            }
+        },
+        None => render(&mut Stdout::open())?,
     }
     Ok(())
 }
@@ -133,27 +142,4 @@ fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
         .and_then(|()| stdout.flush())
         .map_err(RenderError::Write)?;
     Ok(())
-}
-
-/// Standard output as a plain file descriptor: no line buffering or locking in the way of large
-/// writes. A closed stdout fails only when something is written, as GNU's close_stdout does.
-struct Stdout(io::Result<File>);
-
-impl Stdout {
-    fn open() -> Self {
-        Stdout(io::stdout().as_fd().try_clone_to_owned().map(File::from))
-    }
-}
-
-impl Write for Stdout {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut self.0 {
-            Ok(file) => file.write(buf),
-            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }

@@ -1,6 +1,6 @@
 //! Constant-memory rendering from a reader to a writer.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Seek, Write};
 
 use crate::engine::Engine;
 use crate::error::{Origin, RenderError};
@@ -18,7 +18,8 @@ const FLUSH_AT: usize = 128 * 1024;
 ///
 /// `output` receives data as it is rendered, so when this returns [`RenderError::Missing`]
 /// part of the result has already been written. Callers that must not emit half a file should
-/// render into a buffer or an [`crate::AtomicFile`] when [`Options::can_fail`].
+/// use [`render_buffered`], or render into an `atomic_file::AtomicFile`, when
+/// [`Options::can_fail`].
 ///
 /// On a read error, what was rendered before it is still written (as GNU does), then
 /// [`RenderError::Read`] is returned.
@@ -72,6 +73,42 @@ pub fn render_stream<R: Read, W: Write>(
     }
     output.flush().map_err(RenderError::Write)?;
     engine.finish(origin)
+}
+
+/// Like [`render_stream`], but `output` receives nothing unless the whole render succeeds.
+///
+/// The result waits in an anonymous temporary file under `$TMPDIR` (see
+/// [`std::env::temp_dir`]), not in memory, so memory stays as bounded as in
+/// [`render_stream`]. The file has no name from the start, so it disappears with the process
+/// however that ends.
+pub fn render_buffered<R: Read, W: Write>(
+    input: R,
+    mut output: W,
+    vars: &Vars,
+    opts: &Options,
+    origin: &Origin,
+) -> Result<(), RenderError> {
+    let buffer_error = |error| RenderError::Buffer {
+        dir: std::env::temp_dir(),
+        error,
+    };
+    let mut buffer = tempfile::tempfile().map_err(buffer_error)?;
+    match render_stream(input, &mut buffer, vars, opts, origin) {
+        Ok(()) => {}
+        // Every write so far went to the buffer.
+        Err(RenderError::Write(error)) => return Err(buffer_error(error)),
+        Err(e) => return Err(e),
+    }
+    buffer.rewind().map_err(buffer_error)?;
+    let mut block = vec![0u8; FLUSH_AT];
+    loop {
+        let n = read_some(&mut buffer, &mut block).map_err(buffer_error)?;
+        if n == 0 {
+            break;
+        }
+        output.write_all(&block[..n]).map_err(RenderError::Write)?;
+    }
+    output.flush().map_err(RenderError::Write)
 }
 
 fn read_some<R: Read>(input: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {

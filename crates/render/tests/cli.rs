@@ -216,3 +216,179 @@ fn help_and_version() {
     assert_eq!(out.outcome.status, 0);
     assert!(String::from_utf8_lossy(&out.outcome.stdout).starts_with("render "));
 }
+
+fn kind_of(path: &Path) -> fs::FileType {
+    fs::symlink_metadata(path).unwrap().file_type()
+}
+
+fn is_root() -> bool {
+    let probe = tempfile::NamedTempFile::new().unwrap();
+    std::os::unix::fs::MetadataExt::uid(&probe.as_file().metadata().unwrap()) == 0
+}
+
+#[test]
+fn output_to_a_character_device_writes_through_it() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if !is_root() {
+        eprintln!("skipped: making a device node needs root");
+        return;
+    }
+    // A node of /dev/null's own device (1:3), so that a regression cannot break the machine's.
+    let dir = tempfile::tempdir().unwrap();
+    let null = dir.path().join("null");
+    let made = std::process::Command::new("mknod")
+        .args([null.as_os_str(), "c".as_ref(), "1".as_ref(), "3".as_ref()])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let before = fs::metadata(&null).unwrap();
+    for list in [&["-o", "null"][..], &["--strict", "-o", "null"]] {
+        let out = render_in(dir.path(), list, &env(&[("A", b"a")]), "$A\n");
+        assert_eq!(out.outcome.status, 0, "{list:?}: {}", out.stderr);
+        let after = fs::metadata(&null).unwrap();
+        assert!(
+            after.file_type().is_char_device(),
+            "{list:?} replaced the device"
+        );
+        assert_eq!(
+            (after.ino(), after.rdev(), after.mode()),
+            (before.ino(), before.rdev(), before.mode())
+        );
+    }
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "nothing left beside it"
+    );
+    // A write error on a device is reported with its name.
+    let out = render_in(dir.path(), &["-o", "/dev/full"], &[], "x");
+    assert_eq!(out.outcome.status, 1);
+    assert_eq!(
+        out.stderr,
+        "render: writing /dev/full: write error: No space left on device (os error 28)\n"
+    );
+}
+
+#[test]
+fn output_through_a_symlink_replaces_its_target_and_keeps_the_link() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("real")).unwrap();
+    let target = dir.path().join("real/webhook.yaml");
+    fs::write(&target, "old\n").unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::symlink("real/webhook.yaml", dir.path().join("link.yaml")).unwrap();
+    let out = render_in(
+        dir.path(),
+        &["-o", "link.yaml"],
+        &env(&[("A", b"a")]),
+        "$A\n",
+    );
+    assert_eq!(out.outcome.status, 0, "{}", out.stderr);
+    assert!(kind_of(&dir.path().join("link.yaml")).is_symlink());
+    assert_eq!(fs::read_to_string(&target).unwrap(), "a\n");
+    let mode = fs::metadata(&target).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o644, "the target keeps its mode");
+    assert_eq!(fs::read_dir(dir.path().join("real")).unwrap().count(), 1);
+}
+
+#[test]
+fn output_to_a_dangling_symlink_or_a_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("nowhere/file", dir.path().join("link")).unwrap();
+    fs::create_dir(dir.path().join("sub")).unwrap();
+    let out = render_in(dir.path(), &["-o", "link"], &env(&[("A", b"a")]), "$A\n");
+    assert_eq!(out.outcome.status, 1);
+    assert_eq!(
+        out.stderr,
+        "render: cannot write link: it is a symbolic link to nowhere/file, which does not exist; refusing to create a file through it\n"
+    );
+    assert!(kind_of(&dir.path().join("link")).is_symlink());
+    let out = render_in(dir.path(), &["-o", "sub"], &env(&[("A", b"a")]), "$A\n");
+    assert_eq!(out.outcome.status, 1);
+    assert_eq!(
+        out.stderr,
+        "render: cannot write sub: it is a directory, not a regular file\n"
+    );
+    assert!(kind_of(&dir.path().join("sub")).is_dir());
+    let mut names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["link", "sub"], "nothing was created");
+    assert_eq!(fs::read_dir(dir.path().join("sub")).unwrap().count(), 0);
+}
+
+#[test]
+fn output_to_a_fifo_writes_through_it_and_only_a_whole_render() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    for (list, vars, want_status, want) in [
+        (&["-o", "fifo"][..], env(&[("A", b"a")]), 0, "a\n"),
+        (&["--strict", "-o", "fifo"], env(&[("A", b"a")]), 0, "a\n"),
+        // A failed render sends nothing, not the half before the problem.
+        (&["--strict", "-o", "fifo"], Vec::new(), 1, ""),
+    ] {
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || fs::read_to_string(fifo).unwrap())
+        };
+        let out = render_in(dir.path(), list, &vars, "before $A\n");
+        assert_eq!(out.outcome.status, want_status, "{list:?}: {}", out.stderr);
+        let got = reader.join().unwrap();
+        assert_eq!(
+            got,
+            if want.is_empty() { "" } else { "before a\n" },
+            "{list:?}"
+        );
+        assert!(kind_of(&fifo).is_fifo(), "{list:?} replaced the FIFO");
+    }
+}
+
+#[test]
+fn strict_buffers_its_output_in_an_unnamed_file_under_tmpdir() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    let tmpdir = tmp.to_str().unwrap().as_bytes();
+    let big = "$A\n".repeat(200_000);
+    for (vars, status) in [(vec![("A", &b"a"[..])], 0), (vec![], 1)] {
+        let mut vars = env(&vars);
+        vars.push(("TMPDIR".into(), tmpdir.to_vec()));
+        let out = render_in(dir.path(), &["--strict"], &vars, &big);
+        assert_eq!(
+            out.outcome.status,
+            status,
+            "{}",
+            &out.stderr[..out.stderr.len().min(300)]
+        );
+        assert_eq!(
+            out.outcome.stdout.len(),
+            if status == 0 { 400_000 } else { 0 }
+        );
+        assert_eq!(
+            fs::read_dir(&tmp).unwrap().count(),
+            0,
+            "the buffer is removed"
+        );
+    }
+    let mut vars = env(&[("A", b"a")]);
+    vars.push(("TMPDIR".into(), b"/nonexistent-tmp".to_vec()));
+    let out = render_in(dir.path(), &["--strict"], &vars, "$A\n");
+    assert_eq!(out.outcome.status, 1);
+    assert!(out.outcome.stdout.is_empty());
+    assert!(
+        out.stderr.starts_with(
+            "render: cannot buffer the output in a temporary file under /nonexistent-tmp: "
+        ),
+        "{}",
+        out.stderr
+    );
+}

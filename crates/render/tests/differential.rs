@@ -168,6 +168,49 @@ fn command_lines_match_gnu() {
     );
 }
 
+/// GNU's getopt table (`help`/`h`, `variables`/`v`, `version`/`V`), each option given twice in
+/// every spelling: getopt_long takes a repeated option as one, so must we.
+#[test]
+fn repeated_options_match_gnu() {
+    require_gnu();
+    let env = base_env();
+    let stdin = b"$A ${B}\n";
+    for (short, long) in [("-h", "--help"), ("-v", "--variables"), ("-V", "--version")] {
+        let letter = &short[1..];
+        let clustered = format!("-{letter}{letter}");
+        let abbreviated = &long[..4];
+        let twice: [Vec<&str>; 6] = [
+            vec![short, short],
+            vec![&clustered],
+            vec![long, long],
+            vec![short, long],
+            vec![long, abbreviated],
+            vec![abbreviated, short, short],
+        ];
+        for list in twice {
+            let mut list = args(&list);
+            let once;
+            if short == "-v" {
+                // -v lists the variables of its operand; once and twice must print the same.
+                list.push("$A ${B} $A".into());
+                once = args(&[short, "$A ${B} $A"]);
+                same(&list, &env, stdin, true);
+            } else {
+                // Help and version texts differ from GNU's: compare each with itself given once.
+                once = args(&[short]);
+                same(&list, &env, stdin, false);
+            }
+            for program in [GNU, RENDER] {
+                assert_eq!(
+                    run(program, &list, &env, stdin).outcome,
+                    run(program, &once, &env, stdin).outcome,
+                    "{program} {list:?}"
+                );
+            }
+        }
+    }
+}
+
 /// Runs `sh -c SCRIPT program` for both programs; the script sees the program as "$0".
 fn same_in_shell(script: &str, stdin: &[u8]) {
     let go = |program: &str| {

@@ -1,8 +1,8 @@
-//! Where the word of `${NAME:-word}` ends, for every reference of a chunk in O(log n) each.
+//! Where the word of `${NAME:-word}` ends, for every reference of a window in O(log n) each.
 //!
 //! Scanning forward from each word for its `}` is quadratic on a hostile template such as
 //! `${A:-${A:-${A:-...` with no closing brace: every reference scans to the end. Instead, the
-//! chunk's `${` and `}` tokens are indexed once. With `level` the count of `${` minus `}` seen
+//! `${` and `}` tokens of a window of the chunk are indexed once. With `level` the count of `${` minus `}` seen
 //! so far, the `}` closing a word that starts at `w` is the first token after `w` that brings
 //! the level below its value at `w` (levels move by one, so that token is a `}`). A tree of
 //! minimum levels finds it without walking the tokens in between.
@@ -33,6 +33,9 @@ pub(super) fn scan(s: &[u8]) -> Option<usize> {
 }
 
 pub(super) struct Braces {
+    /// The indexed bytes are `chunk[from..to]`.
+    from: usize,
+    to: usize,
     /// Byte position of each token, ascending.
     positions: Vec<usize>,
     /// The level after each token.
@@ -43,10 +46,13 @@ pub(super) struct Braces {
 }
 
 impl Braces {
-    pub(super) fn new(chunk: &[u8]) -> Braces {
+    /// Indexes `chunk[from..to]`; `from` must not be inside a `${` token (a word's start
+    /// never is), so that the tokens are the ones a forward scan from there sees.
+    pub(super) fn new(chunk: &[u8], from: usize, to: usize) -> Braces {
         let (mut positions, mut levels) = (Vec::new(), Vec::new());
         let mut level = 0i64;
-        let mut i = 0;
+        let mut i = from;
+        let chunk = &chunk[..to];
         // The same tokens as a forward scan sees: `$` then `{` is one token, `}` another.
         while let Some(k) = memchr2(b'$', b'}', &chunk[i..]) {
             let p = i + k;
@@ -71,6 +77,8 @@ impl Braces {
             min_tree[node] = min_tree[2 * node].min(min_tree[2 * node + 1]);
         }
         Braces {
+            from,
+            to,
             positions,
             levels,
             min_tree,
@@ -78,8 +86,14 @@ impl Braces {
         }
     }
 
-    /// The `}` closing a word that starts at byte `start` (not inside a `${` token), if the
-    /// chunk has one.
+    /// Whether the index answers for a word at `start` whose `}` may lie up to `span` bytes on,
+    /// in a chunk of `len` bytes.
+    pub(super) fn covers(&self, start: usize, span: usize, len: usize) -> bool {
+        self.from <= start && (start + span <= self.to || self.to == len)
+    }
+
+    /// The `}` closing a word that starts at byte `start` (not inside a `${` token, and
+    /// inside the window), if the window has one.
     pub(super) fn closing(&self, start: usize) -> Option<usize> {
         let first = self.positions.partition_point(|&p| p < start);
         let level_at_start = first.checked_sub(1).map_or(0, |t| self.levels[t]);
@@ -132,16 +146,16 @@ mod tests {
     #[test]
     fn finds_the_closing_brace_of_nested_and_unclosed_words() {
         let s = b"${A:-x${B:-y}z} ${C:-${D:-} $}";
-        let b = Braces::new(s);
+        let b = Braces::new(s, 0, s.len());
         for w in word_starts(s) {
             assert_eq!(b.closing(w), scan(&s[w..]).map(|p| p + w), "word at {w}");
         }
         assert_eq!(b.closing(5), Some(14));
         assert_eq!(b.closing(11), Some(12));
         let unclosed = b"${A:-${A:-${A:-";
-        let b = Braces::new(unclosed);
+        let b = Braces::new(unclosed, 0, unclosed.len());
         assert!(word_starts(unclosed).all(|w| b.closing(w).is_none()));
-        assert_eq!(Braces::new(b"").closing(0), None);
+        assert_eq!(Braces::new(b"", 0, 0).closing(0), None);
     }
 
     proptest! {
@@ -150,9 +164,29 @@ mod tests {
             prop_oneof![Just(b'$'), Just(b'{'), Just(b'}'), Just(b'-'), Just(b'a'), Just(b'=')],
             0..200,
         )) {
-            let b = Braces::new(&s);
+            let b = Braces::new(&s, 0, s.len());
             for w in word_starts(&s) {
                 prop_assert_eq!(b.closing(w), scan(&s[w..]).map(|p| p + w), "word at {}", w);
+            }
+        }
+
+        /// A window starting at some word sees what a forward scan limited to it sees.
+        #[test]
+        fn windows_agree_with_a_bounded_forward_scan(
+            s in proptest::collection::vec(
+                prop_oneof![Just(b'$'), Just(b'{'), Just(b'}'), Just(b'-'), Just(b'a')],
+                1..200,
+            ),
+            pick in 0usize..200,
+            len in 0usize..200,
+        ) {
+            let starts: Vec<_> = word_starts(&s).collect();
+            prop_assume!(!starts.is_empty());
+            let from = starts[pick % starts.len()];
+            let to = s.len().min(from + len);
+            let b = Braces::new(&s, from, to);
+            for w in starts.into_iter().filter(|&w| w >= from && w <= to) {
+                prop_assert_eq!(b.closing(w), scan(&s[w..to]).map(|p| p + w), "word at {}", w);
             }
         }
     }

@@ -1,4 +1,5 @@
-use crate::{Options, Vars, render};
+use super::{MAX_REFERENCE, MAX_REPORTED};
+use crate::{Options, Reason, RenderError, Vars, render};
 
 fn vars() -> Vars {
     let mut vars = Vars::new();
@@ -132,4 +133,71 @@ fn empty_is_fine_unless_no_empty() {
         ..Options::default()
     };
     assert_eq!(with(strict, "[$EMPTY]"), "[]");
+}
+
+#[test]
+fn reports_stop_at_a_thousand_and_count_the_rest() {
+    let strict = Options {
+        strict: true,
+        defaults: true,
+        ..Options::default()
+    };
+    // Unset references and fired `:?` count alike.
+    let template = "$U\n".repeat(MAX_REPORTED - 1) + "${R:?msg} $V\n$W$X";
+    let Err(RenderError::Missing {
+        missing,
+        unreported,
+        ..
+    }) = render(template.as_bytes(), &vars(), &strict)
+    else {
+        panic!("strict must fail");
+    };
+    assert_eq!(missing.len(), MAX_REPORTED);
+    assert_eq!(unreported, 3);
+    let last = &missing[MAX_REPORTED - 1];
+    assert_eq!((last.line, last.column), (1000, 1));
+    assert_eq!(last.reason, Reason::Required("msg".into()));
+    let text = render(b"$U $V", &vars(), &strict).unwrap_err().to_string();
+    assert_eq!(
+        text,
+        "<template>:1:1: U is not set\n<template>:1:4: V is not set"
+    );
+    let text = render(template.as_bytes(), &vars(), &strict)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.ends_with("\n<template>:1000:1: R: msg\n<template>: and 3 more, not listed"),
+        "{}",
+        &text[text.len() - 100..]
+    );
+}
+
+#[test]
+fn a_word_is_bounded_whatever_the_chunks() {
+    let fits = "x".repeat(MAX_REFERENCE - "${U:-}".len());
+    let within = format!("${{U:-{fits}}}");
+    assert_eq!(with(defaults(), &within), fits);
+    // One byte more and the `}` is too far: as written, like an unclosed word.
+    let beyond = format!("${{U:-{fits}x}}");
+    assert_eq!(with(defaults(), &beyond), beyond);
+    // Streamed, with the reference across the end of the first chunk, the decisions are the
+    // same.
+    let filler = "f".repeat(250_000);
+    for template in [&within, &beyond].map(|t| filler.clone() + t) {
+        let mut streamed = Vec::new();
+        let trickle =
+            std::io::Read::chain(&template.as_bytes()[..5000], &template.as_bytes()[5000..]);
+        crate::render_stream(
+            trickle,
+            &mut streamed,
+            &vars(),
+            &defaults(),
+            &crate::Origin::Stdin,
+        )
+        .unwrap();
+        assert_eq!(
+            streamed,
+            render(template.as_bytes(), &vars(), &defaults()).unwrap()
+        );
+    }
 }
