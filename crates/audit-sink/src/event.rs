@@ -136,15 +136,18 @@ struct WireStatus {
     code: Option<u16>,
 }
 
-/// The outer object, read in one pass: items stay unparsed slices of the body.
+/// The outer object, read in one pass: the members stay unparsed slices of the body, so that
+/// each can be checked with a message of its own.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Envelope<'a> {
-    kind: Option<String>,
-    api_version: Option<String>,
+    #[serde(borrow)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    api_version: Option<&'a RawValue>,
     /// Go encodes an empty slice as `null`.
-    #[serde(borrow, default)]
-    items: Option<Vec<&'a RawValue>>,
+    #[serde(borrow)]
+    items: Option<&'a RawValue>,
 }
 
 /// Why a request body is not an audit event batch; the text is what the client gets with the 400.
@@ -170,12 +173,16 @@ pub enum DecodeError {
     },
     #[error("missing \"kind\": expected \"EventList\" or \"Event\"")]
     MissingKind,
-    #[error("unsupported kind {found:?}: expected \"EventList\" or \"Event\"")]
+    /// `found` is the JSON text of the value, e.g. `"Pod"` or `0`.
+    #[error("unsupported kind {found}: expected \"EventList\" or \"Event\"")]
     Kind { found: String },
+    /// `found` is the JSON text of the value. An absent apiVersion means v1, as Falco reads it.
     #[error(
-        "unsupported apiVersion {found:?}: expected \"audit.k8s.io/v1\" or \"audit.k8s.io/v1beta1\""
+        "unsupported apiVersion {found}: expected \"audit.k8s.io/v1\" or \"audit.k8s.io/v1beta1\""
     )]
     ApiVersion { found: String },
+    #[error("\"items\" is {found}: expected an array of audit events")]
+    Items { found: String },
     #[error("items[{index}] at line {line}, column {column}: {message}")]
     Item {
         index: usize,
@@ -196,38 +203,56 @@ pub fn decode(body: &[u8]) -> Result<Vec<Event>, DecodeError> {
         Some(_) => return Err(DecodeError::NotObject),
     }
     let head: Envelope = serde_json::from_str(text).map_err(json_error)?;
-    if head.kind.is_none() {
-        return Err(DecodeError::MissingKind);
-    }
-    let api_version = match head.api_version.as_deref() {
-        Some(v) => ApiVersion::parse(v).ok_or_else(|| DecodeError::ApiVersion {
-            found: v.to_owned(),
-        })?,
-        None => {
-            return Err(DecodeError::ApiVersion {
-                found: String::new(),
+    let kind = match head
+        .kind
+        .map(|k| (k, serde_json::from_str::<String>(k.get())))
+    {
+        None => return Err(DecodeError::MissingKind),
+        Some((_, Ok(kind))) => kind,
+        Some((raw, Err(_))) => {
+            return Err(DecodeError::Kind {
+                found: raw.get().to_owned(),
             });
         }
     };
-    match head.kind.as_deref() {
-        Some("EventList") => head
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-            .map(|(index, item)| {
-                event(api_version, item).map_err(|e| {
-                    let (line, column) = absolute_position(text, item.get(), &e);
-                    DecodeError::Item {
-                        index,
-                        line,
-                        column,
-                        message: message_of(&e),
-                    }
+    // Falco ignores apiVersion, and its own test events carry none.
+    let api_version = match head.api_version {
+        None => ApiVersion::V1,
+        Some(raw) => serde_json::from_str::<String>(raw.get())
+            .ok()
+            .as_deref()
+            .and_then(ApiVersion::parse)
+            .ok_or_else(|| DecodeError::ApiVersion {
+                found: raw.get().to_owned(),
+            })?,
+    };
+    match kind.as_str() {
+        "EventList" => {
+            let items: Vec<&RawValue> = match head.items {
+                None => Vec::new(),
+                Some(raw) => serde_json::from_str::<Option<Vec<&RawValue>>>(raw.get())
+                    .map_err(|_| DecodeError::Items {
+                        found: json_type(raw),
+                    })?
+                    .unwrap_or_default(),
+            };
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(index, item)| {
+                    event(api_version, item).map_err(|e| {
+                        let (line, column) = absolute_position(text, item.get(), &e);
+                        DecodeError::Item {
+                            index,
+                            line,
+                            column,
+                            message: message_of(&e),
+                        }
+                    })
                 })
-            })
-            .collect(),
-        Some("Event") => {
+                .collect()
+        }
+        "Event" => {
             let raw: &RawValue = serde_json::from_str(text).map_err(json_error)?;
             let event = event(api_version, raw).map_err(|e| DecodeError::Event {
                 line: e.line(),
@@ -236,11 +261,23 @@ pub fn decode(body: &[u8]) -> Result<Vec<Event>, DecodeError> {
             })?;
             Ok(vec![event])
         }
-        Some(other) => Err(DecodeError::Kind {
-            found: other.to_owned(),
+        _ => Err(DecodeError::Kind {
+            found: head.kind.map(|k| k.get().to_owned()).unwrap_or_default(),
         }),
-        None => Err(DecodeError::MissingKind),
     }
+}
+
+/// What a JSON value is, for a message ("a string", "an object", ...).
+fn json_type(raw: &RawValue) -> String {
+    match raw.get().trim_start().as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+    .to_owned()
 }
 
 fn event(api_version: ApiVersion, raw: &RawValue) -> Result<Event, serde_json::Error> {

@@ -7,7 +7,9 @@ use crate::event::Event;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
     /// `stage verb resource namespace/name user code`: always six fields, `-` for absent ones,
-    /// so that `awk '{print $3}'` works on every line.
+    /// so that `awk '{print $3}'` works on every line. The object is `namespace/name`, `name`
+    /// for a cluster-scoped object, `namespace/-` for a request on a whole collection (a list
+    /// or a create without a name), and `-` when there is neither.
     #[default]
     Line,
     /// The event's JSON exactly as received, one per line.
@@ -20,11 +22,12 @@ pub fn write_event(out: &mut impl Write, event: &Event, format: Format) -> io::R
         Format::Line => {
             let resource = event
                 .resource()
+                .filter(|r| !r.is_empty())
                 .unwrap_or_else(|| event.request_uri.clone());
-            let object = match (event.namespace(), event.name()) {
+            let object = match (present(event.namespace()), present(event.name())) {
                 (Some(ns), Some(name)) => format!("{ns}/{name}"),
                 (None, Some(name)) => name.to_owned(),
-                (Some(ns), None) => format!("{ns}/"),
+                (Some(ns), None) => format!("{ns}/-"),
                 (None, None) => String::new(),
             };
             let code = event
@@ -43,6 +46,11 @@ pub fn write_event(out: &mut impl Write, event: &Event, format: Format) -> io::R
             )
         }
     }
+}
+
+/// An empty string is as absent as a missing key.
+fn present(value: Option<&str>) -> Option<&str> {
+    value.filter(|v| !v.is_empty())
 }
 
 /// One whitespace-free token: empty becomes `-`, and whitespace or control characters are

@@ -23,9 +23,11 @@ mod filter;
 mod format;
 mod server;
 mod sink;
+mod tls;
 
 pub use event::{ApiVersion, DecodeError, Event, Level, ObjectRef, Stage, User, decode};
 pub use filter::Filter;
 pub use format::{Format, write_event};
 pub use server::{Config, PATHS, ServeError, Server, StatsSnapshot};
 pub use sink::{Collector, EventSink, SinkClosed, WaitTimeout};
+pub use tls::{TlsConfig, TlsError};

@@ -2,10 +2,11 @@
 
 use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use audit_sink::{Config, Event, Filter, Format, Server, write_event};
+use audit_sink::{Config, Event, Filter, Format, Server, TlsConfig, write_event};
 use clap::Parser;
 use tokio::sync::mpsc;
 
@@ -19,9 +20,13 @@ Examples:\n  \
 audit-sink --listen 127.0.0.1:8765\n  \
 audit-sink --resource configmaps --verb create --verb delete\n  \
 audit-sink --json | jq -r 'select(.stage == \"ResponseComplete\") | .objectRef.name'\n  \
-audit-sink | awk '$3 == \"secrets\" {print $5}' | sort | uniq -c\n\n\
+audit-sink | awk '$3 == \"secrets\" {print $5}' | sort | uniq -c\n  \
+audit-sink --tls-cert server.pem --tls-key server-key.pem --client-ca ca.pem\n\n\
 Point the API server at it with a webhook kubeconfig whose server is\n\
-http://127.0.0.1:8765/k8s_audit (or /k8s-audit, as Falco's k8saudit plugin)."
+http://127.0.0.1:8765/k8s_audit (or /k8s-audit, as Falco's k8saudit plugin),\n\
+https://... with --tls-cert; its certificate-authority-data must hold the CA\n\
+that signed --tls-cert, and with --client-ca its client-certificate-data and\n\
+client-key-data a certificate that CA signed."
 )]
 struct Args {
     /// Address to listen on.
@@ -42,6 +47,15 @@ struct Args {
     /// Reject request bodies larger than this with 413.
     #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
     max_body_bytes: usize,
+    /// Serve https with this certificate (chain) in PEM.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert in PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM); needs --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
 }
 
 /// Events buffered between the receiver and the printer; beyond this the senders wait.
@@ -64,6 +78,14 @@ fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Format::Line
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsConfig::from_pem_files(
+            cert,
+            key,
+            args.client_ca.as_deref(),
+        )?),
+        _ => None,
+    };
     let config = Config {
         filter: Filter {
             resources: args.resources,
@@ -71,6 +93,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             users: args.users,
         },
         max_body_bytes: args.max_body_bytes,
+        tls,
         ..Config::default()
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -10,14 +10,27 @@ use tokio::sync::mpsc;
 
 /// One HTTP/1.1 request on its own connection; returns the status and body text.
 fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let headers = format!(
+        "Content-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    raw_request(addr, method, path, &headers, body)
+}
+
+/// A request with exactly these header lines (each ending in CRLF) besides Host and Connection.
+fn raw_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect to the receiver");
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .expect("set timeout");
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
+    let head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n");
     stream.write_all(head.as_bytes()).expect("send head");
     // A receiver may answer 413 and close before reading everything; that is not a test failure.
     let _ = stream.write_all(body);
@@ -148,6 +161,9 @@ async fn bad_requests_get_a_reason_and_the_server_keeps_serving() {
         ("no kind", "POST", "/k8s_audit", br#"{"apiVersion":"audit.k8s.io/v1"}"#.to_vec()),
         ("wrong kind", "POST", "/k8s_audit", br#"{"kind":"Pod","apiVersion":"audit.k8s.io/v1"}"#.to_vec()),
         ("wrong version", "POST", "/k8s_audit", br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v2","items":[]}"#.to_vec()),
+        ("kind not a string", "POST", "/k8s_audit", br#"{"kind": 0}"#.to_vec()),
+        ("apiVersion not a string", "POST", "/k8s_audit", br#"{"kind":"EventList","apiVersion":1,"items":[]}"#.to_vec()),
+        ("items not an array", "POST", "/k8s_audit", br#"{"kind":"EventList","items":{"a":1}}"#.to_vec()),
         ("item without stage", "POST", "/k8s_audit", missing_stage),
         ("unknown stage", "POST", "/k8s-audit", br#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"None","auditID":"x","stage":"Later","verb":"get","requestURI":"/"}"#.to_vec()),
         ("too large", "POST", "/k8s_audit", vec![b' '; 5000]),
@@ -179,7 +195,7 @@ async fn bad_requests_get_a_reason_and_the_server_keeps_serving() {
     )]);
     assert_eq!(post(addr, "/k8s_audit", good).await.0, 200);
     assert_eq!(collector.events().len(), 1);
-    assert_eq!(server.stats().rejected, 13);
+    assert_eq!(server.stats().rejected, 16);
 }
 
 #[tokio::test]
@@ -377,7 +393,7 @@ async fn bodies_recorded_from_a_real_api_server() {
     insta::assert_snapshot!(lines(&collector.events(), Format::Line), @r"
     ResponseComplete create configmaps default/falco-probe admin 201
     ResponseComplete get pods/log default/nginx admin 404
-    ResponseComplete list secrets kube-system/ system:anonymous 403
+    ResponseComplete list secrets kube-system/- system:anonymous 403
     ResponseStarted get pods/log default/nginx admin 404
     ResponseComplete delete configmaps default/falco-probe admin 200
     ");
@@ -386,5 +402,164 @@ async fn bodies_recorded_from_a_real_api_server() {
     assert_eq!(
         create.user.groups,
         ["system:masters", "system:authenticated"]
+    );
+}
+
+/// Falco's own test events carry no apiVersion, and Falco reads them: so must its stand-in.
+#[tokio::test]
+async fn events_without_api_version_are_read_as_v1() {
+    let (server, collector) = collector_server(Config::default()).await;
+    let item = event_json(
+        "ResponseComplete",
+        "create",
+        "configmaps",
+        "default",
+        "my-config",
+        "minikube-user",
+        201,
+    );
+    let single = format!(r#"{{"kind":"Event",{}"#, &item[1..]);
+    let list = format!(r#"{{"kind":"EventList","items":[{item}]}}"#);
+    for body in [single, list] {
+        assert_eq!(
+            post(server.local_addr(), "/k8s-audit", body.into_bytes()).await,
+            (200, "ok".to_owned())
+        );
+    }
+    let versions: Vec<_> = collector.events().iter().map(|e| e.api_version).collect();
+    assert_eq!(versions, [audit_sink::ApiVersion::V1; 2]);
+}
+
+/// Every field of the line is one token, `-` when the event lacks it, whichever way it lacks it
+/// (no key, an empty string, no enclosing object).
+#[tokio::test]
+async fn absent_fields_print_a_dash() {
+    let (server, collector) = collector_server(Config::default()).await;
+    let head = r#""level":"Metadata","stage":"ResponseComplete","auditID":"a""#;
+    let list = event_list(&[
+        // A list in a namespace: no name.
+        format!(
+            r#"{{{head},"verb":"list","requestURI":"/api/v1/namespaces/d/secrets","user":{{"username":"u"}},"objectRef":{{"resource":"secrets","namespace":"d"}},"responseStatus":{{"code":200}}}}"#
+        ),
+        // A cluster-scoped object: no namespace.
+        format!(
+            r#"{{{head},"verb":"get","requestURI":"/api/v1/nodes/n1","user":{{"username":"u"}},"objectRef":{{"resource":"nodes","name":"n1"}},"responseStatus":{{"code":200}}}}"#
+        ),
+        // No objectRef, no user, no responseStatus.
+        format!(r#"{{{head},"verb":"get","requestURI":"/healthz"}}"#),
+        // Empty strings, a user without a name, a status without a code.
+        format!(
+            r#"{{{head},"verb":"","requestURI":"/api/v1/pods","user":{{"groups":["g"]}},"objectRef":{{"resource":"pods","namespace":"","name":""}},"responseStatus":{{"metadata":{{}}}}}}"#
+        ),
+        format!(
+            r#"{{{head},"verb":"get","requestURI":"/api/v1/namespaces/x","user":{{"username":""}},"objectRef":{{"resource":"","namespace":"","name":"x"}},"responseStatus":{{"code":200}}}}"#
+        ),
+    ]);
+    assert_eq!(post(server.local_addr(), "/k8s_audit", list).await.0, 200);
+    insta::assert_snapshot!(lines(&collector.events(), Format::Line), @r#"
+    ResponseComplete list secrets d/- u 200
+    ResponseComplete get nodes n1 u 200
+    ResponseComplete get /healthz - - -
+    ResponseComplete - pods - - -
+    ResponseComplete get /api/v1/namespaces/x x - 200
+    "#);
+}
+
+/// What Falco would not read is refused with the reason, before the body is read: a
+/// compressed body, and a body that is not declared JSON.
+#[tokio::test]
+async fn encodings_and_media_types_that_falco_would_not_read() {
+    let (server, collector) = collector_server(Config::default()).await;
+    let addr = server.local_addr();
+    let body = event_list(&[event_json(
+        "ResponseComplete",
+        "get",
+        "pods",
+        "a",
+        "b",
+        "u",
+        200,
+    )]);
+    let gzip = [
+        0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0xab, 0xae, 0x05, 0x00,
+    ];
+    let json = "Content-Type: application/json\r\n";
+    let cases: Vec<(&str, String, Vec<u8>)> = vec![
+        (
+            "gzip",
+            format!("{json}Content-Encoding: gzip\r\n"),
+            gzip.to_vec(),
+        ),
+        (
+            "br after identity",
+            format!("{json}Content-Encoding: identity, br\r\n"),
+            body.clone(),
+        ),
+        (
+            "identity",
+            format!("{json}Content-Encoding: identity\r\n"),
+            body.clone(),
+        ),
+        (
+            "gzip transfer coding",
+            format!("{json}Transfer-Encoding: gzip, chunked\r\n"),
+            Vec::new(),
+        ),
+        ("no Content-Type", String::new(), body.clone()),
+        (
+            "form",
+            "Content-Type: application/x-www-form-urlencoded\r\n".to_owned(),
+            body.clone(),
+        ),
+        (
+            "text",
+            "Content-Type: text/plain\r\n".to_owned(),
+            body.clone(),
+        ),
+        (
+            "charset",
+            "Content-Type: application/json; charset=utf-8\r\n".to_owned(),
+            body.clone(),
+        ),
+        (
+            "upper case",
+            "Content-Type: Application/JSON\r\n".to_owned(),
+            body.clone(),
+        ),
+    ];
+    let mut report = String::new();
+    for (what, headers, body) in cases {
+        let (status, text) = tokio::task::spawn_blocking(move || {
+            let headers = if headers.contains("Transfer-Encoding") {
+                headers
+            } else {
+                format!("{headers}Content-Length: {}\r\n", body.len())
+            };
+            let body = if headers.contains("Transfer-Encoding") {
+                b"3\r\nabc\r\n0\r\n\r\n".to_vec()
+            } else {
+                body
+            };
+            raw_request(addr, "POST", "/k8s_audit", &headers, &body)
+        })
+        .await
+        .expect("thread");
+        report.push_str(&format!("{what}: {status} {text}\n"));
+    }
+    insta::assert_snapshot!(report, @r#"
+    gzip: 415 unsupported Content-Encoding "gzip": send the body uncompressed (identity), as the API server does
+    br after identity: 415 unsupported Content-Encoding "br": send the body uncompressed (identity), as the API server does
+    identity: 200 ok
+    gzip transfer coding: 501 unsupported Transfer-Encoding "gzip": only chunked is accepted
+    no Content-Type: 415 missing Content-Type: expected application/json, as the API server sends and Falco requires
+    form: 415 unsupported Content-Type "application/x-www-form-urlencoded": expected application/json, as the API server sends and Falco requires
+    text: 415 unsupported Content-Type "text/plain": expected application/json, as the API server sends and Falco requires
+    charset: 200 ok
+    upper case: 200 ok
+    "#);
+    assert_eq!(
+        collector.events().len(),
+        3,
+        "identity, charset and upper case"
     );
 }
