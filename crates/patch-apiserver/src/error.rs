@@ -106,25 +106,45 @@ pub enum PatchError {
         file: String,
         flag: &'static str,
     },
-    #[error("mode {mode} does not work with Kubernetes {version}: {reason}; use --mode static")]
+    /// `at`: the container's image, which the version is read from.
+    #[error(
+        "{at}: mode {mode} does not work with Kubernetes {version}: {reason}; use --mode static"
+    )]
     ModeRefused {
+        at: Pos,
         mode: crate::Mode,
         version: crate::KubeVersion,
         reason: &'static str,
     },
     #[error(
-        "static mode needs Kubernetes 1.8 or newer (advanced auditing was alpha before), found {version}"
+        "{at}: static mode needs Kubernetes 1.8 or newer (advanced auditing was alpha before), found {version}"
     )]
-    TooOld { version: crate::KubeVersion },
+    TooOld {
+        at: Pos,
+        version: crate::KubeVersion,
+    },
     #[error(
-        "mode {mode} needs the Kubernetes version and the image {image:?} has no version tag; pass --kube-version"
+        "{at}: mode {mode} needs the Kubernetes version and the image {image:?} has no version tag; pass --kube-version"
     )]
-    VersionUnknown { mode: crate::Mode, image: String },
-    #[error("invalid {option} {value:?}: expected {expected}")]
+    VersionUnknown {
+        at: Pos,
+        mode: crate::Mode,
+        image: String,
+    },
+    /// `at`: the kube-apiserver command line our flags would join.
+    #[error("{at}: invalid {option} {value:?}: expected {expected}")]
     BadOption {
+        at: Pos,
         option: &'static str,
         value: String,
         expected: &'static str,
+    },
+    /// `at`: the kube-apiserver command line our flags would join.
+    #[error("{at}: invalid --audit-dir: {error}")]
+    AuditDir {
+        at: Pos,
+        #[source]
+        error: crate::AuditDirError,
     },
     #[error("internal error: {0}; please report it together with the manifest")]
     Internal(String),
@@ -149,12 +169,13 @@ impl PatchError {
             | VolumeNameTaken { at, .. }
             | MountPathTaken { at, .. }
             | ReadOnlyMount { at, .. }
-            | NotMounted { at, .. } => Some(*at),
-            ModeRefused { .. }
-            | TooOld { .. }
-            | VersionUnknown { .. }
-            | BadOption { .. }
-            | Internal(_) => None,
+            | NotMounted { at, .. }
+            | ModeRefused { at, .. }
+            | TooOld { at, .. }
+            | VersionUnknown { at, .. }
+            | BadOption { at, .. }
+            | AuditDir { at, .. } => Some(*at),
+            Internal(_) => None,
         }
     }
 

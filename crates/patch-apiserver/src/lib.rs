@@ -14,6 +14,7 @@
 //! assert_eq!(revert(&patched.text, &opts).unwrap().text, manifest);
 //! ```
 
+mod audit_dir;
 mod diff;
 mod edit;
 mod error;
@@ -28,6 +29,7 @@ mod yaml;
 
 use std::fmt;
 
+pub use audit_dir::{AuditDirError, DEFAULT_MANIFEST_DIR, SYSTEM_DIRS, check_audit_dir};
 pub use diff::unified_diff;
 pub use error::{Located, PatchError, Pos};
 pub use options::{

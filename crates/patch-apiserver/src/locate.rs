@@ -83,6 +83,9 @@ pub(crate) struct Site<'t> {
     pub spec: &'t Node,
     pub container: &'t Node,
     pub image: Option<String>,
+    /// Source offset of the image (or of the container without one): where errors about
+    /// the version point.
+    pub image_at: usize,
     pub version: Option<KubeVersion>,
     pub target: Target<'t>,
     /// The words after the binary, in order (what `"$@"` hands on included).
@@ -344,6 +347,9 @@ impl<'t> Site<'t> {
             shape: candidate.shape,
             spec,
             container: candidate.container,
+            image_at: container
+                .get("image")
+                .map_or(candidate.container.span.start, |n| n.span.start),
             image,
             version,
             target: candidate.target,

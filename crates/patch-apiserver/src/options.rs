@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::{KubeVersion, PatchError};
+use crate::{KubeVersion, PatchError, Pos};
 
 /// Where audit events go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -113,9 +113,15 @@ impl PatchOptions {
     }
 
     /// Our values go unquoted into YAML plain scalars and shell strings, so they are
-    /// restricted to characters that mean nothing to either.
-    pub(crate) fn validate(&self) -> Result<(), PatchError> {
+    /// restricted to characters that mean nothing to either. `patch` also holds the audit
+    /// directory to [`check_audit_dir`](crate::check_audit_dir); `revert` does not, so that
+    /// it can still undo what an older version wrote. `at` is where errors point.
+    pub(crate) fn validate(&self, at: Pos, strict: bool) -> Result<(), PatchError> {
         let dir = &self.audit_dir;
+        if strict {
+            crate::check_audit_dir(dir, None)
+                .map_err(|error| PatchError::AuditDir { at, error })?;
+        }
         let path_ok = dir.starts_with('/')
             && dir
                 .bytes()
@@ -123,6 +129,7 @@ impl PatchOptions {
             && !dir.split('/').any(|c| c == "..");
         if !path_ok {
             return Err(PatchError::BadOption {
+                at,
                 option: "--audit-dir",
                 value: dir.clone(),
                 expected: "an absolute path of letters, digits and / . _ + - (no ..)",
@@ -130,6 +137,7 @@ impl PatchOptions {
         }
         if !is_duration(&self.batch_max_wait) {
             return Err(PatchError::BadOption {
+                at,
                 option: "--batch-max-wait",
                 value: self.batch_max_wait.clone(),
                 expected: "a Go duration such as 5s, 500ms or 1m30s",
@@ -176,13 +184,14 @@ mod tests {
 
     #[test]
     fn options_are_checked() {
+        let at = Pos { line: 1, column: 1 };
         let mut o = PatchOptions::new(Mode::Static);
-        assert_eq!(o.validate(), Ok(()));
+        assert_eq!(o.validate(at, true), Ok(()));
         o.audit_dir = "/var/lib/k8s_audit/".into();
         assert_eq!(o.dir(), "/var/lib/k8s_audit");
         for bad in ["relative", "/a b", "/a/../etc", "/a\"b", "/a:b"] {
             o.audit_dir = bad.into();
-            assert!(o.validate().is_err(), "{bad}");
+            assert!(o.validate(at, false).is_err(), "{bad}");
         }
         o.audit_dir = DEFAULT_AUDIT_DIR.into();
         for (d, ok) in [
@@ -196,7 +205,7 @@ mod tests {
             ("5 s", false),
         ] {
             o.batch_max_wait = d.into();
-            assert_eq!(o.validate().is_ok(), ok, "{d}");
+            assert_eq!(o.validate(at, true).is_ok(), ok, "{d}");
         }
     }
 }

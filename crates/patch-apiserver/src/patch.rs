@@ -121,10 +121,12 @@ pub(crate) fn entries(value: &str) -> Vec<(&str, &str)> {
 
 /// The version to write for, after the mode's version rules.
 fn resolve_version(
+    text: &str,
     opts: &PatchOptions,
     site: &Site<'_>,
     notes: &mut Vec<Note>,
 ) -> Result<Option<KubeVersion>, PatchError> {
+    let at = Pos::of(text, site.image_at);
     let version = match (opts.kube_version, site.version) {
         (Some(given), Some(image)) if given != image => {
             notes.push(Note::VersionOverride { image, given });
@@ -134,7 +136,7 @@ fn resolve_version(
     };
     match (opts.mode, version) {
         (Mode::Static, Some(v)) if v < flags::STATIC_SINCE => {
-            return Err(PatchError::TooOld { version: v });
+            return Err(PatchError::TooOld { at, version: v });
         }
         (Mode::Static, Some(v)) if v < flags::BATCH_FLAGS_SINCE => {
             notes.push(Note::BatchWaitLeftOut { version: v })
@@ -143,12 +145,14 @@ fn resolve_version(
         (Mode::Static, Some(_)) => {}
         (mode, None) => {
             return Err(PatchError::VersionUnknown {
+                at,
                 mode,
                 image: site.image.clone().unwrap_or_default(),
             });
         }
         (mode, Some(v)) if v < flags::DYNAMIC_SINCE => {
             return Err(PatchError::ModeRefused {
+                at,
                 mode,
                 version: v,
                 reason: "dynamic audit configuration (AuditSink) first appeared in 1.13",
@@ -156,6 +160,7 @@ fn resolve_version(
         }
         (mode, Some(v)) if v >= flags::DYNAMIC_REMOVED => {
             return Err(PatchError::ModeRefused {
+                at,
                 mode,
                 version: v,
                 reason: "DynamicAuditing and the AuditSink API were removed in 1.19, and the API server refuses to start with their flags",
@@ -171,11 +176,11 @@ pub fn patch(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
 }
 
 fn patch_body(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
-    opts.validate()?;
     let root = locate::load(text)?;
     let site = Site::locate(text, &root)?;
+    opts.validate(Pos::of(text, site.binary_at), true)?;
     let mut notes = Vec::new();
-    let version = resolve_version(opts, &site, &mut notes)?;
+    let version = resolve_version(text, opts, &site, &mut notes)?;
     let specs = flags::specs(opts, version.as_ref());
     let mut edits = Vec::new();
     let mut new_flags = Vec::new();

@@ -22,9 +22,9 @@ pub fn revert(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
 }
 
 fn revert_body(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
-    opts.validate()?;
     let root = locate::load(text)?;
     let site = Site::locate(text, &root)?;
+    opts.validate(crate::Pos::of(text, site.binary_at), false)?;
     let specs = flags::all_specs(opts);
     let mut notes = Vec::new();
     let mut edits = Vec::new();

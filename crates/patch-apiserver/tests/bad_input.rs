@@ -94,3 +94,117 @@ fn structural_surprises_are_reported_where_they_are() {
         "m.yaml:1:1: not valid YAML: control characters are not allowed",
     );
 }
+
+fn patch_err(text: &str, o: &patch_apiserver::PatchOptions) -> String {
+    patch(text, o).unwrap_err().located("m.yaml").to_string()
+}
+
+/// Issue 11.15: refusals about the version point at the image, those about our options at
+/// the command line the flags would join; only internal errors have no position.
+#[test]
+fn every_refusal_has_a_position() {
+    let manifest = |image: &str| {
+        format!(
+            "kind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n{image}    command:\n    - /bin/sh\n    - -c\n    - exec /usr/local/bin/kube-apiserver --v=2\n"
+        )
+    };
+    let tagged = |tag: &str| {
+        manifest(&format!(
+            "    image: registry.k8s.io/kube-apiserver:{tag}\n"
+        ))
+    };
+    let dynamic = opts(Mode::Dynamic);
+    for (text, o, want) in [
+        (
+            tagged("v1.20.0"),
+            &dynamic,
+            "m.yaml:5:12: mode dynamic does not work with Kubernetes v1.20.0",
+        ),
+        (
+            tagged("v1.12.0"),
+            &dynamic,
+            "m.yaml:5:12: mode dynamic does not work with Kubernetes v1.12.0",
+        ),
+        (
+            tagged("v1.7.0"),
+            &opts(Mode::Static),
+            "m.yaml:5:12: static mode needs Kubernetes 1.8",
+        ),
+        (
+            tagged("latest"),
+            &dynamic,
+            "m.yaml:5:12: mode dynamic needs the Kubernetes version",
+        ),
+        // Without an image, the container is what the version is missing from.
+        (
+            manifest(""),
+            &dynamic,
+            "m.yaml:4:5: mode dynamic needs the Kubernetes version",
+        ),
+    ] {
+        let e = patch_err(&text, o);
+        assert!(e.starts_with(want), "{e}");
+    }
+    let text = tagged("v1.16.0");
+    let mut o = opts(Mode::Static);
+    o.batch_max_wait = "soon".into();
+    assert_eq!(
+        patch_err(&text, &o),
+        "m.yaml:9:12: invalid --batch-max-wait \"soon\": expected a Go duration such as 5s, 500ms or 1m30s"
+    );
+    assert!(
+        revert(&text, &o)
+            .unwrap_err()
+            .located("m.yaml")
+            .to_string()
+            .starts_with("m.yaml:9:12: ")
+    );
+    o = opts(Mode::Static);
+    o.audit_dir = "/var/log".into();
+    assert_eq!(
+        patch_err(&text, &o),
+        "m.yaml:9:12: invalid --audit-dir: \"/var/log\" is a system directory: it would be made root-only and mounted into the API server; expected a directory of its own such as /var/lib/k8s_audit"
+    );
+}
+
+/// Issue 11.5: `patch` refuses an audit directory that is `/`, a system directory, or the
+/// manifests directory or its family; `revert` still undoes what an older version wrote.
+#[test]
+fn dangerous_audit_dirs_are_refused_before_anything_is_written() {
+    let text = fixture("shell-positional-args.yaml");
+    for dir in [
+        "/",
+        "/var",
+        "/var/log",
+        "/etc",
+        "/etc/kubernetes",
+        "/etc/kubernetes/manifests",
+        "/etc/kubernetes/manifests/audit",
+        "/tmp",
+        "/var/lib/k8s_audit/",
+        "/var/lib//k8s_audit",
+        "/var/lib/./k8s_audit",
+    ] {
+        for mode in Mode::ALL {
+            let mut o = opts(mode);
+            o.audit_dir = dir.into();
+            o.kube_version = Some("v1.16.0".parse().unwrap());
+            let e = patch(&text, &o).expect_err(dir);
+            assert!(
+                matches!(e, patch_apiserver::PatchError::AuditDir { .. }),
+                "{dir}: {e}"
+            );
+            assert!(patch_apiserver::check(&text, &o).is_err());
+            assert!(e.position().is_some());
+        }
+    }
+    // What an older version wrote with `--audit-dir /var/log` still comes off.
+    let old = text.replace(
+        " \"$@\" 1>>",
+        " --audit-log-path=/var/log/audit.log --audit-policy-file=/var/log/audit-policy.yaml \"$@\" 1>>",
+    );
+    let mut o = opts(Mode::DynamicLog);
+    o.audit_dir = "/var/log".into();
+    let back = revert(&old, &o).unwrap();
+    assert_eq!(back.text, text);
+}

@@ -152,18 +152,18 @@ fn versions_gate_the_modes() {
             &t("registry.k8s.io/kube-apiserver:v1.20.0"),
             &opts(Mode::Dynamic)
         ),
-        "m.yaml: mode dynamic does not work with Kubernetes v1.20.0: DynamicAuditing and the AuditSink API were removed in 1.19, and the API server refuses to start with their flags; use --mode static"
+        "m.yaml:43:12: mode dynamic does not work with Kubernetes v1.20.0: DynamicAuditing and the AuditSink API were removed in 1.19, and the API server refuses to start with their flags; use --mode static"
     );
     assert_eq!(
         err(
             &t("k8s.gcr.io/kube-apiserver:v1.12.10"),
             &opts(Mode::DynamicLog)
         ),
-        "m.yaml: mode dynamic+log does not work with Kubernetes v1.12.10: dynamic audit configuration (AuditSink) first appeared in 1.13; use --mode static"
+        "m.yaml:43:12: mode dynamic+log does not work with Kubernetes v1.12.10: dynamic audit configuration (AuditSink) first appeared in 1.13; use --mode static"
     );
     assert_eq!(
         err(&t("k8s.gcr.io/kube-apiserver:v1.7.16"), &opts(Mode::Static)),
-        "m.yaml: static mode needs Kubernetes 1.8 or newer (advanced auditing was alpha before), found v1.7.16"
+        "m.yaml:43:12: static mode needs Kubernetes 1.8 or newer (advanced auditing was alpha before), found v1.7.16"
     );
     let digest = t("registry.k8s.io/kube-apiserver@sha256:00");
     assert!(err(&digest, &opts(Mode::Dynamic)).contains("has no version tag; pass --kube-version"));
@@ -209,7 +209,7 @@ fn custom_audit_dir_and_batch_wait() {
     o.audit_dir = "/var/lib/my audit".into();
     assert_eq!(
         err(&text, &o),
-        "m.yaml: invalid --audit-dir \"/var/lib/my audit\": expected an absolute path of letters, digits and / . _ + - (no ..)"
+        "m.yaml:31:7: invalid --audit-dir: \"/var/lib/my audit\" has a character other than letters, digits and / . _ + -; expected a directory of its own such as /var/lib/k8s_audit"
     );
 }
 

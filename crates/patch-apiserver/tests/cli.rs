@@ -78,7 +78,7 @@ fn check_exits_0_1_2() {
     let o = run(&["--check", "--mode", "dynamic", "-"], Some(&text));
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains("<stdin>: mode dynamic does not work with Kubernetes v1.28.3"),
+        stderr(&o).contains("<stdin>:43:12: mode dynamic does not work with Kubernetes v1.28.3"),
         "{}",
         stderr(&o)
     );
