@@ -1,13 +1,14 @@
 //! Command-line arguments and the glue from them to the library.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
-use ship::{ConnectOptions, Destination, Passphrase, RemotePath, Session, Upload};
+use ship::copy::{self, CopyOptions, CopyRequest, Progress, Stdio};
+use ship::{ConnectOptions, Destination, ExecOptions, Passphrase, Session, Stats, Streams, Sudo};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -104,6 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ask_passphrase: Some(ask_passphrase),
         ..ConnectOptions::default()
     };
+    let mut shown = Shown::new(args.verbose);
     match args.command {
         Command::Exec {
             sudo,
@@ -112,18 +114,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             command,
         } => {
             let dest: Destination = destination.parse()?;
-            let session = connect(&dest, &opts, args.verbose)?;
+            let start = Instant::now();
+            let session = Session::connect(&dest, &opts)?;
+            shown.connected(session.host(), start.elapsed());
             let argv: Vec<&str> = command.iter().map(String::as_str).collect();
             let mut input = std::io::stdin().lock();
-            let input: Option<&mut dyn Read> = if stdin { Some(&mut input) } else { None };
+            let streams = Streams {
+                stdin: if stdin { Some(&mut input) } else { None },
+                stdout: &mut std::io::stdout().lock(),
+                stderr: &mut std::io::stderr().lock(),
+            };
             let status = session.exec_streaming(
                 &argv,
-                sudo,
-                input,
-                &mut std::io::stdout().lock(),
-                &mut std::io::stderr().lock(),
+                ExecOptions {
+                    sudo: sudo_of(sudo),
+                },
+                streams,
             )?;
-            report(&session, args.verbose);
+            shown.finished(session.stats());
             Ok(ExitCode::from(u8::try_from(status).unwrap_or(255)))
         }
         Command::Cp {
@@ -131,245 +139,95 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             mode,
             operands,
         } => {
-            copy(&operands, sudo, mode, &opts, args.verbose)?;
+            let request = CopyRequest::parse(&operands)?;
+            let copy_opts = CopyOptions {
+                mode,
+                sudo: sudo_of(sudo),
+            };
+            let stdio = Stdio {
+                stdin: &mut std::io::stdin().lock(),
+                stdout: &mut std::io::stdout().lock(),
+            };
+            let copied = copy::copy(&request, &opts, copy_opts, stdio, &mut shown)?;
+            shown.finished(copied.stats);
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-fn connect(dest: &Destination, opts: &ConnectOptions, verbose: bool) -> anyhow::Result<Session> {
-    let start = Instant::now();
-    let session = Session::connect(dest, opts)?;
-    if verbose {
-        eprintln!(
-            "ship: connected to {} in {:.0?}",
-            session.host(),
-            start.elapsed()
-        );
-    }
-    Ok(session)
+fn sudo_of(flag: bool) -> Sudo {
+    if flag { Sudo::Yes } else { Sudo::No }
 }
 
-fn report(session: &Session, verbose: bool) {
-    if verbose {
-        let stats = session.stats();
-        eprintln!(
-            "ship: {} TCP connection(s), {} round trips",
-            stats.tcp_connections, stats.round_trips
-        );
-    }
-}
-
-enum Operand {
-    Stdio,
-    Local(PathBuf),
-    Remote(RemotePath),
-}
-
-fn operand(text: &str) -> anyhow::Result<Operand> {
-    Ok(match (text, RemotePath::parse(text)?) {
-        ("-", _) => Operand::Stdio,
-        (_, Some(remote)) => Operand::Remote(remote),
-        (_, None) => Operand::Local(PathBuf::from(text)),
-    })
-}
-
-fn file_name(path: &str) -> Option<&str> {
-    path.rsplit('/')
-        .next()
-        .filter(|n| !n.is_empty() && *n != "." && *n != "..")
-}
-
-fn copy(
-    operands: &[String],
-    sudo: bool,
-    mode: u32,
-    opts: &ConnectOptions,
+/// What the user sees on stderr: with -v the connection and the session's cost, and on a
+/// terminal a progress bar for each big file.
+struct Shown {
     verbose: bool,
-) -> anyhow::Result<()> {
-    let (dest_text, source_texts) = operands.split_last().context("expected SRC... DEST")?;
-    let dest = operand(dest_text)?;
-    let sources = source_texts
-        .iter()
-        .map(|s| operand(s))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let many = sources.len() > 1;
-    if many && sources.iter().any(|s| matches!(s, Operand::Stdio)) {
-        bail!("`-` can only be the single source");
-    }
-    match dest {
-        Operand::Remote(target) => {
-            let mut files = Vec::new();
-            for source in sources {
-                match source {
-                    Operand::Remote(_) => {
-                        bail!("copying between two remote hosts is not supported")
-                    }
-                    Operand::Stdio if target.path.ends_with('/') => {
-                        bail!("{dest_text}: needs a file name when the source is `-`")
-                    }
-                    source => files.push(source),
-                }
-            }
-            let session = connect(&target.dest, opts, verbose)?;
-            let mut locals = Vec::new();
-            for source in files {
-                match source {
-                    Operand::Local(path) => {
-                        let remote = if many || target.path.ends_with('/') {
-                            let name = path
-                                .file_name()
-                                .and_then(|n| n.to_str())
-                                .with_context(|| format!("{}: no file name", path.display()))?;
-                            format!("{}/{name}", target.path.trim_end_matches('/'))
-                        } else {
-                            target.path.clone()
-                        };
-                        let file = std::fs::File::open(&path)
-                            .with_context(|| format!("{}: cannot open", path.display()))?;
-                        let len = file
-                            .metadata()
-                            .with_context(|| format!("{}: cannot stat", path.display()))?
-                            .len();
-                        locals.push((file, len, remote));
-                    }
-                    _ => session.upload(&mut std::io::stdin().lock(), &target.path, mode, sudo)?,
-                }
-            }
-            upload_local(&session, &mut locals, mode, sudo)?;
-            report(&session, verbose);
-        }
-        Operand::Stdio | Operand::Local(_) => {
-            let mut remotes = Vec::new();
-            for source in sources {
-                match source {
-                    Operand::Remote(r) => remotes.push(r),
-                    _ => bail!("one side of a copy must be remote ([user@]host:path)"),
-                }
-            }
-            let first = remotes.first().context("expected a source")?;
-            if remotes.iter().any(|r| r.dest != first.dest) {
-                bail!("all remote sources must be on the same host (ship uses one session)");
-            }
-            let session = connect(&first.dest, opts, verbose)?;
-            for remote in &remotes {
-                match &dest {
-                    Operand::Local(path) => {
-                        let target = if path.is_dir() {
-                            path.join(
-                                file_name(&remote.path)
-                                    .with_context(|| format!("{}: no file name", remote.path))?,
-                            )
-                        } else if many {
-                            bail!("{}: not a directory (several sources)", path.display())
-                        } else {
-                            path.clone()
-                        };
-                        download_local(&session, &remote.path, sudo, &target, mode)?;
-                    }
-                    _ => session.download_to(&remote.path, sudo, &mut std::io::stdout().lock())?,
-                }
-            }
-            report(&session, verbose);
-        }
-    }
-    Ok(())
+    terminal: bool,
+    bar: Option<Bar>,
 }
 
-/// All local files in one batch (one channel), with a progress bar on each big one.
-fn upload_local(
-    session: &Session,
-    files: &mut [(std::fs::File, u64, String)],
-    mode: u32,
-    sudo: bool,
-) -> anyhow::Result<()> {
-    // A progress bar only where someone watches, and only when the wait is noticeable.
-    let show = std::io::stderr().is_terminal();
-    let mut readers: Vec<Progress> = files
-        .iter_mut()
-        .map(|(file, len, remote)| Progress {
-            inner: file,
-            done: 0,
-            total: *len,
-            show: show && *len > 4 << 20,
-            start: Instant::now(),
-            shown: Instant::now(),
-            name: remote,
-        })
-        .collect();
-    let mut batch: Vec<Upload> = readers
-        .iter_mut()
-        .map(|p| Upload {
-            len: p.total,
-            remote_path: p.name.to_owned(),
-            source: p,
-        })
-        .collect();
-    session.upload_batch(&mut batch, mode, sudo)?;
-    Ok(())
-}
-
-/// Writes a temp file beside `target` and renames it into place, so a failed download
-/// leaves the old file (or none).
-fn download_local(
-    session: &Session,
-    remote: &str,
-    sudo: bool,
-    target: &Path,
-    mode: u32,
-) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = target
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".ship.")
-        .tempfile_in(dir)
-        .with_context(|| format!("{}: cannot create a file", dir.display()))?;
-    session.download_to(remote, sudo, tmp.as_file_mut())?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .context("set file mode")?;
-    tmp.persist(target)
-        .with_context(|| format!("{}: cannot write", target.display()))?;
-    Ok(())
-}
-
-struct Progress<'a> {
-    inner: &'a mut dyn Read,
-    done: u64,
-    total: u64,
-    show: bool,
+/// The progress bar of the file being sent.
+struct Bar {
+    target: String,
     start: Instant,
     shown: Instant,
-    name: &'a str,
 }
 
-impl Read for Progress<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.done += n as u64;
-        // n == 0 is the read after the last byte: the final line is already out.
-        if !self.show || n == 0 {
-            return Ok(n);
+impl Shown {
+    fn new(verbose: bool) -> Shown {
+        Shown {
+            verbose,
+            // Only where someone watches.
+            terminal: std::io::stderr().is_terminal(),
+            bar: None,
         }
-        if self.shown.elapsed() > Duration::from_millis(200) || self.done == self.total {
-            self.shown = Instant::now();
-            let rate = self.done as f64 / self.start.elapsed().as_secs_f64().max(1e-3) / 1e6;
-            let percent = self.done * 100 / self.total.max(1);
-            eprint!(
-                "\r{}: {percent:3}% {:.1}/{:.1} MB {rate:.1} MB/s",
-                self.name,
-                self.done as f64 / 1e6,
-                self.total as f64 / 1e6
+    }
+
+    fn finished(&self, stats: Stats) {
+        if self.verbose {
+            eprintln!(
+                "ship: {} TCP connection(s), {} round trips",
+                stats.tcp_connections, stats.round_trips
             );
-            if self.done == self.total {
+        }
+    }
+}
+
+impl Progress for Shown {
+    fn connected(&mut self, host: &str, took: Duration) {
+        if self.verbose {
+            eprintln!("ship: connected to {host} in {took:.0?}");
+        }
+    }
+
+    fn sent(&mut self, target: &str, done: u64, total: u64) {
+        // Only when the wait is noticeable.
+        if !self.terminal || total <= 4 << 20 {
+            return;
+        }
+        let bar = match &mut self.bar {
+            Some(bar) if bar.target == target => bar,
+            _ => self.bar.insert(Bar {
+                target: target.to_owned(),
+                start: Instant::now(),
+                shown: Instant::now(),
+            }),
+        };
+        if bar.shown.elapsed() > Duration::from_millis(200) || done == total {
+            bar.shown = Instant::now();
+            let rate = done as f64 / bar.start.elapsed().as_secs_f64().max(1e-3) / 1e6;
+            let percent = done * 100 / total.max(1);
+            eprint!(
+                "\r{target}: {percent:3}% {:.1}/{:.1} MB {rate:.1} MB/s",
+                done as f64 / 1e6,
+                total as f64 / 1e6
+            );
+            if done == total {
                 eprintln!();
             }
             let _ = std::io::stderr().flush();
         }
-        Ok(n)
     }
 }
 

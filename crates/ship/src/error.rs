@@ -183,6 +183,26 @@ pub enum ShipError {
     #[error("{host}: {path}: no such file or directory")]
     RemotePathMissing { host: String, path: String },
 
+    #[error("{host}: {path}: already exists, and may not be replaced")]
+    RemotePathExists { host: String, path: String },
+
+    #[error(
+        "{host}: {what}: the command line would be {len} bytes, more than a remote shell accepts ({max})"
+    )]
+    CommandTooLong {
+        host: String,
+        what: String,
+        len: usize,
+        max: usize,
+    },
+
+    #[error("{host}: running {command}: {cause}")]
+    LocalCommand {
+        host: String,
+        command: String,
+        cause: std::io::Error,
+    },
+
     #[error("{host}: {path}: not writable: {}", stderr.trim_end())]
     RemotePathNotWritable {
         host: String,

@@ -13,7 +13,10 @@ fn main() -> ExitCode {
             // 255 for connection and authentication failures, as ssh does; 1 for the rest.
             let connection = err
                 .downcast_ref::<ship::ShipError>()
-                .is_some_and(ship::ShipError::is_connection_failure);
+                .is_some_and(ship::ShipError::is_connection_failure)
+                || err
+                    .downcast_ref::<ship::copy::CopyError>()
+                    .is_some_and(ship::copy::CopyError::is_connection_failure);
             ExitCode::from(if connection { 255 } else { 1 })
         }
     }

@@ -1,10 +1,10 @@
 //! Downloads and commands, and what uploads share with them. Every argument reaches the
 //! remote shell quoted; scripts take their inputs as positional parameters.
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use crate::quote::command_line;
-use crate::{Session, ShipError};
+use crate::{ExecOptions, Session, ShipError, Streams, Sudo};
 
 /// What a remote command did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +35,7 @@ pub(crate) const MISSING: i32 = 91;
 pub(crate) const NOT_WRITABLE: i32 = 92;
 pub(crate) const INCOMPLETE: i32 = 93;
 pub(crate) const IS_DIRECTORY: i32 = 94;
+pub(crate) const EXISTS: i32 = 95;
 
 const DOWNLOAD: &str = r#"if [ ! -e "$1" ]; then echo "ship: $1: no such file" >&2; exit 91; fi
 exec cat -- "$1""#;
@@ -61,12 +62,12 @@ pub(crate) fn split_path(host: &str, path: &str) -> Result<(String, String), Shi
 }
 
 pub(crate) fn script_argv<'a>(
-    sudo: bool,
+    sudo: Sudo,
     name: &'a str,
     script: &'a str,
     args: &[&'a str],
 ) -> Vec<&'a str> {
-    let mut argv = if sudo {
+    let mut argv = if sudo.is_yes() {
         vec!["sudo", "-n", "--"]
     } else {
         Vec::new()
@@ -99,46 +100,51 @@ impl Write for Tee<'_> {
     }
 }
 
-impl Session {
-    pub(crate) fn script_error(
-        &self,
-        path: &str,
-        what: &str,
-        status: i32,
-        stderr: &[u8],
-    ) -> ShipError {
-        let text = String::from_utf8_lossy(stderr).into_owned();
-        let host = self.host().to_owned();
-        match status {
-            MISSING => ShipError::RemotePathMissing {
-                host,
-                path: path.to_owned(),
-            },
-            NOT_WRITABLE => ShipError::RemotePathNotWritable {
-                host,
-                path: path.to_owned(),
-                stderr: text,
-            },
-            IS_DIRECTORY => ShipError::InvalidRemotePath {
-                host,
-                path: path.to_owned(),
-                reason: "is a directory",
-            },
-            _ if sudo_refused(stderr) => ShipError::SudoNeedsPassword { host },
-            _ => ShipError::RemoteCommand {
-                host,
-                command: format!("{what} {path}"),
-                status,
-                stderr: text,
-            },
-        }
+/// The error a script's exit status stands for, about `path`.
+pub(crate) fn script_error(
+    host: &str,
+    path: &str,
+    what: &str,
+    status: i32,
+    stderr: &[u8],
+) -> ShipError {
+    let text = String::from_utf8_lossy(stderr).into_owned();
+    let host = host.to_owned();
+    match status {
+        MISSING => ShipError::RemotePathMissing {
+            host,
+            path: path.to_owned(),
+        },
+        NOT_WRITABLE => ShipError::RemotePathNotWritable {
+            host,
+            path: path.to_owned(),
+            stderr: text,
+        },
+        IS_DIRECTORY => ShipError::InvalidRemotePath {
+            host,
+            path: path.to_owned(),
+            reason: "is a directory",
+        },
+        EXISTS => ShipError::RemotePathExists {
+            host,
+            path: path.to_owned(),
+        },
+        _ if sudo_refused(stderr) => ShipError::SudoNeedsPassword { host },
+        _ => ShipError::RemoteCommand {
+            host,
+            command: format!("{what} {path}"),
+            status,
+            stderr: text,
+        },
     }
+}
 
+impl Session {
     /// Streams a remote file into `to`.
     pub fn download_to(
         &self,
         remote_path: &str,
-        sudo: bool,
+        sudo: Sudo,
         to: &mut dyn Write,
     ) -> Result<(), ShipError> {
         let argv = script_argv(sudo, "ship-download", DOWNLOAD, &[remote_path]);
@@ -146,21 +152,34 @@ impl Session {
         let status = self.run(&command_line(&argv), remote_path, None, to, &mut stderr)?;
         match status {
             0 => Ok(()),
-            _ => Err(self.script_error(remote_path, "download", status, &stderr)),
+            _ => Err(script_error(
+                self.host(),
+                remote_path,
+                "download",
+                status,
+                &stderr,
+            )),
         }
     }
 
-    pub fn download(&self, remote_path: &str, sudo: bool) -> Result<Vec<u8>, ShipError> {
+    /// A remote file's bytes.
+    pub fn download(&self, remote_path: &str, sudo: Sudo) -> Result<Vec<u8>, ShipError> {
         let mut bytes = Vec::new();
         self.download_to(remote_path, sudo, &mut bytes)?;
         Ok(bytes)
     }
 
-    /// Runs `argv` (each argument quoted) and collects its output. A non-zero status is not an
-    /// error here (see [`Output::check`]); sudo asking for a password is.
-    pub fn exec(&self, argv: &[&str], sudo: bool) -> Result<Output, ShipError> {
+    /// Runs `argv` (each argument quoted) and collects its output; the command reads
+    /// `/dev/null`. A non-zero status is not an error here (see [`Output::check`]); sudo asking
+    /// for a password is.
+    pub fn exec(&self, argv: &[&str], opts: ExecOptions) -> Result<Output, ShipError> {
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let status = self.exec_streaming(argv, sudo, None, &mut stdout, &mut stderr)?;
+        let streams = Streams {
+            stdin: None,
+            stdout: &mut stdout,
+            stderr: &mut stderr,
+        };
+        let status = self.exec_streaming(argv, opts, streams)?;
         Ok(Output {
             status,
             stdout,
@@ -168,38 +187,51 @@ impl Session {
         })
     }
 
-    /// Like [`Session::exec`], with the output copied to `stdout`/`stderr` as it arrives and
-    /// `stdin` fed to the command; returns the exit status.
+    /// Like [`Session::exec`], with the output copied to the streams as it arrives and their
+    /// stdin fed to the command; returns the exit status.
     pub fn exec_streaming(
         &self,
         argv: &[&str],
-        sudo: bool,
-        stdin: Option<&mut dyn Read>,
-        stdout: &mut dyn Write,
-        stderr: &mut dyn Write,
+        opts: ExecOptions,
+        streams: Streams<'_>,
     ) -> Result<i32, ShipError> {
-        let full: Vec<&str> = if sudo {
-            ["sudo", "-n", "--"].iter().chain(argv).copied().collect()
-        } else {
-            argv.to_vec()
-        };
+        let full = sudo_argv(argv, opts.sudo);
         let mut tee = Tee {
-            inner: stderr,
+            inner: streams.stderr,
             head: Vec::new(),
         };
         let status = self.run(
             &command_line(&full),
             &command_line(argv),
-            stdin,
-            stdout,
+            streams.stdin,
+            streams.stdout,
             &mut tee,
         )?;
-        if sudo && status == 1 && sudo_refused(&tee.head) {
+        self.sudo_check(opts.sudo, status, &tee.head)?;
+        Ok(status)
+    }
+
+    /// sudo's refusal to run without a password is an error of its own, not a status.
+    pub(crate) fn sudo_check(
+        &self,
+        sudo: Sudo,
+        status: i32,
+        stderr: &[u8],
+    ) -> Result<(), ShipError> {
+        if sudo.is_yes() && status == 1 && sudo_refused(stderr) {
             return Err(ShipError::SudoNeedsPassword {
                 host: self.host().to_owned(),
             });
         }
-        Ok(status)
+        Ok(())
+    }
+}
+
+/// `argv`, behind `sudo -n --` when asked.
+pub(crate) fn sudo_argv<'a>(argv: &[&'a str], sudo: Sudo) -> Vec<&'a str> {
+    match sudo {
+        Sudo::Yes => ["sudo", "-n", "--"].iter().chain(argv).copied().collect(),
+        Sudo::No => argv.to_vec(),
     }
 }
 

@@ -68,13 +68,13 @@ pub struct Stats {
 /// Blocking libssh2 calls after the handshake (auth, channel open, exec request) are short
 /// exchanges; this bounds them so a dead peer cannot hang us. Long transfers and commands run
 /// non-blocking and are bounded by keepalives instead.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-const KEEPALIVE: Duration = Duration::from_secs(15);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const KEEPALIVE: Duration = Duration::from_secs(15);
 /// Keepalive rounds without a byte from the server before we call the connection dead.
-const KEEPALIVE_MAX_MISSED: u32 = 4;
+pub(crate) const KEEPALIVE_MAX_MISSED: u32 = 4;
 
 pub struct Session {
-    ssh: ssh2::Session,
+    pub(crate) ssh: ssh2::Session,
     /// A second handle on the socket libssh2 owns, only for poll().
     socket: TcpStream,
     host: String,
@@ -176,13 +176,13 @@ impl Session {
         self.stats.get()
     }
 
-    fn round_trip(&self) {
+    pub(crate) fn round_trip(&self) {
         let mut stats = self.stats.get();
         stats.round_trips += 1;
         self.stats.set(stats);
     }
 
-    fn lost(&self, during: &str, message: impl std::fmt::Display) -> ShipError {
+    pub(crate) fn lost(&self, during: &str, message: impl std::fmt::Display) -> ShipError {
         ShipError::ConnectionLost {
             host: self.host.clone(),
             during: during.to_owned(),
@@ -200,11 +200,33 @@ impl Session {
         stdout: &mut dyn Write,
         stderr: &mut dyn Write,
     ) -> Result<i32, ShipError> {
+        self.run_tracked(command, during, stdin, stdout, stderr)
+            .map_err(|failure| failure.error)
+    }
+
+    /// [`Session::run`], telling on failure whether the command may have started: a caller
+    /// that must know whether the node acted (a transaction) needs that.
+    pub(crate) fn run_tracked(
+        &self,
+        command: &str,
+        during: &str,
+        stdin: Option<&mut dyn Read>,
+        stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
+    ) -> Result<i32, RunFailure> {
+        let not_started = |error| RunFailure {
+            error,
+            exec_sent: false,
+        };
+        let started = |error| RunFailure {
+            error,
+            exec_sent: true,
+        };
         self.ssh.set_blocking(true);
         let mut channel = self
             .ssh
             .channel_session()
-            .map_err(|e| self.lost(during, e))?;
+            .map_err(|e| not_started(self.lost(during, e)))?;
         self.round_trip();
         // A command given no input reads /dev/null, as with `ssh -n`: then no EOF needs to
         // follow the exec request, which saves a round trip per command.
@@ -212,26 +234,26 @@ impl Session {
             Some(_) => command.to_owned(),
             None => format!("{command} </dev/null"),
         };
-        channel.exec(&command).map_err(|e| self.lost(during, e))?;
+        // A failed exec request may still have reached the server.
+        channel
+            .exec(&command)
+            .map_err(|e| started(self.lost(during, e)))?;
         self.round_trip();
         self.ssh.set_blocking(false);
         let has_input = stdin.is_some();
         let pumped = self.pump(&mut channel, during, stdin, stdout, stderr);
         self.ssh.set_blocking(true);
-        pumped?;
+        pumped.map_err(started)?;
         if has_input {
             // The input could only follow the exec request's answer.
             self.round_trip();
         }
         // The server closes the channel by itself once the command is done, and our close
         // goes out with the next request, so closing costs no round trip of its own.
-        channel.wait_close().map_err(|e| self.lost(during, e))?;
-        if let Ok(signal) = channel.exit_signal()
-            && let Some(name) = signal.exit_signal
-        {
-            return Ok(128 + signal_number(&name));
-        }
-        channel.exit_status().map_err(|e| self.lost(during, e))
+        channel
+            .wait_close()
+            .map_err(|e| started(self.lost(during, e)))?;
+        exit_status(&channel).map_err(|e| started(self.lost(during, e)))
     }
 
     /// Moves data both ways until the remote side is done. Non-blocking, so that a command
@@ -315,7 +337,7 @@ impl Session {
     }
 
     /// Copies whatever stream `id` (0 stdout, 1 stderr) has now; true when anything came.
-    fn drain(
+    pub(crate) fn drain(
         &self,
         channel: &mut ssh2::Channel,
         during: &str,
@@ -342,7 +364,12 @@ impl Session {
     }
 
     /// Waits until the socket is ready in the direction libssh2 is blocked on; false on timeout.
-    fn wait_for_socket(&self) -> Result<bool, ShipError> {
+    pub(crate) fn wait_for_socket(&self) -> Result<bool, ShipError> {
+        self.wait_for_socket_for(KEEPALIVE)
+    }
+
+    /// [`Session::wait_for_socket`], waiting at most `wait`.
+    pub(crate) fn wait_for_socket_for(&self, wait: Duration) -> Result<bool, ShipError> {
         use rustix::event::{PollFd, PollFlags, Timespec};
         let flags = match self.ssh.block_directions() {
             ssh2::BlockDirections::Outbound => PollFlags::OUT,
@@ -351,8 +378,8 @@ impl Session {
         };
         let mut fds = [PollFd::new(&self.socket, flags)];
         let timeout = Timespec {
-            tv_sec: KEEPALIVE.as_secs() as i64,
-            tv_nsec: 0,
+            tv_sec: wait.as_secs() as i64,
+            tv_nsec: i64::from(wait.subsec_nanos()),
         };
         match rustix::event::poll(&mut fds, Some(&timeout)) {
             Ok(n) => Ok(n > 0),
@@ -369,6 +396,23 @@ impl Drop for Session {
     }
 }
 
+/// A failed [`Session::run_tracked`].
+pub(crate) struct RunFailure {
+    pub(crate) error: ShipError,
+    /// The exec request went out, so the command may have run, in part or to the end.
+    pub(crate) exec_sent: bool,
+}
+
+/// The exit status of a closed channel: 128+N when the command was killed by signal N.
+pub(crate) fn exit_status(channel: &ssh2::Channel) -> Result<i32, ssh2::Error> {
+    if let Ok(signal) = channel.exit_signal()
+        && let Some(name) = signal.exit_signal
+    {
+        return Ok(128 + signal_number(&name));
+    }
+    channel.exit_status()
+}
+
 const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
 const LIBSSH2_ERROR_KEX_FAILURE: i32 = -5;
 const LIBSSH2_ERROR_EAGAIN: i32 = -37;
@@ -377,7 +421,7 @@ fn would_block(e: &ssh2::Error) -> bool {
     e.code() == ssh2::ErrorCode::Session(LIBSSH2_ERROR_EAGAIN)
 }
 
-fn millis(d: Duration) -> u32 {
+pub(crate) fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 

@@ -7,11 +7,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{connect_as, dest, opts};
-use ship::{AuthOutcome, ConnectOptions, Passphrase, Session, ShipError};
+use ship::{AuthOutcome, ConnectOptions, ExecOptions, Passphrase, Session, ShipError};
 use testkit::sshd::{KeyType, Sshd, SshdOptions};
 
 fn whoami(session: &Session) -> String {
-    let out = session.exec(&["id", "-un"], false).expect("exec id");
+    let out = session
+        .exec(&["id", "-un"], ExecOptions::default())
+        .expect("exec id");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use common::{connect, connect_as, dir_owned_by, mode_of, opts, owner_of, uid_of};
-use ship::ShipError;
+use ship::{ExecOptions, ShipError, Source, Sudo, UploadOptions};
 use testkit::noise;
 use testkit::sshd::Sshd;
 use testkit::users::{SudoRule, ensure_user};
@@ -30,7 +30,14 @@ fn uploads_and_downloads_keep_every_byte() {
         let target = sshd.root().join(format!("file-{len}"));
         let remote = target.to_str().unwrap();
         session
-            .upload_bytes(&data, remote, 0o640, false)
+            .upload(
+                Source::Bytes(&data),
+                remote,
+                UploadOptions {
+                    mode: 0o640,
+                    sudo: Sudo::No,
+                },
+            )
             .unwrap_or_else(|e| panic!("{len}: {e}"));
         assert!(
             std::fs::read(&target).unwrap() == data,
@@ -38,13 +45,20 @@ fn uploads_and_downloads_keep_every_byte() {
         );
         assert_eq!(mode_of(&target), 0o640);
         assert!(
-            session.download(remote, false).unwrap() == data,
+            session.download(remote, Sudo::No).unwrap() == data,
             "{len} bytes: download differs"
         );
         // The streaming path (length not known up front) stages, checks and renames.
         let streamed = sshd.root().join(format!("streamed-{len}"));
         session
-            .upload(&mut &data[..], streamed.to_str().unwrap(), 0o600, false)
+            .upload(
+                Source::Stream(&mut &data[..]),
+                streamed.to_str().unwrap(),
+                UploadOptions {
+                    mode: 0o600,
+                    sudo: Sudo::No,
+                },
+            )
             .unwrap();
         assert!(std::fs::read(&streamed).unwrap() == data);
         assert_eq!(mode_of(&streamed), 0o600);
@@ -71,7 +85,14 @@ fn streams_short_and_long_arrive_whole() {
         let target = sshd.root().join(format!("stream-{len}"));
         let before = session.stats().round_trips;
         session
-            .upload(&mut &data[..], target.to_str().unwrap(), 0o600, true)
+            .upload(
+                Source::Stream(&mut &data[..]),
+                target.to_str().unwrap(),
+                UploadOptions {
+                    mode: 0o600,
+                    sudo: Sudo::Yes,
+                },
+            )
             .unwrap_or_else(|e| panic!("{len}: {e}"));
         assert_eq!(
             session.stats().round_trips - before,
@@ -98,29 +119,50 @@ fn sudo_writes_root_owned_files_the_user_cannot() {
         let target = dir.join(format!("file-{len}"));
         let remote = target.to_str().unwrap();
         let err = session
-            .upload_bytes(&data, remote, 0o600, false)
+            .upload(
+                Source::Bytes(&data),
+                remote,
+                UploadOptions {
+                    mode: 0o600,
+                    sudo: Sudo::No,
+                },
+            )
             .expect_err("must not write without sudo");
         assert!(
             matches!(err, ShipError::RemotePathNotWritable { .. }),
             "{err}"
         );
         session
-            .upload_bytes(&data, remote, 0o600, true)
+            .upload(
+                Source::Bytes(&data),
+                remote,
+                UploadOptions {
+                    mode: 0o600,
+                    sudo: Sudo::Yes,
+                },
+            )
             .unwrap_or_else(|e| panic!("{len}: {e}"));
         assert!(std::fs::read(&target).unwrap() == data);
         assert_eq!((owner_of(&target), mode_of(&target)), (0, 0o600));
-        assert!(session.download(remote, true).unwrap() == data);
+        assert!(session.download(remote, Sudo::Yes).unwrap() == data);
     }
     let unreadable = dir.join("file-1");
     let err = session
-        .download(unreadable.to_str().unwrap(), false)
+        .download(unreadable.to_str().unwrap(), Sudo::No)
         .expect_err("0600 root file");
     assert!(err.to_string().contains("Permission denied"), "{err}");
     // And as the user itself, without sudo, into its own directory.
     let own = dir_owned_by(sshd.root(), "own", "ship-test");
     let target = own.join("mine");
     session
-        .upload_bytes(b"x", target.to_str().unwrap(), 0o644, false)
+        .upload(
+            Source::Bytes(b"x"),
+            target.to_str().unwrap(),
+            UploadOptions {
+                mode: 0o644,
+                sudo: Sudo::No,
+            },
+        )
         .unwrap();
     assert_eq!(owner_of(&target), uid_of("ship-test"));
 }
@@ -131,14 +173,21 @@ fn sudo_that_wants_a_password_fails_fast_and_plainly() {
     let session = sudo_user(&sshd, "ship-test-pw", SudoRule::Password);
     let start = Instant::now();
     let err = session
-        .exec(&["true"], true)
+        .exec(&["true"], ExecOptions { sudo: Sudo::Yes })
         .expect_err("sudo -n must refuse");
     assert!(matches!(err, ShipError::SudoNeedsPassword { .. }), "{err}");
     assert!(err.to_string().contains("sudo needs a password"));
     // 10 MiB that nobody reads: the upload must end, not wait for a window that never opens.
     let target = sshd.root().join("never");
     let err = session
-        .upload_bytes(&noise(10 << 20, 7), target.to_str().unwrap(), 0o600, true)
+        .upload(
+            Source::Bytes(&noise(10 << 20, 7)),
+            target.to_str().unwrap(),
+            UploadOptions {
+                mode: 0o600,
+                sudo: Sudo::Yes,
+            },
+        )
         .expect_err("must refuse");
     assert!(matches!(err, ShipError::SudoNeedsPassword { .. }), "{err}");
     assert!(!target.exists());
@@ -154,7 +203,10 @@ fn exec_reports_status_stdout_and_stderr() {
     let sshd = Sshd::start();
     let session = connect(&sshd);
     let out = session
-        .exec(&["sh", "-c", "echo out; echo err >&2; exit 3"], false)
+        .exec(
+            &["sh", "-c", "echo out; echo err >&2; exit 3"],
+            ExecOptions { sudo: Sudo::No },
+        )
         .unwrap();
     assert_eq!(
         (out.status, out.stdout.as_slice(), out.stderr.as_slice()),
@@ -167,7 +219,10 @@ fn exec_reports_status_stdout_and_stderr() {
     );
     assert_eq!(
         session
-            .exec(&["sh", "-c", "kill -TERM $$"], false)
+            .exec(
+                &["sh", "-c", "kill -TERM $$"],
+                ExecOptions { sudo: Sudo::No }
+            )
             .unwrap()
             .status,
         128 + 15
@@ -176,21 +231,23 @@ fn exec_reports_status_stdout_and_stderr() {
     let out = session
         .exec(
             &["sh", "-c", "head -c 5000000 /dev/zero >&2; echo done"],
-            false,
+            ExecOptions { sudo: Sudo::No },
         )
         .unwrap();
     assert_eq!(
         (out.stderr.len(), out.stdout.as_slice()),
         (5_000_000, &b"done\n"[..])
     );
-    let out = session.exec(&["sudo", "-n", "true"], false).unwrap();
+    let out = session
+        .exec(&["sudo", "-n", "true"], ExecOptions { sudo: Sudo::No })
+        .unwrap();
     assert_eq!(out.status, 0, "root's sudo works without a password");
     // No input given: the command reads /dev/null (no EOF is sent), so `cat` ends at once,
     // with and without sudo.
-    for sudo in [false, true] {
+    for sudo in [Sudo::No, Sudo::Yes] {
         let before = session.stats().round_trips;
-        let out = session.exec(&["cat"], sudo).unwrap();
-        assert_eq!((out.status, out.stdout.len()), (0, 0), "sudo {sudo}");
+        let out = session.exec(&["cat"], ExecOptions { sudo }).unwrap();
+        assert_eq!((out.status, out.stdout.len()), (0, 0), "{sudo:?}");
         assert_eq!(session.stats().round_trips - before, 2, "open + exec");
     }
 }
@@ -218,14 +275,20 @@ fn hostile_paths_are_just_names() {
         let target = dir.join(name.replace('/', "_"));
         let remote = target.to_str().unwrap();
         let data = noise(100, i as u64 + 50);
-        for sudo in [false, true] {
+        for sudo in [Sudo::No, Sudo::Yes] {
             session
-                .upload_bytes(&data, remote, 0o600, sudo)
+                .upload(
+                    Source::Bytes(&data),
+                    remote,
+                    UploadOptions { mode: 0o600, sudo },
+                )
                 .unwrap_or_else(|e| panic!("{name:?}: {e}"));
             assert!(std::fs::read(&target).unwrap() == data, "{name:?}");
             assert!(session.download(remote, sudo).unwrap() == data, "{name:?}");
         }
-        let out = session.exec(&["ls", "-d", remote], true).unwrap();
+        let out = session
+            .exec(&["ls", "-d", remote], ExecOptions { sudo: Sudo::Yes })
+            .unwrap();
         assert_eq!(out.stdout, format!("{remote}\n").into_bytes(), "{name:?}");
     }
     assert!(!canary.exists(), "a path was run as a command");
@@ -237,18 +300,32 @@ fn missing_remote_paths_are_named() {
     let session = connect(&sshd);
     let missing = sshd.root().join("nope/file");
     let err = session
-        .upload_bytes(b"x", missing.to_str().unwrap(), 0o600, false)
+        .upload(
+            Source::Bytes(b"x"),
+            missing.to_str().unwrap(),
+            UploadOptions {
+                mode: 0o600,
+                sudo: Sudo::No,
+            },
+        )
         .unwrap_err();
     assert!(
         matches!(err, ShipError::RemotePathMissing { ref path, .. } if path == missing.to_str().unwrap()),
         "{err}"
     );
     let err = session
-        .download(missing.to_str().unwrap(), true)
+        .download(missing.to_str().unwrap(), Sudo::Yes)
         .unwrap_err();
     assert!(matches!(err, ShipError::RemotePathMissing { .. }), "{err}");
     let err = session
-        .upload_bytes(b"x", sshd.root().to_str().unwrap(), 0o600, false)
+        .upload(
+            Source::Bytes(b"x"),
+            sshd.root().to_str().unwrap(),
+            UploadOptions {
+                mode: 0o600,
+                sudo: Sudo::No,
+            },
+        )
         .unwrap_err();
     assert!(err.to_string().contains("is a directory"), "{err}");
 }
@@ -286,12 +363,16 @@ fn server_killed_mid_upload_leaves_the_target_untouched() {
         limit,
     };
     let err = session
-        .upload_sized(
-            &mut source,
-            limit as u64,
+        .upload(
+            Source::Sized {
+                reader: &mut source,
+                len: limit as u64,
+            },
             target.to_str().unwrap(),
-            0o600,
-            false,
+            UploadOptions {
+                mode: 0o600,
+                sudo: Sudo::No,
+            },
         )
         .unwrap_err();
     assert!(err.is_connection_failure(), "{err}");
@@ -319,30 +400,52 @@ fn a_pipeline_uses_one_connection() {
     let dir = sshd.root().join("k8s_audit");
     let d = dir.to_str().unwrap();
     session
-        .exec(&["mkdir", "-p", "-m", "0700", d], true)
+        .exec(
+            &["mkdir", "-p", "-m", "0700", d],
+            ExecOptions { sudo: Sudo::Yes },
+        )
         .unwrap()
         .check(session.host(), &["mkdir"])
         .unwrap();
     session
-        .upload_bytes(b"policy", &format!("{d}/audit-policy.yaml"), 0o600, true)
+        .upload(
+            Source::Bytes(b"policy"),
+            &format!("{d}/audit-policy.yaml"),
+            UploadOptions {
+                mode: 0o600,
+                sudo: Sudo::Yes,
+            },
+        )
         .unwrap();
     session
-        .upload_bytes(b"webhook", &format!("{d}/webhook-config.yaml"), 0o600, true)
+        .upload(
+            Source::Bytes(b"webhook"),
+            &format!("{d}/webhook-config.yaml"),
+            UploadOptions {
+                mode: 0o600,
+                sudo: Sudo::Yes,
+            },
+        )
         .unwrap();
     let manifest = sshd.root().join("kube-apiserver.yaml");
     std::fs::write(&manifest, b"spec: {}\n").unwrap();
     let m = manifest.to_str().unwrap();
-    let old = session.download(m, true).unwrap();
+    let old = session.download(m, Sudo::Yes).unwrap();
     session
-        .upload_bytes(
-            &[old.as_slice(), b"# patched\n"].concat(),
+        .upload(
+            Source::Bytes(&[old.as_slice(), b"# patched\n"].concat()),
             &format!("{m}.new"),
-            0o600,
-            true,
+            UploadOptions {
+                mode: 0o600,
+                sudo: Sudo::Yes,
+            },
         )
         .unwrap();
     session
-        .exec(&["mv", "-f", &format!("{m}.new"), m], true)
+        .exec(
+            &["mv", "-f", &format!("{m}.new"), m],
+            ExecOptions { sudo: Sudo::Yes },
+        )
         .unwrap()
         .check(session.host(), &["mv"])
         .unwrap();
@@ -381,7 +484,15 @@ fn batch_uploads_cut_the_stream_exactly() {
         })
         .collect();
     let before = session.stats().round_trips;
-    session.upload_batch(&mut batch, 0o644, true).unwrap();
+    session
+        .upload_batch(
+            &mut batch,
+            UploadOptions {
+                mode: 0o644,
+                sudo: Sudo::Yes,
+            },
+        )
+        .unwrap();
     // 2 for the one-time `head` probe, 3 for the batch (open, exec, input).
     assert_eq!(session.stats().round_trips - before, 5);
     for (name, bytes) in names.iter().zip(&data) {
@@ -401,9 +512,17 @@ fn batch_uploads_cut_the_stream_exactly() {
             source,
         })
         .collect();
-    let err = session.upload_batch(&mut batch, 0o600, false).unwrap_err();
+    let err = session
+        .upload_batch(
+            &mut batch,
+            UploadOptions {
+                mode: 0o600,
+                sudo: Sudo::No,
+            },
+        )
+        .unwrap_err();
     assert!(
-        matches!(&err, ShipError::RemotePathMissing { path, .. } if path.ends_with("missing/b")),
+        matches!(&*err.cause, ShipError::RemotePathMissing { path, .. } if path.ends_with("missing/b")),
         "{err}"
     );
     assert!(!paths[0].exists() && !paths[2].exists());
@@ -424,7 +543,15 @@ fn batch_uploads_cut_the_stream_exactly() {
             source: &mut rest,
         },
     ];
-    let err = session.upload_batch(&mut batch, 0o600, false).unwrap_err();
+    let err = session
+        .upload_batch(
+            &mut batch,
+            UploadOptions {
+                mode: 0o600,
+                sudo: Sudo::No,
+            },
+        )
+        .unwrap_err();
     assert!(
         err.to_string().contains("ended after 2 of 5 bytes"),
         "{err}"
@@ -465,7 +592,15 @@ fn server_killed_mid_batch_commits_nothing() {
             source: &mut after,
         },
     ];
-    let err = session.upload_batch(&mut batch, 0o600, false).unwrap_err();
+    let err = session
+        .upload_batch(
+            &mut batch,
+            UploadOptions {
+                mode: 0o600,
+                sudo: Sudo::No,
+            },
+        )
+        .unwrap_err();
     assert!(err.is_connection_failure(), "{err}");
     assert!(
         !first.exists() && !third.exists(),
