@@ -102,16 +102,7 @@ macro_rules! bail {
     };
 }
 
-/// `bail!` unless the condition holds.
-macro_rules! ensure {
-    ($cond:expr, $($arg:tt)*) => {
-        if !$cond {
-            $crate::error::bail!($($arg)*);
-        }
-    };
-}
-
-pub(crate) use {bail, ensure};
+pub(crate) use bail;
 
 #[cfg(test)]
 mod tests {

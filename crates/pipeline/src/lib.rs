@@ -17,6 +17,7 @@ pub mod cluster_args;
 pub mod disable;
 pub mod enable;
 mod error;
+pub mod falco_url;
 pub mod manager;
 pub mod node;
 pub mod observe;

@@ -103,6 +103,12 @@ pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
     }
 
     let (falco, falco_reason) = resolve_falco(args, kube.as_ref())?;
+    if let Some(url) = falco.as_ref().filter(|url| url.is_cluster_dns_name()) {
+        warnings.push(format!(
+            "{} is a cluster DNS name: the API server runs in the host's network with the host's resolver, which does not know cluster names; use the Service's ClusterIP or a NodePort on 127.0.0.1",
+            url.host
+        ));
+    }
     let old_hash = match (&kube, args.restart.no_wait) {
         (Some(kube), false) => wait::mirror_hash(kube, args.cluster.node_name.as_deref()),
         _ => None,
@@ -168,10 +174,6 @@ fn resolve_falco(
         args.falco.falco_via_nodeport,
     ))?;
     let reason = format!("Falco endpoint {} ({})", endpoint.url(), endpoint.reason);
-    let url = FalcoUrl {
-        host: endpoint.host,
-        port: endpoint.port,
-        path: endpoint.path,
-    };
+    let url = FalcoUrl::http(endpoint.host, endpoint.port, endpoint.path);
     Ok((Some(url), Some(reason)))
 }

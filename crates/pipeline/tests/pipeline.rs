@@ -181,7 +181,7 @@ fn static_cycle(fixture: &str, manifest: &'static str) {
     let webhook =
         std::fs::read_to_string(node.path(&format!("{AUDIT_DIR}/webhook-config.yaml"))).unwrap();
     assert!(
-        webhook.contains(&format!("server: {FALCO_URL}\n")),
+        webhook.contains(&format!("server: \"{FALCO_URL}\"\n")),
         "{webhook}"
     );
     let policy =
@@ -717,7 +717,7 @@ fn falco_endpoint_comes_from_the_service() {
     let webhook =
         std::fs::read_to_string(node.path(&format!("{AUDIT_DIR}/webhook-config.yaml"))).unwrap();
     assert!(
-        webhook.contains("server: http://10.0.0.77:9765/k8s-audit\n"),
+        webhook.contains("server: \"http://10.0.0.77:9765/k8s-audit\"\n"),
         "{webhook}"
     );
 }
