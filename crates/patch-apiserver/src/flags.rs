@@ -1,6 +1,6 @@
 //! The flags we write, and how existing command-line words are read.
 
-use crate::{KubeVersion, Mode, PatchOptions};
+use crate::{AuditFile, KubeVersion, Mode, PatchOptions};
 
 /// The `--audit-webhook-batch-*` flags (kubernetes PR 56638) are first documented for 1.10.
 pub(crate) const BATCH_FLAGS_SINCE: KubeVersion = KubeVersion::new(1, 10, 0);
@@ -69,13 +69,7 @@ impl FlagSpec {
 }
 
 pub(crate) fn log_file(opts: &PatchOptions) -> String {
-    format!("{}/audit.log", opts.dir().trim_end_matches('/'))
-}
-pub(crate) fn policy_file(opts: &PatchOptions) -> String {
-    format!("{}/audit-policy.yaml", opts.dir().trim_end_matches('/'))
-}
-pub(crate) fn webhook_file(opts: &PatchOptions) -> String {
-    format!("{}/webhook-config.yaml", opts.dir().trim_end_matches('/'))
+    AuditFile::Log.path(opts)
 }
 
 pub(crate) const DYNAMIC_GATE: Want = Want::Entry {
@@ -93,10 +87,13 @@ pub(crate) fn specs(opts: &PatchOptions, version: Option<&KubeVersion>) -> Vec<F
     let mut out = Vec::new();
     if opts.mode.logs() {
         out.push(FlagSpec::value(LOG_PATH, log_file(opts)));
-        out.push(FlagSpec::value(POLICY_FILE, policy_file(opts)));
+        out.push(FlagSpec::value(POLICY_FILE, AuditFile::Policy.path(opts)));
     }
     if opts.mode.webhook() {
-        out.push(FlagSpec::value(WEBHOOK_CONFIG, webhook_file(opts)));
+        out.push(FlagSpec::value(
+            WEBHOOK_CONFIG,
+            AuditFile::WebhookConfig.path(opts),
+        ));
         if version.is_none_or(|v| *v >= BATCH_FLAGS_SINCE) {
             out.push(FlagSpec::value(BATCH_MAX_WAIT, opts.batch_max_wait.clone()));
         }
@@ -138,18 +135,6 @@ pub(crate) fn all_specs(opts: &PatchOptions) -> Vec<FlagSpec> {
     let mut out = specs(&all, None);
     all.mode = Mode::Dynamic;
     out.extend(specs(&all, None));
-    out
-}
-
-/// The files our flags name that must exist on the node before the API server starts.
-pub(crate) fn needed_files(opts: &PatchOptions) -> Vec<(&'static str, String)> {
-    let mut out = Vec::new();
-    if opts.mode.logs() {
-        out.push((POLICY_FILE, policy_file(opts)));
-    }
-    if opts.mode.webhook() {
-        out.push((WEBHOOK_CONFIG, webhook_file(opts)));
-    }
     out
 }
 

@@ -18,10 +18,12 @@ mod audit_dir;
 mod diff;
 mod edit;
 mod error;
+mod files;
 mod flags;
 mod locate;
 mod mounts;
 mod options;
+mod ours;
 mod patch;
 mod revert;
 mod version;
@@ -32,10 +34,12 @@ use std::fmt;
 pub use audit_dir::{AuditDirError, DEFAULT_MANIFEST_DIR, SYSTEM_DIRS, check_audit_dir};
 pub use diff::unified_diff;
 pub use error::{Located, PatchError, Pos};
+pub use files::{AuditFile, audit_files};
 pub use options::{
     DEFAULT_AUDIT_DIR, DEFAULT_BATCH_MAX_WAIT, Mode, ParseModeError, PatchOptions, Rotation,
     VOLUME_NAME,
 };
+pub use ours::{is_audit_related, is_our_flag, our_flags};
 pub use patch::{audit_flags, check, needed_files, patch};
 pub use revert::revert;
 pub use version::{KubeVersion, ParseVersionError};

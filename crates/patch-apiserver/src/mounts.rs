@@ -18,12 +18,10 @@ pub(crate) fn norm(p: &str) -> &str {
 
 /// Files our flags reference, with the flag naming each.
 pub(crate) fn referenced_files(opts: &PatchOptions) -> Vec<(&'static str, String)> {
-    let mut out = Vec::new();
-    if opts.mode.logs() {
-        out.push((flags::LOG_PATH, flags::log_file(opts)));
-    }
-    out.extend(flags::needed_files(opts));
-    out
+    crate::audit_files(opts)
+        .into_iter()
+        .map(|f| (f.flag(), f.path(opts)))
+        .collect()
 }
 
 /// Whether `file` is inside a mount whose hostPath volume has the same path, so the

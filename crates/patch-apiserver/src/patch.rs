@@ -18,11 +18,14 @@ pub fn audit_flags(opts: &PatchOptions, version: Option<&KubeVersion>) -> Vec<St
         .collect()
 }
 
-/// Files our flags name that must exist on the node before the API server can start.
+/// Paths of the files our flags name that must exist on the node before the API server
+/// can start: the [`AuditFile`](crate::AuditFile)s of [`audit_files`](crate::audit_files)
+/// that are [`uploaded`](crate::AuditFile::uploaded).
 pub fn needed_files(opts: &PatchOptions) -> Vec<String> {
-    flags::needed_files(opts)
+    crate::audit_files(opts)
         .into_iter()
-        .map(|(_, f)| f)
+        .filter(|f| f.uploaded())
+        .map(|f| f.path(opts))
         .collect()
 }
 

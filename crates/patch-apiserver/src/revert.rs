@@ -13,6 +13,7 @@ use crate::edit::{self, Edit};
 use crate::flags::{self, FlagSpec, Want};
 use crate::locate::{self, Flag, Origin, Site};
 use crate::mounts::norm;
+use crate::ours::claim;
 use crate::patch::{entries, rewrite_word};
 use crate::yaml::Node;
 use crate::{Note, Outcome, PatchError, PatchOptions, VOLUME_NAME};
@@ -30,23 +31,23 @@ fn revert_body(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
     let mut edits = Vec::new();
     let mut remove = vec![false; site.flags.len()];
     let mut log_removed = false;
+    // The rule is `ours::claim`, which `is_our_flag` and `our_flags` share.
     for (i, f) in site.options().iter().enumerate() {
-        for spec in specs.iter().filter(|s| f.name() == Some(s.name)) {
-            match &spec.want {
-                Want::Value(v) if f.value() == Some(v.as_str()) => {
+        let Some(spec) = claim(&f.text, &specs) else {
+            continue;
+        };
+        match &spec.want {
+            Want::Entry { key, value } => match drop_entry(f, spec, key, value)? {
+                Dropped::Nothing => {}
+                Dropped::Flag => {
                     remove[i] = true;
-                    log_removed |= spec.name == flags::LOG_PATH;
+                    notes.push(Note::EmptiedFlagRemoved { flag: spec.name });
                 }
-                Want::Switch if matches!(f.value(), None | Some("true")) => remove[i] = true,
-                Want::Entry { key, value } => match drop_entry(f, spec, key, value)? {
-                    Dropped::Nothing => {}
-                    Dropped::Flag => {
-                        remove[i] = true;
-                        notes.push(Note::EmptiedFlagRemoved { flag: spec.name });
-                    }
-                    Dropped::Entry(e) => edits.push(e),
-                },
-                _ => {}
+                Dropped::Entry(e) => edits.push(e),
+            },
+            Want::Value(_) | Want::Switch => {
+                remove[i] = true;
+                log_removed |= spec.name == flags::LOG_PATH;
             }
         }
     }
