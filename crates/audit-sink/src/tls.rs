@@ -30,10 +30,11 @@ impl fmt::Debug for TlsConfig {
 }
 
 /// Why the certificate, key or client CA cannot be used. `origin` is the file name (or
-/// "certificate PEM" and the like for [`TlsConfig::from_pem`]).
+/// "certificate PEM" and the like for [`TlsConfig::from_pem`]). As with the other errors of
+/// this crate, an underlying error is the `source`, not part of the message.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {origin}: {source}")]
+    #[error("cannot read {origin}")]
     Read {
         origin: String,
         source: std::io::Error,
@@ -48,7 +49,11 @@ pub enum TlsError {
     NoCertificate { origin: String },
     #[error("{origin}: no private key found; expected {KEY}")]
     NoKey { origin: String },
-    #[error("{key} cannot serve the certificate of {cert}: {source}")]
+    #[error("{key} is not the private key of the certificate in {cert}")]
+    KeyMismatch { cert: String, key: String },
+    #[error("{origin}: not a valid X.509 certificate ({reason})")]
+    BadCertificate { origin: String, reason: String },
+    #[error("{key} cannot serve the certificate of {cert}")]
     KeyRejected {
         cert: String,
         key: String,
@@ -132,9 +137,15 @@ fn build(
         Some((origin, pem)) => {
             let mut roots = RootCertStore::empty();
             for ca in certificates(origin, pem)? {
-                roots.add(ca).map_err(|e| TlsError::ClientCa {
-                    origin: origin.to_owned(),
-                    message: e.to_string(),
+                roots.add(ca).map_err(|e| match e {
+                    rustls::Error::InvalidCertificate(reason) => TlsError::BadCertificate {
+                        origin: origin.to_owned(),
+                        reason: format!("{reason:?}"),
+                    },
+                    e => TlsError::ClientCa {
+                        origin: origin.to_owned(),
+                        message: e.to_string(),
+                    },
                 })?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
@@ -146,14 +157,23 @@ fn build(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config =
-        builder
-            .with_single_cert(chain, key)
-            .map_err(|source| TlsError::KeyRejected {
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|source| match source {
+            rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch {
+                cert: cert_origin.to_owned(),
+                key: key_origin.to_owned(),
+            },
+            rustls::Error::InvalidCertificate(reason) => TlsError::BadCertificate {
+                origin: cert_origin.to_owned(),
+                reason: format!("{reason:?}"),
+            },
+            source => TlsError::KeyRejected {
                 cert: cert_origin.to_owned(),
                 key: key_origin.to_owned(),
                 source,
-            })?;
+            },
+        })?;
     // The receiver speaks HTTP/1.1 only; saying so keeps an h2-preferring client from trying h2.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsConfig {
@@ -175,9 +195,20 @@ fn certificates(origin: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>
 }
 
 fn pem_error(origin: &str, e: &pem::Error, expected: &'static str) -> TlsError {
+    let message = match e {
+        pem::Error::MissingSectionEnd { end_marker } => format!(
+            "no \"-----END {}-----\" line",
+            String::from_utf8_lossy(end_marker)
+        ),
+        pem::Error::IllegalSectionStart { line } => {
+            format!("malformed line {:?}", String::from_utf8_lossy(line))
+        }
+        pem::Error::Base64Decode(_) => "a block is not valid base64".to_owned(),
+        other => other.to_string(),
+    };
     TlsError::Pem {
         origin: origin.to_owned(),
-        message: e.to_string(),
+        message,
         expected,
     }
 }

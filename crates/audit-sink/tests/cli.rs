@@ -4,10 +4,17 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, ChildStdout, Command, Stdio};
 
+use support::pki::certificates;
+
+mod support {
+    pub mod pki;
+}
+
 struct Sink {
     child: Child,
     stdout: BufReader<ChildStdout>,
     addr: String,
+    banner: String,
 }
 
 impl Drop for Sink {
@@ -30,7 +37,7 @@ fn start(args: &[&str]) -> Sink {
         .read_line(&mut banner)
         .expect("banner");
     let addr = banner
-        .split("http://")
+        .split("://")
         .nth(1)
         .and_then(|rest| rest.split('/').next())
         .unwrap_or_else(|| panic!("no address in {banner:?}"))
@@ -40,6 +47,7 @@ fn start(args: &[&str]) -> Sink {
         child,
         stdout,
         addr,
+        banner,
     }
 }
 
@@ -96,4 +104,93 @@ fn a_taken_port_is_a_clear_error() {
         stderr.trim(),
         format!("audit-sink: cannot listen on {addr}: Address already in use (os error 98)")
     );
+}
+
+#[test]
+fn serves_https_with_client_certificates() {
+    let dir = certificates();
+    let d = dir.path();
+    let pem = |name: &str| d.join(name).display().to_string();
+    let mut sink = start(&[
+        "--tls-cert",
+        &pem("good-server.pem"),
+        "--tls-key",
+        &pem("good-server.key"),
+        "--client-ca",
+        &pem("good-ca.pem"),
+    ]);
+    assert!(
+        sink.banner.contains("https://127.0.0.1:"),
+        "{}",
+        sink.banner
+    );
+    let curl = |client: &[&str]| {
+        Command::new("curl")
+            .args(["--silent", "--max-time", "10", "--output", "/dev/null"])
+            .args([
+                "--write-out",
+                "%{http_code}",
+                "-H",
+                "Content-Type: application/json",
+            ])
+            .args(["--data-binary", LIST, "--cacert", &pem("good-ca.pem")])
+            .args(client)
+            .arg(format!("https://{}/k8s-audit", sink.addr))
+            .output()
+            .expect("run curl")
+    };
+    assert!(
+        !curl(&[]).status.success(),
+        "served without a client certificate"
+    );
+    let with = curl(&[
+        "--cert",
+        &pem("good-client.pem"),
+        "--key",
+        &pem("good-client.key"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&with.stdout), "200");
+    let mut line = String::new();
+    sink.stdout.read_line(&mut line).expect("a line");
+    assert_eq!(line, "ResponseComplete get secrets d/s alice 200\n");
+}
+
+#[test]
+fn tls_options_are_checked_before_listening() {
+    let dir = certificates();
+    let d = dir.path();
+    let pem = |name: &str| d.join(name).display().to_string();
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_audit-sink"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .expect("run");
+        let stderr =
+            String::from_utf8_lossy(&output.stderr).replace(&format!("{}/", d.display()), "DIR/");
+        (
+            output.status.code(),
+            stderr.lines().next().unwrap_or_default().to_owned(),
+        )
+    };
+    assert_eq!(
+        run(&[
+            "--tls-cert",
+            &pem("good-server.pem"),
+            "--tls-key",
+            &pem("nope.key")
+        ]),
+        (
+            Some(1),
+            "audit-sink: cannot read DIR/nope.key: No such file or directory (os error 2)"
+                .to_owned()
+        )
+    );
+    assert_eq!(
+        run(&["--tls-cert", &pem("good-server.key"), "--tls-key", &pem("good-server.key")]),
+        (Some(1), "audit-sink: DIR/good-server.key: no certificate found; expected a PEM file with a \"-----BEGIN CERTIFICATE-----\" block".to_owned())
+    );
+    // clap's usage errors: a key without a certificate, a client CA without TLS.
+    assert_eq!(run(&["--tls-key", &pem("good-server.key")]).0, Some(2));
+    assert_eq!(run(&["--client-ca", &pem("good-ca.pem")]).0, Some(2));
 }
