@@ -1,8 +1,11 @@
 //! Property tests over generated manifests: indentation 2/4, indented or flush
 //! sequences, `- ` or `-   ` items, comments (own line, trailing, commented-out
 //! flags), blank and whitespace-only lines, flag order, `name:`-first items, a final
-//! newline or not, LF or CRLF, and every shape. For each mode that the version allows: additions
-//! only, semantic equality with the intended additions, idempotence, revert.
+//! newline or not, LF, CRLF or a mix of both line by line, empty flow lists (`[]`) for the
+//! volumes and mounts, one-line JSON, a byte order mark, a `--` ending the options, and
+//! every shape (a shell wrapper passing its args on with `"$@"` included). For each mode
+//! that the version allows: additions only, semantic equality with the intended additions,
+//! idempotence, revert byte for byte.
 
 mod common;
 
@@ -36,6 +39,8 @@ enum GenShape {
     ShellPlain,
     ShellFolded,
     ShellDouble,
+    /// `sh -c 'exec kube-apiserver "$@"' --` with the flags in `args`.
+    ShellPositional,
     JsonList,
     JsonShell,
 }
@@ -53,11 +58,18 @@ struct Gen {
     decor: Vec<u8>,
     header_comment: bool,
     final_newline: bool,
-    mounts: bool,
-    volumes: bool,
+    /// 0: no key, 1: one item, 2: an empty flow list `[]`.
+    mounts: u8,
+    volumes: u8,
     minor: u32,
     status: bool,
-    crlf: bool,
+    /// 0: LF, 1: CRLF, 2: each line as `crlf_lines` says (cycled).
+    line_ends: u8,
+    crlf_lines: Vec<bool>,
+    one_line_json: bool,
+    bom: bool,
+    /// A `--` after the flags.
+    terminator: bool,
 }
 
 fn manifests() -> impl Strategy<Value = Gen> {
@@ -70,6 +82,7 @@ fn manifests() -> impl Strategy<Value = Gen> {
         Just(GenShape::ShellPlain),
         Just(GenShape::ShellFolded),
         Just(GenShape::ShellDouble),
+        Just(GenShape::ShellPositional),
         Just(GenShape::JsonList),
         Just(GenShape::JsonShell),
     ];
@@ -81,23 +94,31 @@ fn manifests() -> impl Strategy<Value = Gen> {
         flags,
         proptest::collection::vec(0u8..6, FLAG_POOL.len()),
         prop_oneof![13u32..=18, 10u32..=30],
+        (0u8..3, 0u8..3, 0u8..3),
+        proptest::collection::vec(any::<bool>(), 1..8),
     )
-        .prop_map(|(shape, unit, b, flags, decor, minor)| Gen {
-            shape,
-            unit,
-            flush_seqs: b[0],
-            wide_dash: b[1],
-            name_first: b[2],
-            flags,
-            decor,
-            header_comment: b[3],
-            final_newline: b[4],
-            mounts: b[5],
-            volumes: b[6],
-            minor,
-            status: b[7],
-            crlf: b[8],
-        })
+        .prop_map(
+            |(shape, unit, b, flags, decor, minor, (mounts, volumes, line_ends), crlf_lines)| Gen {
+                shape,
+                unit,
+                flush_seqs: b[0],
+                wide_dash: b[1],
+                name_first: b[2],
+                flags,
+                decor,
+                header_comment: b[3],
+                final_newline: b[4],
+                mounts,
+                volumes,
+                minor,
+                status: b[7],
+                line_ends,
+                crlf_lines,
+                one_line_json: b[5],
+                bom: b[6],
+                terminator: b[8],
+            },
+        )
 }
 
 impl Gen {
@@ -107,9 +128,19 @@ impl Gen {
 
     fn shell_line(&self) -> String {
         format!(
-            "exec /usr/local/bin/kube-apiserver {} 1>>/var/log/kube-apiserver.log 2>&1",
-            self.flags.join(" ")
+            "exec /usr/local/bin/kube-apiserver {}{} 1>>/var/log/kube-apiserver.log 2>&1",
+            self.flags.join(" "),
+            if self.terminator { " --" } else { "" }
         )
+    }
+
+    /// The flags as list items, with the terminator if any.
+    fn flag_items(&self) -> Vec<String> {
+        let mut items: Vec<String> = self.flags.iter().map(|f| f.to_string()).collect();
+        if self.terminator {
+            items.push("--".into());
+        }
+        items
     }
 
     fn render(&self) -> String {
@@ -123,8 +154,23 @@ impl Gen {
                 out.pop();
             }
         }
-        if self.crlf {
-            out = out.replace('\n', "\r\n");
+        out = match self.line_ends {
+            0 => out,
+            1 => out.replace('\n', "\r\n"),
+            _ => {
+                let mut mixed = String::with_capacity(out.len() * 2);
+                let mut ends = self.crlf_lines.iter().cycle();
+                for c in out.chars() {
+                    if c == '\n' && ends.next().copied().unwrap_or(false) {
+                        mixed.push('\r');
+                    }
+                    mixed.push(c);
+                }
+                mixed
+            }
+        };
+        if self.bom {
+            out.insert(0, '\u{feff}');
         }
         out
     }
@@ -135,7 +181,7 @@ impl Gen {
             vec![q("/bin/sh"), q("-c"), q(&self.shell_line())]
         } else {
             std::iter::once(q("kube-apiserver"))
-                .chain(self.flags.iter().map(|f| q(f)))
+                .chain(self.flag_items().iter().map(|f| q(f)))
                 .collect()
         };
         let mut s = String::from(
@@ -149,14 +195,30 @@ impl Gen {
             "      \"command\": [\n        {}\n      ]",
             command.join(",\n        ")
         );
-        if self.mounts {
-            s += ",\n      \"volumeMounts\": [\n        {\"name\": \"pki\", \"mountPath\": \"/etc/kubernetes/pki\"}\n      ]";
+        match self.mounts {
+            1 => {
+                s += ",\n      \"volumeMounts\": [\n        {\"name\": \"pki\", \"mountPath\": \"/etc/kubernetes/pki\"}\n      ]"
+            }
+            2 => s += ",\n      \"volumeMounts\": []",
+            _ => {}
         }
         s += "\n    }\n  ]";
-        if self.volumes {
-            s += ",\n  \"volumes\": [\n    {\"name\": \"pki\", \"hostPath\": {\"path\": \"/etc/kubernetes/pki\"}}\n  ]";
+        match self.volumes {
+            1 => {
+                s += ",\n  \"volumes\": [\n    {\"name\": \"pki\", \"hostPath\": {\"path\": \"/etc/kubernetes/pki\"}}\n  ]"
+            }
+            2 => s += ",\n  \"volumes\": []",
+            _ => {}
         }
         s += "\n}\n}\n";
+        if self.one_line_json {
+            // Line breaks and indentation sit only between tokens, never inside strings.
+            let mut one = String::new();
+            for line in s.lines() {
+                one += line.trim_start();
+            }
+            s = one + "\n";
+        }
         s
     }
 
@@ -206,7 +268,7 @@ impl Gen {
             lines
         };
         let mut entries: Vec<(String, Vec<String>)> = Vec::new();
-        let flags: Vec<String> = self.flags.iter().map(|f| f.to_string()).collect();
+        let flags = self.flag_items();
         let binary = |b: &str| {
             std::iter::once(b.to_string())
                 .chain(flags.iter().cloned())
@@ -244,6 +306,19 @@ impl Gen {
                 args.extend(binary("/usr/local/bin/kube-apiserver"));
                 entries.push(("args".into(), list_lines(c, &args, true)));
             }
+            GenShape::ShellPositional => {
+                let script =
+                    "exec /usr/local/bin/kube-apiserver \"$@\" 1>>/var/log/kube-apiserver.log 2>&1";
+                entries.push((
+                    "command".into(),
+                    list_lines(
+                        c,
+                        &["/bin/sh".into(), "-c".into(), script.into(), "--".into()],
+                        false,
+                    ),
+                ));
+                entries.push(("args".into(), list_lines(c, &flags, true)));
+            }
             GenShape::ShellPlain | GenShape::ShellDouble | GenShape::ShellFolded => {
                 let line = self.shell_line();
                 let last = match self.shape {
@@ -274,7 +349,10 @@ impl Gen {
             GenShape::JsonList | GenShape::JsonShell => unreachable!("rendered as JSON"),
         }
         entries.push((format!("image: {}", self.image()), Vec::new()));
-        if self.mounts {
+        if self.mounts == 2 {
+            entries.push(("volumeMounts: []".into(), Vec::new()));
+        }
+        if self.mounts == 1 {
             let d = c + seq;
             let mc = d + 1 + gap;
             let (first, second) = if self.name_first {
@@ -294,7 +372,7 @@ impl Gen {
         if self.name_first {
             entries.insert(0, name);
         } else {
-            let at = entries.len() - usize::from(self.mounts);
+            let at = entries.len() - usize::from(self.mounts > 0);
             entries.insert(at, name);
         }
         for (i, (key, lines)) in entries.iter().enumerate() {
@@ -314,7 +392,10 @@ impl Gen {
             }
         }
         s += &format!("{}hostNetwork: true\n", pad(u));
-        if self.volumes {
+        if self.volumes == 2 {
+            s += &format!("{}volumes: []\n", pad(u));
+        }
+        if self.volumes == 1 {
             let d = u + seq;
             let vc = d + 1 + gap;
             s += &format!("{}volumes:\n", pad(u));
@@ -347,7 +428,8 @@ proptest! {
     #[test]
     fn properties_hold_on_generated_manifests(g in manifests()) {
         let text = g.render();
-        serde_norway::from_str::<serde_norway::Value>(&text).unwrap_or_else(|e| panic!("generator wrote bad YAML: {e}\n{text}"));
+        let body = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        serde_norway::from_str::<serde_norway::Value>(body).unwrap_or_else(|e| panic!("generator wrote bad YAML: {e}\n{text}"));
         for mode in Mode::ALL {
             match patch(&text, &opts(mode)) {
                 Ok(_) => {

@@ -78,12 +78,16 @@ pub fn assert_line_rule(old: &str, new: &str, shape: Shape) {
         let separator = now == format!("{was},");
         let merged = was.contains("--feature-gates") || was.contains("--runtime-config");
         let flow_line = was.contains('[') || was.contains('{');
+        // An empty flow list (`volumes: []`) takes our item on its own line.
+        let empty_list = was.trim_end().ends_with("[]");
         // A last line without a newline "changes" when lines are added after it.
         let ok = was == now
             || match shape {
-                Shape::Shell => binary_line || merged,
+                Shape::Shell => binary_line || merged || empty_list,
                 // A one-line JSON manifest changes on its only line.
-                Shape::Json => binary_line || separator || merged || old.lines().count() == 1,
+                Shape::Json => {
+                    binary_line || separator || merged || empty_list || old.lines().count() == 1
+                }
                 Shape::Command | Shape::Args | Shape::GoRunner => merged || flow_line,
             };
         assert!(
