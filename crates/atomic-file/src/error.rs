@@ -15,8 +15,9 @@ pub enum FileKind {
 }
 
 impl FileKind {
-    /// `None` for a regular file (the only kind a rename may replace).
-    pub(crate) fn of(file_type: &FileType) -> Option<FileKind> {
+    /// What a file type is; `None` for a regular file (the only kind a rename may replace)
+    /// and for a symlink (which the caller follows first).
+    pub fn of(file_type: &FileType) -> Option<FileKind> {
         Some(if file_type.is_dir() {
             FileKind::Directory
         } else if file_type.is_char_device() {

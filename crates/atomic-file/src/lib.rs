@@ -47,6 +47,22 @@ pub use stdout::Stdout;
 /// How many names [`AtomicFile::commit_with_backup`] tries when backups collide.
 const BACKUP_ATTEMPTS: u32 = 1000;
 
+/// Replaces `path` with `contents` through [`AtomicFile::commit_with_backup`], after the same
+/// checks as [`AtomicFile::create`]; returns the backup's path.
+pub fn replace_with_backup(
+    path: &Path,
+    contents: &[u8],
+    backup_dir: &Path,
+) -> Result<PathBuf, Error> {
+    let mut file = AtomicFile::create(path)?;
+    file.write_all(contents).map_err(|error| Error::Io {
+        path: path.to_path_buf(),
+        op: "writing the temporary file beside it",
+        error,
+    })?;
+    file.commit_with_backup(backup_dir)
+}
+
 /// Where a write goes: replaced in one rename, or written through in place.
 #[derive(Debug)]
 pub enum Destination {

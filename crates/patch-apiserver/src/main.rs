@@ -1,16 +1,19 @@
 //! `patch-apiserver`: the command-line shell around the library.
 
+// A C `main` instead of Rust's, as in render: std's start-up would reopen a closed stdout as
+// /dev/null, and `patch-apiserver FILE >&-` would lose the manifest and exit 0.
+#![cfg_attr(not(test), no_main)]
+
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use atomic_file::Stdout;
 use clap::Parser;
 use patch_apiserver::{
     DEFAULT_AUDIT_DIR, DEFAULT_BATCH_MAX_WAIT, KubeVersion, Mode, Outcome, PatchOptions, Rotation,
-    check, needed_files, patch, revert, unified_diff,
+    check, needed_files, patch, read_manifest, revert, unified_diff, write_in_place,
 };
 
 const EXAMPLES: &str = "\
@@ -114,24 +117,44 @@ impl Cli {
     }
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+#[cfg(not(test))]
+#[unsafe(no_mangle)]
+extern "C" fn main(
+    _argc: std::ffi::c_int,
+    _argv: *const *const std::ffi::c_char,
+) -> std::ffi::c_int {
+    // std::env::args_os still works: on Linux std captures argv from .init_array itself.
+    real_main()
+}
+
+/// 0 success, 1 --check found something to change, 2 error.
+#[cfg_attr(test, allow(dead_code))]
+fn real_main() -> std::ffi::c_int {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
     match run(&cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("patch-apiserver: {e:#}");
-            ExitCode::from(2)
+            say(format_args!("{e:#}"));
+            2
         }
     }
 }
 
-fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+/// A line on stderr. Not eprintln!, which panics when stderr fails (`2>/dev/full`).
+fn say(message: std::fmt::Arguments) {
+    let _ = writeln!(io::stderr(), "patch-apiserver: {message}");
+}
+
+fn run(cli: &Cli) -> anyhow::Result<std::ffi::c_int> {
     let opts = cli.options();
     let (name, text) = match &cli.in_place {
-        Some(path) => (
-            path.display().to_string(),
-            fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
-        ),
+        Some(path) => (path.display().to_string(), read_manifest(path)?),
         None if cli.file == "-" => {
             let mut s = String::new();
             io::stdin()
@@ -160,10 +183,10 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Err(e) => bail!("{}", e.located(&name)),
     };
     for note in &outcome.notes {
-        eprintln!("patch-apiserver: note: {note}");
+        say(format_args!("note: {note}"));
     }
     if cli.check {
-        return Ok(ExitCode::from(u8::from(outcome.changed)));
+        return Ok(outcome.changed.into());
     }
     if cli.diff {
         let label = if cli.revert { "reverted" } else { "patched" };
@@ -173,145 +196,36 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             &name,
             &format!("{name} ({label})"),
         ))?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(0);
     }
     let Some(path) = &cli.in_place else {
         print(&outcome.text)?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(0);
     };
     if !outcome.changed {
-        eprintln!("patch-apiserver: {name}: nothing to change; not written");
-        return Ok(ExitCode::SUCCESS);
+        say(format_args!("{name}: nothing to change; not written"));
+        return Ok(0);
     }
     let backup_dir = cli
         .backup_dir
         .clone()
         .unwrap_or_else(|| Path::new(&opts.audit_dir).join("backup"));
-    let backup = write_in_place(path, &text, &outcome.text, &backup_dir)?;
-    eprintln!(
-        "patch-apiserver: backup of the original: {}",
-        backup.display()
-    );
+    let backup = write_in_place(path, &outcome.text, &backup_dir)?;
+    say(format_args!("backup of the original: {}", backup.display()));
     if !cli.revert {
         for file in needed_files(&opts) {
             if !Path::new(&file).exists() {
-                eprintln!(
-                    "patch-apiserver: warning: {file} does not exist yet; the API server will not start until it does"
-                );
+                say(format_args!(
+                    "warning: {file} does not exist yet; the API server will not start until it does"
+                ));
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }
 
 fn print(s: &str) -> anyhow::Result<()> {
-    let mut out = io::stdout().lock();
-    out.write_all(s.as_bytes())
-        .and_then(|()| out.flush())
+    Stdout::open()
+        .write_all(s.as_bytes())
         .context("writing standard output")
-}
-
-/// `path` made absolute with symlinks resolved, as far as it exists.
-fn resolve(path: &Path) -> anyhow::Result<PathBuf> {
-    let absolute =
-        std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
-    let mut existing = absolute.as_path();
-    let mut missing = Vec::new();
-    while !existing.exists() {
-        let (Some(parent), Some(name)) = (existing.parent(), existing.file_name()) else {
-            break;
-        };
-        missing.push(name);
-        existing = parent;
-    }
-    let mut resolved = existing
-        .canonicalize()
-        .with_context(|| format!("resolving {}", existing.display()))?;
-    resolved.extend(missing.iter().rev());
-    Ok(resolved)
-}
-
-/// Backs `path` up into `backup_dir`, then replaces it through a hidden temporary file
-/// in its own directory (the kubelet ignores dotfiles) and a rename.
-fn write_in_place(path: &Path, old: &str, new: &str, backup_dir: &Path) -> anyhow::Result<PathBuf> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .with_context(|| format!("{} is not a file path", path.display()))?
-        .to_string_lossy()
-        .into_owned();
-    // Checked before anything is created: a directory in the manifests directory would
-    // be bad enough, a backup manifest there would start as a second API server.
-    let manifests = dir
-        .canonicalize()
-        .with_context(|| format!("resolving {}", dir.display()))?;
-    if resolve(backup_dir)?.starts_with(&manifests) {
-        bail!(
-            "backup directory {} is inside {}, where the kubelet would run the backup as a second pod; choose another --backup-dir",
-            backup_dir.display(),
-            manifests.display()
-        );
-    }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(backup_dir)
-        .with_context(|| format!("creating backup directory {}", backup_dir.display()))?;
-    let backups = backup_dir
-        .canonicalize()
-        .with_context(|| format!("resolving {}", backup_dir.display()))?;
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    let mut backup = backups.join(format!("{file_name}.{stamp}.orig"));
-    let mut n = 1;
-    let mut file = loop {
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&backup)
-        {
-            Ok(f) => break f,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => {
-                backup = backups.join(format!("{file_name}.{stamp}.{n}.orig"));
-                n += 1;
-            }
-            Err(e) => {
-                return Err(e).with_context(|| format!("creating backup {}", backup.display()));
-            }
-        }
-    };
-    file.write_all(old.as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing backup {}", backup.display()))?;
-
-    let mode = fs::metadata(path)
-        .map(|m| m.permissions().mode() & 0o7777)
-        .unwrap_or(0o600);
-    let tmp = dir.join(format!(
-        ".{file_name}.patch-apiserver.{}.tmp",
-        std::process::id()
-    ));
-    let written = (|| -> io::Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(new.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("replacing {}", path.display()));
-    }
-    Ok(backup)
 }
