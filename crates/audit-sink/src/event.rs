@@ -157,8 +157,11 @@ pub enum DecodeError {
     NotUtf8 { offset: usize },
     #[error("empty body: expected an audit EventList or Event as a JSON object")]
     Empty,
-    #[error("expected a JSON object (an audit EventList or Event)")]
+    #[error("expected a JSON object (an audit EventList or Event) or an array of them")]
     NotObject,
+    /// An array element that is not an object; arrays do not nest.
+    #[error("expected a JSON object (an audit EventList or Event)")]
+    NotObjectInArray,
     #[error("invalid JSON at line {line}, column {column}: {message}")]
     Json {
         line: usize,
@@ -181,6 +184,11 @@ pub enum DecodeError {
         "unsupported apiVersion {found}: expected \"audit.k8s.io/v1\" or \"audit.k8s.io/v1beta1\""
     )]
     ApiVersion { found: String },
+    #[error("element {index} of the array: {error}")]
+    Element {
+        index: usize,
+        error: Box<DecodeError>,
+    },
     #[error("\"items\" is {found}: expected an array of audit events")]
     Items { found: String },
     #[error("items[{index}] at line {line}, column {column}: {message}")]
@@ -192,17 +200,41 @@ pub enum DecodeError {
     },
 }
 
-/// Decodes an `EventList` or a single `Event` of `audit.k8s.io/v1` or `v1beta1`.
+/// Decodes an `EventList` or a single `Event` of `audit.k8s.io/v1` or `v1beta1`, or a JSON
+/// array of them, as Falco's k8saudit plugin reads them.
 pub fn decode(body: &[u8]) -> Result<Vec<Event>, DecodeError> {
     let text = std::str::from_utf8(body).map_err(|e| DecodeError::NotUtf8 {
         offset: e.valid_up_to(),
     })?;
     match text.trim_start().as_bytes().first() {
-        None => return Err(DecodeError::Empty),
-        Some(b'{') => {}
-        Some(_) => return Err(DecodeError::NotObject),
+        None => Err(DecodeError::Empty),
+        Some(b'{') => decode_object(text, text),
+        // One level only: Falco nests further, but each level would parse the body again.
+        Some(b'[') => {
+            let elements: Vec<&RawValue> =
+                serde_json::from_str(text).map_err(|e| json_error(text, text, &e))?;
+            let mut events = Vec::new();
+            for (index, element) in elements.into_iter().enumerate() {
+                let found = match element.get().as_bytes().first() {
+                    Some(b'{') => decode_object(text, element.get()),
+                    _ => Err(DecodeError::NotObjectInArray),
+                };
+                events.extend(found.map_err(|error| DecodeError::Element {
+                    index,
+                    error: Box::new(error),
+                })?);
+            }
+            Ok(events)
+        }
+        Some(_) => Err(DecodeError::NotObject),
     }
-    let head: Envelope = serde_json::from_str(text).map_err(json_error)?;
+}
+
+/// Decodes one object, `object` being a slice of `body` (all of it, or an array element), so
+/// that positions are reported in the body.
+fn decode_object(body: &str, object: &str) -> Result<Vec<Event>, DecodeError> {
+    let text = object;
+    let head: Envelope = serde_json::from_str(text).map_err(|e| json_error(body, text, &e))?;
     let kind = match head
         .kind
         .map(|k| (k, serde_json::from_str::<String>(k.get())))
@@ -241,7 +273,7 @@ pub fn decode(body: &[u8]) -> Result<Vec<Event>, DecodeError> {
                 .enumerate()
                 .map(|(index, item)| {
                     event(api_version, item).map_err(|e| {
-                        let (line, column) = absolute_position(text, item.get(), &e);
+                        let (line, column) = absolute_position(body, item.get(), &e);
                         DecodeError::Item {
                             index,
                             line,
@@ -253,11 +285,15 @@ pub fn decode(body: &[u8]) -> Result<Vec<Event>, DecodeError> {
                 .collect()
         }
         "Event" => {
-            let raw: &RawValue = serde_json::from_str(text).map_err(json_error)?;
-            let event = event(api_version, raw).map_err(|e| DecodeError::Event {
-                line: e.line(),
-                column: e.column(),
-                message: message_of(&e),
+            let raw: &RawValue =
+                serde_json::from_str(text).map_err(|e| json_error(body, text, &e))?;
+            let event = event(api_version, raw).map_err(|e| {
+                let (line, column) = absolute_position(body, text, &e);
+                DecodeError::Event {
+                    line,
+                    column,
+                    message: message_of(&e),
+                }
             })?;
             Ok(vec![event])
         }
@@ -306,11 +342,13 @@ fn compact(raw: &RawValue) -> Result<Box<RawValue>, serde_json::Error> {
     }
 }
 
-fn json_error(e: serde_json::Error) -> DecodeError {
+/// An error in `part`, a slice of `body`, with its position in `body`.
+fn json_error(body: &str, part: &str, e: &serde_json::Error) -> DecodeError {
+    let (line, column) = absolute_position(body, part, e);
     DecodeError::Json {
-        line: e.line(),
-        column: e.column(),
-        message: message_of(&e),
+        line,
+        column,
+        message: message_of(e),
     }
 }
 
@@ -393,6 +431,25 @@ mod tests {
                 assert_eq!(column, 2 + bad.len());
             }
             other => panic!("expected an item error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_in_an_array_element_point_into_the_body() {
+        let bad = ITEM.replace(r#""verb":"create","#, "");
+        let open = r#"{"kind":"EventList","items":["#;
+        let body = format!("[\n{open}{ITEM}]}},\n  {open}{bad}]}}]");
+        match decode(body.as_bytes()) {
+            Err(DecodeError::Element { index: 1, error }) => match *error {
+                DecodeError::Item {
+                    index: 0,
+                    line,
+                    column,
+                    ..
+                } => assert_eq!((line, column), (3, 2 + open.len() + bad.len())),
+                other => panic!("expected an item error, got {other:?}"),
+            },
+            other => panic!("expected an element error, got {other:?}"),
         }
     }
 

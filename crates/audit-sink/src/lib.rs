@@ -17,6 +17,22 @@
 //!     .await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Over TLS, with client certificates required (`server.url()` is then `https://...`):
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::path::Path;
+//! use audit_sink::{Collector, Config, Server, TlsConfig};
+//! let tls = TlsConfig::from_pem_files(
+//!     Path::new("server.pem"),
+//!     Path::new("server-key.pem"),
+//!     Some(Path::new("ca.pem")),
+//! )?;
+//! let config = Config { tls: Some(tls), ..Config::default() };
+//! let server = Server::bind("127.0.0.1:0".parse()?, config, Collector::new()).await?;
+//! # Ok(()) }
+//! ```
 
 mod event;
 mod filter;

@@ -4,6 +4,10 @@
 //! or decoded share a budget of `max_in_flight_bytes` (a request waits for its share, its bytes
 //! still in the kernel's socket buffer), and a request is answered only once its events are in
 //! the sink, so a slow consumer slows the senders down instead of queueing without limit.
+//!
+//! Connections cannot lock senders out: every stage of a request has a deadline (headers, then
+//! budget and body), and at the connection limit the accept loop closes the connection idle
+//! the longest instead of waiting for a free slot.
 
 use std::collections::HashMap;
 use std::convert::Infallible;

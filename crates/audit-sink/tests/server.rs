@@ -157,7 +157,9 @@ async fn bad_requests_get_a_reason_and_the_server_keeps_serving() {
         ("not JSON", "POST", "/k8s_audit", b"hello".to_vec()),
         ("truncated", "POST", "/k8s_audit", b"{\"kind\":\"EventList\",\n\"items\":[".to_vec()),
         ("not UTF-8", "POST", "/k8s_audit", b"{\"kind\":\"\xff\"}".to_vec()),
-        ("an array", "POST", "/k8s_audit", b"[]".to_vec()),
+        ("an array of numbers", "POST", "/k8s_audit", b"[1]".to_vec()),
+        ("nested arrays", "POST", "/k8s_audit", b"[[]]".to_vec()),
+        ("a bad event in an array", "POST", "/k8s_audit", b"[{\"kind\":\"EventList\",\"items\":[]},\n {\"kind\":\"Event\",\"level\":\"None\"}]".to_vec()),
         ("no kind", "POST", "/k8s_audit", br#"{"apiVersion":"audit.k8s.io/v1"}"#.to_vec()),
         ("wrong kind", "POST", "/k8s_audit", br#"{"kind":"Pod","apiVersion":"audit.k8s.io/v1"}"#.to_vec()),
         ("wrong version", "POST", "/k8s_audit", br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v2","items":[]}"#.to_vec()),
@@ -195,7 +197,7 @@ async fn bad_requests_get_a_reason_and_the_server_keeps_serving() {
     )]);
     assert_eq!(post(addr, "/k8s_audit", good).await.0, 200);
     assert_eq!(collector.events().len(), 1);
-    assert_eq!(server.stats().rejected, 16);
+    assert_eq!(server.stats().rejected, 18);
 }
 
 #[tokio::test]
@@ -561,5 +563,58 @@ async fn encodings_and_media_types_that_falco_would_not_read() {
         collector.events().len(),
         3,
         "identity, charset and upper case"
+    );
+}
+
+/// Falco's k8saudit plugin also reads a JSON array of EventLists and Events.
+#[tokio::test]
+async fn arrays_of_lists_and_events_are_read_as_falco_reads_them() {
+    let (server, collector) = collector_server(Config::default()).await;
+    let addr = server.local_addr();
+    let a = event_json(
+        "ResponseComplete",
+        "create",
+        "configmaps",
+        "d",
+        "a",
+        "u",
+        201,
+    );
+    let b = event_json(
+        "ResponseComplete",
+        "delete",
+        "configmaps",
+        "d",
+        "b",
+        "u",
+        200,
+    );
+    let single = format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1beta1",{}"#,
+        &b[1..]
+    );
+    let body = format!(
+        "[{}, {single}]",
+        String::from_utf8(event_list(&[a])).expect("utf-8")
+    );
+    assert_eq!(
+        post(addr, "/k8s-audit", body.into_bytes()).await,
+        (200, "ok".to_owned())
+    );
+    assert_eq!(
+        post(addr, "/k8s-audit", b" [ ]".to_vec()).await,
+        (200, "ok".to_owned())
+    );
+    let names: Vec<_> = collector
+        .events()
+        .iter()
+        .map(|e| (e.name().unwrap_or_default().to_owned(), e.api_version))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("a".to_owned(), audit_sink::ApiVersion::V1),
+            ("b".to_owned(), audit_sink::ApiVersion::V1Beta1)
+        ]
     );
 }
