@@ -66,7 +66,7 @@ fn uploads_and_downloads_keep_every_byte() {
     let leftovers: Vec<_> = std::fs::read_dir(sshd.root())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".ship."))
+        .filter(|e| common::is_temp_name(&e.file_name().to_string_lossy()))
         .collect();
     assert!(
         leftovers.is_empty(),
@@ -383,7 +383,7 @@ fn server_killed_mid_upload_leaves_the_target_untouched() {
         let temps: Vec<_> = std::fs::read_dir(&root)
             .unwrap()
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with(".ship."))
+            .filter(|e| common::is_temp_name(&e.file_name().to_string_lossy()))
             .collect();
         if temps.is_empty() {
             break;
@@ -612,7 +612,7 @@ fn server_killed_mid_batch_commits_nothing() {
         let temps: Vec<_> = std::fs::read_dir(&root)
             .unwrap()
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with(".ship."))
+            .filter(|e| common::is_temp_name(&e.file_name().to_string_lossy()))
             .collect();
         if temps.is_empty() {
             break;

@@ -71,3 +71,19 @@ pub fn dir_owned_by(parent: &Path, name: &str, user: &str) -> PathBuf {
     assert!(status.success());
     dir
 }
+
+/// A temp file name of ship's: `.NAME.ship-TOKEN.tmp`, or `.ship.XXXXXXXX` from earlier versions.
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with(".ship.")
+        || (name.starts_with('.') && name.contains(".ship-") && name.ends_with(".tmp"))
+}
+
+/// The names in `dir` that are ship's temp files.
+pub fn temp_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("read_dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| is_temp_name(n))
+        .collect()
+}
