@@ -62,8 +62,9 @@ fn main() -> Result<()> {
         .collect();
     std::fs::write(&known_hosts, lines.join("\n") + "\n")?;
     let key = sshd.client_key().to_path_buf();
-    let original =
-        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/manifests/kubeadm-v1.28.yaml"))?;
+    let original = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/manifests/kubeadm-v1.28.yaml"),
+    )?;
 
     let mut ours = Vec::new();
     let mut stats = None;

@@ -11,6 +11,8 @@ pub enum PipelineError {
     #[error(transparent)]
     Ship(#[from] ship::ShipError),
     #[error(transparent)]
+    Apply(#[from] ship::ApplyError),
+    #[error(transparent)]
     Cluster(#[from] cluster::ClusterError),
     #[error(transparent)]
     Render(#[from] render::RenderError),

@@ -132,7 +132,11 @@ fn split_host_port(authority: &str) -> Result<(&str, Option<&str>), String> {
         let (inside, after) = rest
             .split_once(']')
             .ok_or_else(|| "an IPv6 address needs its closing ]".to_string())?;
-        if inside.is_empty() || !inside.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') {
+        if inside.is_empty()
+            || !inside
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        {
             return Err(format!("[{inside}] is not an IPv6 address"));
         }
         let port = match after {
@@ -203,10 +207,16 @@ mod tests {
                 "control character '\\n' at byte 22",
             ),
             ("http://10.0.0.1:8765/a\r", "control character '\\r'"),
-            ("http://10.0.0.1:8765/a\"b", "'\"' is not allowed in the path"),
+            (
+                "http://10.0.0.1:8765/a\"b",
+                "'\"' is not allowed in the path",
+            ),
             ("http://10.0.0.1:8765/a b", "' ' is not allowed in the path"),
             ("http://user:pw@10.0.0.1:8765/a", "user information"),
-            ("http://10.0.0.1 :8765/a", "' ' is not allowed in a host name"),
+            (
+                "http://10.0.0.1 :8765/a",
+                "' ' is not allowed in a host name",
+            ),
             ("http://10.0.0.1:port/a", "\"port\" is not a port number"),
             ("http://10.0.0.1:0/a", "\"0\" is not a port number"),
             ("http://10.0.0.1:65536/a", "not a port number"),

@@ -25,11 +25,19 @@ impl Ran {
 
 /// One change of a transaction; paths are node paths.
 pub enum Change<'a> {
-    /// `mkdir -p`, then root-owned 0700: audit files may hold request bodies with secrets.
+    /// `mkdir -p` when missing, root-owned 0700: audit files may hold request bodies with
+    /// secrets. An existing directory is used as it is, never chmodded or chowned.
     PrivateDir(&'a str),
-    /// Written to a dotfile beside the target (the kubelet ignores those), checked for size,
+    /// Staged as a dotfile beside the target (the kubelet ignores those), checked for size,
     /// then renamed over the target once every file of the transaction is in place.
     File {
+        path: &'a str,
+        bytes: &'a [u8],
+        mode: u32,
+    },
+    /// Like `File`, but never replaces an existing target (a backup): one that exists fails
+    /// the transaction before anything is replaced.
+    NewFile {
         path: &'a str,
         bytes: &'a [u8],
         mode: u32,
@@ -42,35 +50,10 @@ const READ_SCRIPT: &str = r#"for f; do
   else printf -- '-\n'; fi
 done"#;
 
-/// Ops are `d PATH` and `f PATH MODE SIZE`; file contents arrive on stdin in op order.
-/// Pass one creates the directories and stages every file; pass two renames them all, in op
-/// order; any failure in pass one removes the staged files and exits 3.
-const APPLY_SCRIPT: &str = r#"set -u
-umask 077
-root=$(id -u)
-staged() { printf '%s/.%s.node-tmp' "$(dirname -- "$1")" "$(basename -- "$1")"; }
-pass() {
-  p=$1; shift
-  while [ $# -gt 0 ]; do
-    case $1 in
-      d) if [ "$p" = stage ]; then
-           mkdir -p -- "$2" && chmod 0700 -- "$2" || return 1
-           if [ "$root" = 0 ]; then chown 0:0 -- "$2" || return 1; fi
-         fi
-         shift 2 ;;
-      f) t=$(staged "$2")
-         case $p in
-           stage) head -c "$4" > "$t" && [ $(( $(wc -c < "$t") )) -eq "$4" ] && chmod "$3" -- "$t" || return 1
-                  if [ "$root" = 0 ]; then chown 0:0 -- "$t" || return 1; fi ;;
-           commit) mv -f -- "$t" "$2" || return 1 ;;
-           clean) rm -f -- "$t" ;;
-         esac
-         shift 4 ;;
-      *) echo "unknown op $1" >&2; return 2 ;;
-    esac
-  done
-}
-if pass stage "$@"; then pass commit "$@"; else pass clean "$@"; exit 3; fi"#;
+/// Every node command runs as root: `sudo -n` over SSH (the local variant needs root already).
+const SUDO: ship::ExecOptions = ship::ExecOptions {
+    sudo: ship::Sudo::Yes,
+};
 
 enum Transport {
     Ssh(Box<ship::Session>),
@@ -165,44 +148,27 @@ impl Node {
             })
     }
 
-    /// Applies every change in one command: either all files land or none does.
+    /// Applies every change in one command, ship's transaction: the files land all together,
+    /// in order, or the error says exactly which did (`ship::ApplyError`).
     pub fn apply(&self, changes: &[Change]) -> Result<()> {
-        let mut args: Vec<String> = Vec::new();
-        let mut input = Vec::new();
+        let mut transaction = ship::Transaction::new();
+        transaction.root_owned();
         for change in changes {
-            match change {
-                Change::PrivateDir(path) => args.extend(["d".into(), self.path(path)]),
+            match *change {
+                Change::PrivateDir(path) => transaction.private_dir(self.path(path)),
                 Change::File { path, bytes, mode } => {
-                    args.extend([
-                        "f".into(),
-                        self.path(path),
-                        format!("{mode:o}"),
-                        bytes.len().to_string(),
-                    ]);
-                    input.extend_from_slice(bytes);
+                    transaction.file(self.path(path), mode, bytes)
                 }
-            }
+                Change::NewFile { path, bytes, mode } => {
+                    transaction.new_file(self.path(path), mode, bytes)
+                }
+            };
         }
-        let mut argv = vec!["sh", "-c", APPLY_SCRIPT, "node-apply"];
-        argv.extend(args.iter().map(String::as_str));
-        let ran = self.run_with_input(&argv, &input)?;
-        if ran.status != 0 {
-            let targets: Vec<&str> = changes
-                .iter()
-                .filter_map(|c| match c {
-                    Change::File { path, .. } => Some(*path),
-                    Change::PrivateDir(_) => None,
-                })
-                .collect();
-            bail!(
-                "writing {} on {} failed (status {}), nothing was replaced: {}",
-                targets.join(", "),
-                self.describe,
-                ran.status,
-                ran.stderr.trim()
-            );
-        }
-        Ok(())
+        let applied = match &self.transport {
+            Transport::Ssh(session) => session.apply(&mut transaction, SUDO),
+            Transport::Local => transaction.apply_local(&self.describe),
+        };
+        applied.with_context(|| format!("writing on {}", self.describe))
     }
 
     pub fn write(&self, node_path: &str, bytes: &[u8], mode: u32) -> Result<()> {
@@ -235,7 +201,12 @@ impl Node {
                     true => None,
                     false => Some(&mut reader),
                 };
-                let status = session.exec_streaming(argv, true, stdin, &mut stdout, &mut stderr)?;
+                let streams = ship::Streams {
+                    stdin,
+                    stdout: &mut stdout,
+                    stderr: &mut stderr,
+                };
+                let status = session.exec_streaming(argv, SUDO, streams)?;
                 Ok(Ran {
                     status,
                     stdout,
@@ -392,7 +363,11 @@ mod tests {
                 },
             ])
             .unwrap_err();
-        assert!(err.to_string().contains("nothing was replaced"), "{err:#}");
+        assert!(
+            err.report().contains("nothing was replaced"),
+            "{}",
+            err.report()
+        );
         assert_eq!(node.read("/etc/k/m.yaml").unwrap(), b"old");
         let names: Vec<_> = std::fs::read_dir(dir.path().join("etc/k"))
             .unwrap()

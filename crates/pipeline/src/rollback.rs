@@ -8,7 +8,7 @@ use crate::cluster_args::Kube;
 use crate::error::{Result, bail};
 use crate::node::Node;
 use crate::report::Steps;
-use crate::wait::{self, Expect, Restarted, RestartArgs};
+use crate::wait::{self, Expect, RestartArgs, Restarted};
 
 /// A manifest change the kubelet is about to act on.
 pub struct ManifestChange<'a> {

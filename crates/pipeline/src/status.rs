@@ -73,7 +73,10 @@ pub fn run(args: StatusArgs, reporter: &dyn Reporter) -> Result<()> {
             kube.cluster.server(),
             kube.block_on(kube.cluster.version())?
         ));
-        out.output(format!("readiness  {:?}", kube.block_on(kube.cluster.readiness())));
+        out.output(format!(
+            "readiness  {:?}",
+            kube.block_on(kube.cluster.readiness())
+        ));
         if let Some(pod) = kube.block_on(
             kube.cluster
                 .apiserver_mirror_pod(args.cluster.node_name.as_deref()),

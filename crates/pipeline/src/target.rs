@@ -177,8 +177,7 @@ fn minikube_host(args: &NodeArgs, options: &mut ship::ConnectOptions) -> Result<
         let key = read_command("minikube", &["ssh-key", "-p", profile])?;
         options.identities.push(PathBuf::from(key.trim()));
     }
-    let profiles =
-        read_command("minikube", &["profile", "list", "-o", "json"]).unwrap_or_default();
+    let profiles = read_command("minikube", &["profile", "list", "-o", "json"]).unwrap_or_default();
     if driver_of(&profiles, profile).as_deref() == Some("docker") && options.port.is_none() {
         let forwarded = read_command("docker", &["port", profile, "22/tcp"])?;
         let port = forwarded

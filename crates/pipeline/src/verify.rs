@@ -118,7 +118,10 @@ pub fn run(args: VerifyArgs, reporter: &dyn Reporter) -> Result<()> {
         return Ok(());
     }
     for (source, _) in &missing {
-        out.output(format!("  likely reasons for {source:?}: {}", hint(*source)));
+        out.output(format!(
+            "  likely reasons for {source:?}: {}",
+            hint(*source)
+        ));
     }
     bail!(
         "the probe's audit events were not seen in {} place(s)",
@@ -180,8 +183,7 @@ fn wait_sink(kube: &Kube, collector: &Collector, probe: &str, timeout: Duration)
         .map_err(|t| {
             PipelineError::failed(format!(
                 "no delete event within {:?} ({} events received)",
-                t.waited,
-                t.seen
+                t.waited, t.seen
             ))
         })?;
     let events: Vec<Event> = collector

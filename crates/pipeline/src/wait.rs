@@ -123,4 +123,3 @@ fn check_once(
         hash.unwrap_or("-")
     ))
 }
-

@@ -33,8 +33,8 @@ impl RealNode {
         let root = tempfile::tempdir().unwrap();
         let manifest = manifest_path(root.path());
         std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
-        let fixture =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/manifests/kubeadm-v1.28.yaml");
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/manifests/kubeadm-v1.28.yaml");
         // The same kubeadm manifest, naming the version the real binary is.
         let original = std::fs::read_to_string(fixture)
             .unwrap()
