@@ -14,6 +14,14 @@ mod support {
 const LIST: &str = r#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{"level":"Metadata","auditID":"a","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/d/configmaps","verb":"create","user":{"username":"u"},"objectRef":{"resource":"configmaps","namespace":"d","name":"c"},"responseStatus":{"code":201}}]}"#;
 
 async fn tls_server(dir: &Path, client_ca: Option<&str>) -> (Server, Collector) {
+    tls_server_with(dir, client_ca, Config::default()).await
+}
+
+async fn tls_server_with(
+    dir: &Path,
+    client_ca: Option<&str>,
+    config: Config,
+) -> (Server, Collector) {
     let client_ca = client_ca.map(|name| dir.join(name));
     let tls = TlsConfig::from_pem_files(
         &dir.join("good-server.pem"),
@@ -24,7 +32,7 @@ async fn tls_server(dir: &Path, client_ca: Option<&str>) -> (Server, Collector) 
     let collector = Collector::new();
     let config = Config {
         tls: Some(tls),
-        ..Config::default()
+        ..config
     };
     let server = Server::bind(
         "127.0.0.1:0".parse().expect("addr"),
@@ -221,4 +229,44 @@ fn unusable_pem_files_are_named_with_what_was_expected() {
     certificate not X.509: DIR/not-x509.pem: not a valid X.509 certificate (BadEncoding)
     client CA not X.509: DIR/not-x509.pem: not a valid X.509 certificate (BadEncoding)
     "#);
+}
+
+/// A client that opens a connection and never starts the handshake is closed at the header
+/// deadline, and idle connections are shed over TLS as over plain http.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_silent_tls_connections_do_not_lock_out_a_sender() {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let dir = certificates();
+    let config = Config {
+        header_timeout: Duration::from_secs(1),
+        ..Config::default()
+    };
+    let (server, collector) = tls_server_with(dir.path(), None, config).await;
+    let addr = server.local_addr();
+    let silent = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let started = Instant::now();
+        let mut buf = [0u8; 64];
+        let _ = stream.read(&mut buf);
+        started.elapsed()
+    });
+    let closed = silent.await.expect("thread");
+    assert!(
+        (Duration::from_millis(900)..Duration::from_secs(3)).contains(&closed),
+        "a silent connection was closed after {closed:?}"
+    );
+    let idle: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+        .collect();
+    let started = Instant::now();
+    let answer = curl(server.url(), dir.path().to_owned(), "good-ca.pem", None).await;
+    let took = started.elapsed();
+    assert_eq!(answer, (0, "ok\n200".to_owned()));
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert_eq!(collector.events().len(), 1);
+    drop(idle);
 }
