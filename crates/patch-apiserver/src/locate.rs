@@ -125,6 +125,18 @@ pub(crate) fn load(text: &str) -> Result<Node, PatchError> {
             reason,
         });
     }
+    // YAML (and the kubelet) read a lone CR as a line break; our lines end at LF, and an
+    // edit placed by them would land in the wrong line.
+    let lone_cr = text
+        .bytes()
+        .enumerate()
+        .find(|&(i, b)| b == b'\r' && text.as_bytes().get(i + 1) != Some(&b'\n'));
+    if let Some((i, _)) = lone_cr {
+        return Err(PatchError::Unsupported {
+            at: Pos::of(text, i),
+            what: "a line break that is a lone CR, not LF or CRLF",
+        });
+    }
     yaml::parse(text)
 }
 

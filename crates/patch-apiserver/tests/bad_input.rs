@@ -89,6 +89,11 @@ fn structural_surprises_are_reported_where_they_are() {
         "kind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    command: [/bin/sh, -c, \"exec /usr/local/bin/kube-apiserver --a='b\"]\n",
         "m.yaml:5:28: the shell command does not run the kube-apiserver binary; expected `exec /path/to/kube-apiserver --flags ...`",
     );
+    // A lone CR is a line break to YAML, and not one we can place lines by.
+    fails(
+        "kind: Pod\rspec: {}\n",
+        "m.yaml:1:10: unsupported YAML (a line break that is a lone CR, not LF or CRLF); expected plain block or flow YAML as in Pod manifests",
+    );
     fails(
         "\u{0}",
         "m.yaml:1:1: not valid YAML: control characters are not allowed",

@@ -650,3 +650,71 @@ fn a_byte_order_mark_is_kept() {
     let crlf = text.replace('\n', "\r\n");
     assert_properties(&crlf, &opts(Mode::Static), true);
 }
+
+/// Neighbours of 11.10: every spelling of an empty flow list comes back as it was.
+#[test]
+fn empty_flow_lists_in_every_spelling_come_back() {
+    let base = "kind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    image: k8s.gcr.io/kube-apiserver:v1.16.0\n    command: [/usr/local/bin/kube-apiserver]\n    args: ARGS\n    volumeMounts: MOUNTS\n  volumes: VOLUMES\n";
+    for empty in ["[]", "[ ]", "[\n    ]", "[  ]"] {
+        for key in ["ARGS", "MOUNTS", "VOLUMES"] {
+            let text = base
+                .replace(key, empty)
+                .replace("ARGS", "[--v=2]")
+                .replace("MOUNTS", "[{name: a, mountPath: /a}]")
+                .replace("VOLUMES", "[{name: a, hostPath: {path: /a}}]");
+            for mode in [Mode::Static, Mode::Dynamic] {
+                assert_properties(&text, &opts(mode), true);
+            }
+        }
+    }
+    let json = "{\"kind\": \"Pod\", \"spec\": {\"containers\": [{\"name\": \"kube-apiserver\", \"image\": \"k8s.gcr.io/kube-apiserver:v1.16.0\", \"command\": [\"kube-apiserver\"], \"volumeMounts\": MOUNTS}], \"volumes\": VOLUMES}}";
+    for empty in ["[]", "[ ]", "[\n]"] {
+        for text in [
+            json.replace("MOUNTS", empty).replace("VOLUMES", empty),
+            json.replace("MOUNTS", empty)
+                .replace(", \"volumes\": VOLUMES", ""),
+            json.replace(", \"volumeMounts\": MOUNTS", "")
+                .replace("VOLUMES", empty),
+        ] {
+            // Not assert_properties: its line rule does not know a key added after `]}]`.
+            let o = opts(Mode::Static);
+            let out = patch(&text, &o).unwrap().text;
+            assert_eq!(patch(&out, &o).unwrap().text, out, "idempotent");
+            assert_eq!(revert(&out, &o).unwrap().text, text);
+            assert_eq!(common::parse(&out), common::expected_value(&text, &o));
+        }
+    }
+}
+
+/// Neighbours of 11.11: the script in `args`, `bash -ec`, and flags after $0 in the command.
+#[test]
+fn positional_args_reach_the_binary_from_every_list() {
+    let o = opts(Mode::Static);
+    for (command, args) in [
+        (
+            "[/bin/sh, -c]",
+            "[\"exec kube-apiserver \\\"$@\\\"\", --, --audit-log-path=-]",
+        ),
+        (
+            "[/bin/bash, -ec, \"exec kube-apiserver \\\"$@\\\"\", --]",
+            "[--audit-log-path=-]",
+        ),
+        (
+            "[sh, -c, \"exec kube-apiserver $*\", x, --audit-log-path=-]",
+            "[--v=2]",
+        ),
+    ] {
+        let t = format!(
+            "kind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    image: k8s.gcr.io/kube-apiserver:v1.16.0\n    command: {command}\n    args: {args}\n"
+        );
+        assert!(
+            matches!(patch(&t, &o), Err(PatchError::Conflict { .. })),
+            "{t}"
+        );
+        let fine = t.replace("--audit-log-path=-", "--v=3");
+        assert_properties(&fine, &o, true);
+    }
+    // Not `sh -c`: a script file's "$@" is not ours to read, and stays a word.
+    let t = "kind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    image: k8s.gcr.io/kube-apiserver:v1.16.0\n    command: [/bin/sh, /start.sh, \"exec kube-apiserver \\\"$@\\\"\"]\n    args: [--audit-log-path=-]\n";
+    assert_eq!(inspect(t).unwrap().apiserver_args, ["$@"]);
+}

@@ -79,7 +79,12 @@ pub fn assert_line_rule(old: &str, new: &str, shape: Shape) {
         let merged = was.contains("--feature-gates") || was.contains("--runtime-config");
         let flow_line = was.contains('[') || was.contains('{');
         // An empty flow list (`volumes: []`) takes our item on its own line.
-        let empty_list = was.trim_end().ends_with("[]");
+        let empty_list = {
+            let w = was.trim_end();
+            w.ends_with('[')
+                || w.strip_suffix(']')
+                    .is_some_and(|w| w.trim_end().ends_with('['))
+        };
         // A last line without a newline "changes" when lines are added after it.
         let ok = was == now
             || match shape {
