@@ -36,6 +36,7 @@ pub(crate) const NOT_WRITABLE: i32 = 92;
 pub(crate) const INCOMPLETE: i32 = 93;
 pub(crate) const IS_DIRECTORY: i32 = 94;
 pub(crate) const EXISTS: i32 = 95;
+pub(crate) const NOT_REGULAR: i32 = 96;
 
 const DOWNLOAD: &str = r#"if [ ! -e "$1" ]; then echo "ship: $1: no such file" >&2; exit 91; fi
 exec cat -- "$1""#;
@@ -124,6 +125,11 @@ pub(crate) fn script_error(
             host,
             path: path.to_owned(),
             reason: "is a directory",
+        },
+        NOT_REGULAR => ShipError::InvalidRemotePath {
+            host,
+            path: path.to_owned(),
+            reason: "is a symbolic link, a device or a FIFO; ship replaces only regular files",
         },
         EXISTS => ShipError::RemotePathExists {
             host,

@@ -16,7 +16,9 @@ use crate::{ExecOptions, Session, ShipError};
 /// order.
 ///
 /// 1. check: creates missing directories (0700; an existing one is used as it is), refuses
-///    missing target directories, directory targets and existing `n` targets, and removes
+///    missing target directories, directory targets, targets that are not regular files (a
+///    symbolic link would be replaced by a file, its target left as it was; a device or a
+///    FIFO would become a file) and existing `n` targets, and removes
 ///    ship's temp files older than an hour in each target directory, before any data is read;
 /// 2. stage: cuts each file off stdin into STAGED (a fresh name, created exclusively), sets its
 ///    mode and owner. Only the last file with data and the last file overall are measured: the
@@ -59,6 +61,7 @@ check() {
       f|n) t=$2/$3
          if [ ! -d "$2" ]; then echo "ship: $2: no such directory" >&2; stop 91; fi
          if [ -d "$t" ]; then echo "ship: $t: is a directory" >&2; stop 94; fi
+         if [ -h "$t" ] || { [ -e "$t" ] && [ ! -f "$t" ]; }; then stop 96; fi
          if [ "$1" = n ] && { [ -e "$t" ] || [ -h "$t" ]; }; then echo "ship: $t: already exists" >&2; stop 95; fi
          if [ "$2" != "$swept" ]; then sweep "$2"; swept=$2; fi
          lastf=$i
