@@ -232,6 +232,19 @@ impl Drop for Registered {
     }
 }
 
+/// Ends every open connection when the accept loop ends (the [`Server`] was dropped), so that
+/// a keep-alive sender does not go on delivering to a receiver its owner has let go.
+struct CloseAll(Arc<Connections>);
+
+impl Drop for CloseAll {
+    fn drop(&mut self) {
+        let open: Vec<AbortHandle> = self.0.lock().drain().map(|(_, (_, a))| a).collect();
+        for connection in open {
+            connection.abort();
+        }
+    }
+}
+
 /// Picks the connection idle the longest and marks it shed, unless it started a request in
 /// the meantime; returns its abort handle.
 fn pick_idle(open: &mut HashMap<u64, (Arc<Connection>, AbortHandle)>) -> Option<AbortHandle> {
@@ -276,6 +289,7 @@ async fn serve(listener: TcpListener, config: Config, sink: impl EventSink, stat
         budget,
         connections: Arc::clone(&connections),
     });
+    let _close_all = CloseAll(Arc::clone(&connections));
     let mut next_id = 0u64;
     loop {
         let stream = match listener.accept().await {

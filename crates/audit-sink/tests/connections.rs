@@ -262,3 +262,25 @@ async fn waiting_for_the_in_flight_budget_ends_at_the_body_deadline() {
         "HTTP/1.1 200 OK"
     );
 }
+
+/// Dropping the server ends its open connections too, keep-alive ones included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_server_closes_its_connections() {
+    let (server, _collector) = server(Config::default()).await;
+    let addr = server.local_addr();
+    let mut keep_alive = blocking(move || {
+        let mut stream = connect(addr);
+        let body = list(1);
+        let request = head(addr, body.len()).replace("Connection: close\r\n", "") + &body;
+        stream.write_all(request.as_bytes()).expect("send");
+        let mut buf = [0u8; 512];
+        let n = stream.read(&mut buf).expect("response");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK"));
+        stream
+    })
+    .await;
+    drop(server);
+    let (rest, took) = blocking(move || wait_for_close(&mut keep_alive, Instant::now())).await;
+    assert_eq!(rest, "");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}

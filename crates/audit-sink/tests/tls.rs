@@ -270,3 +270,52 @@ async fn idle_and_silent_tls_connections_do_not_lock_out_a_sender() {
     assert_eq!(collector.events().len(), 1);
     drop(idle);
 }
+
+/// The in-memory constructor, for a test or a pipeline that made its certificates itself;
+/// its errors name which PEM was wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_from_memory() {
+    let dir = certificates();
+    let read = |name: &str| std::fs::read(dir.path().join(name)).expect("read");
+    let (cert, key, ca) = (
+        read("good-server.pem"),
+        read("good-server.key"),
+        read("good-ca.pem"),
+    );
+    let error = TlsConfig::from_pem(&key, &key, None).expect_err("a key is no certificate");
+    assert!(
+        error
+            .to_string()
+            .starts_with("certificate PEM: no certificate found"),
+        "{error}"
+    );
+    let error = TlsConfig::from_pem(&cert, &key, Some(&key)).expect_err("a key is no CA");
+    assert!(
+        error
+            .to_string()
+            .starts_with("client CA PEM: no certificate found"),
+        "{error}"
+    );
+    let tls = TlsConfig::from_pem(&cert, &key, Some(&ca)).expect("usable");
+    assert!(tls.requires_client_cert());
+    let config = Config {
+        tls: Some(tls),
+        ..Config::default()
+    };
+    let collector = Collector::new();
+    let server = Server::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        config,
+        collector.clone(),
+    )
+    .await
+    .expect("bind");
+    let answer = curl(
+        server.url(),
+        dir.path().to_owned(),
+        "good-ca.pem",
+        Some("good-client"),
+    )
+    .await;
+    assert_eq!(answer, (0, "ok\n200".to_owned()));
+}
