@@ -36,7 +36,12 @@ pub enum Until {
 
 impl Session {
     /// Starts `argv` on a channel of its own and leaves it running with its stdin open: two
-    /// round trips (open, exec). Other commands can run on the session meanwhile.
+    /// round trips (open, exec). Other commands can run on the session meanwhile. What the
+    /// command prints waits in memory until it is read; one that prints more than the
+    /// channel's window (2 MiB with OpenSSH) while nobody reads it stalls until it is read.
+    ///
+    /// A command that must clean up when the channel goes should also trap HUP and PIPE: when
+    /// the connection drops, its first write gets SIGPIPE, which skips an EXIT trap.
     pub fn spawn(&self, argv: &[&str], opts: ExecOptions) -> Result<RemoteChild<'_>, ShipError> {
         let during = command_line(argv);
         self.ssh.set_blocking(true);

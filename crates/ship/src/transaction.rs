@@ -18,12 +18,12 @@ use crate::{ExecOptions, Session, ShipError};
 /// 1. check: creates missing directories (0700; an existing one is used as it is), refuses
 ///    missing target directories, directory targets, targets that are not regular files (a
 ///    symbolic link would be replaced by a file, its target left as it was; a device or a
-///    FIFO would become a file) and existing `n` targets, and removes
-///    ship's temp files older than an hour in each target directory, before any data is read;
+///    FIFO would become a file) and existing `n` targets, and removes ship's temp files older
+///    than an hour in each target directory, all before any data is read;
 /// 2. stage: cuts each file off stdin into STAGED (a fresh name, created exclusively), sets its
-///    mode and owner. Only the last file with data and the last file overall are measured: the
-///    cuts are exact, so a short stream leaves one of them short, and extra bytes land in the
-///    last one (read to the end of input);
+///    owner, then its mode (chown clears set-user-ID bits). Only the last file with data and
+///    the last file overall are measured: the cuts are exact, so a short stream leaves one of
+///    them short, and extra bytes land in the last one (read to the end of input);
 /// 3. commit: prints `staged`, then renames the `n` files (by hard link, which never replaces
 ///    a file), then the `f` files, each in op order, printing `committed INDEX` after each
 ///    one, and `done` at the end. From here on a hang-up is ignored, so a lost connection does
@@ -86,8 +86,8 @@ stage() {
            if [ "$got" -ne "$6" ]; then echo "ship: $2/$3: got $got of $6 bytes" >&2; stop 93; fi
            unset got
          fi
-         if [ "$5" != 600 ]; then chmod "$5" -- "$s" || stop 92; fi
          own "$s" || stop 92
+         if [ "$5" != 600 ]; then chmod "$5" -- "$s" || stop 92; fi
          shift 6 ;;
     esac
     i=$((i + 1))
@@ -811,6 +811,77 @@ mod tests {
             Some((1, Some(17)))
         );
         assert!(Progress::parse(b"staged\ndone\n").done);
+    }
+
+    fn three_files() -> Transaction<'static> {
+        let mut tx = Transaction::new();
+        tx.private_dir("/d")
+            .file("/d/a", 0o600, &b"a"[..])
+            .file("/d/b", 0o600, &b"b"[..])
+            .file("/d/m", 0o600, &b"m"[..]);
+        tx
+    }
+
+    fn lost() -> ShipError {
+        ShipError::ConnectionLost {
+            host: "node".into(),
+            during: "upload".into(),
+            message: "reset".into(),
+        }
+    }
+
+    /// A broken connection: what the markers say, and what may have happened unheard.
+    #[test]
+    fn a_lost_connection_is_classified_by_the_markers_heard() {
+        let tx = three_files();
+        let classify = |stdout: &[u8], maybe_ran| {
+            tx.classify(&Progress::parse(stdout), lost(), None, maybe_ran)
+        };
+        let e = classify(b"", false);
+        assert_eq!((e.phase, e.untouched.len()), (Phase::BeforeCommit, 3));
+        let e = classify(b"", true);
+        assert_eq!((e.phase, e.unknown.len()), (Phase::Unknown, 3));
+        assert!(
+            e.to_string()
+                .contains("may have replaced /d/a, /d/b, /d/m or nothing"),
+            "{e}"
+        );
+        let e = classify(b"staged\ncommitted 1\n", true);
+        assert_eq!(e.phase, Phase::DuringCommit);
+        assert_eq!(
+            (e.committed.as_slice(), e.unknown.as_slice()),
+            (
+                &["/d/a".to_owned()][..],
+                &["/d/b".to_owned(), "/d/m".to_owned()][..]
+            )
+        );
+        assert!(
+            e.to_string()
+                .ends_with("(while committing: replaced /d/a; maybe replaced /d/b, /d/m)"),
+            "{e}"
+        );
+        let e = classify(
+            b"staged\ncommitted 1\ncommitted 2\ncommitted 3\ndone\n",
+            true,
+        );
+        assert_eq!((e.phase, e.committed.len()), (Phase::AfterCommit, 3));
+    }
+
+    /// Transactions in sequence (a batch too long for one command line): earlier ones count
+    /// as replaced, later ones as untouched.
+    #[test]
+    fn errors_of_a_sequence_count_the_earlier_transactions() {
+        let tx = three_files();
+        let before = tx.classify(&Progress::default(), lost(), None, false);
+        let e = before.within(vec!["/e/1".into()], vec!["/e/9".into()]);
+        assert_eq!(e.phase, Phase::DuringCommit);
+        assert_eq!(e.committed, ["/e/1"]);
+        assert_eq!(e.untouched, ["/d/a", "/d/b", "/d/m", "/e/9"]);
+        let first = tx.classify(&Progress::default(), lost(), None, false);
+        assert_eq!(
+            first.within(vec![], vec!["/e/9".into()]).phase,
+            Phase::BeforeCommit
+        );
     }
 
     #[test]

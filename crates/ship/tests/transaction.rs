@@ -85,6 +85,18 @@ fn an_existing_directory_keeps_its_mode_and_owner() {
     assert_eq!(mode_of(&fresh), 0o700);
 }
 
+/// chown clears set-user-ID bits, so the mode is set after the owner.
+#[test]
+fn root_owned_files_keep_their_whole_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let tool = dir.path().join("tool");
+    let mut tx = Transaction::new();
+    tx.root_owned()
+        .file(path(&tool), 0o4755, &b"#!/bin/sh\n"[..]);
+    tx.apply_local("local").unwrap();
+    assert_eq!((mode_of(&tool), owner_of(&tool)), (0o4755, 0));
+}
+
 #[test]
 fn staged_names_are_unique_per_run_and_concurrent_runs_all_land() {
     let dir = tempfile::tempdir().unwrap();
