@@ -302,7 +302,12 @@ async fn serve(listener: TcpListener, config: Config, sink: impl EventSink, stat
         let mut open = connections.lock();
         let victim = if open.len() >= limit {
             match pick_idle(&mut open) {
-                Some(victim) => Some(victim),
+                Some(victim) => {
+                    // Counted before the new connection can be served, so that stats read
+                    // after its answer include it.
+                    shared.stats.shed.fetch_add(1, Ordering::Relaxed);
+                    Some(victim)
+                }
                 None => {
                     drop(open);
                     shared.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -337,7 +342,6 @@ async fn serve(listener: TcpListener, config: Config, sink: impl EventSink, stat
         drop(open);
         if let Some(victim) = victim {
             victim.abort();
-            shared.stats.shed.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
