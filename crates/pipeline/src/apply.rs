@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::node::Change;
 use crate::preflight::Plan;
 use crate::rendering::Files;
-use crate::state::{self, State};
+use crate::state::{self, Enabled, State};
 
 /// Uploads the files that differ from what the node holds and, when the manifest changes,
 /// writes the backup, the state record and the new manifest: one transaction, so a dropped
@@ -34,17 +34,26 @@ pub fn run(args: &EnableArgs, plan: &Plan, files: &Files) -> Result<(usize, Stri
     let backup = state::backup_path(dir, &plan.manifest_path);
     let backup_dir = state::backup_dir(dir);
     let state_path = state::state_path(dir);
-    let record = State {
-        mode: args.mode,
-        manifest: plan.manifest_path.clone(),
-        backup: backup.clone(),
-        batch_max_wait: args.batch_max_wait.clone(),
+    let this = Enabled::from_options(&plan.options);
+    // The first backup stays the one disable restores: a later enable (a mode change) backs
+    // up a manifest that already carries our flags.
+    let record = match &plan.record {
+        Some(earlier) => State {
+            manifest: plan.manifest_path.clone(),
+            backup: earlier.backup.clone(),
+            enables: earlier.enables.iter().cloned().chain([this]).collect(),
+        },
+        None => State {
+            manifest: plan.manifest_path.clone(),
+            backup: backup.clone(),
+            enables: vec![this],
+        },
     }
     .to_text();
     if plan.patched.changed {
         changes.extend([
             Change::PrivateDir(&backup_dir),
-            Change::File {
+            Change::NewFile {
                 path: &backup,
                 bytes: plan.original.as_bytes(),
                 mode: 0o600,
@@ -72,11 +81,16 @@ pub fn run(args: &EnableArgs, plan: &Plan, files: &Files) -> Result<(usize, Stri
     } else {
         format!("{dir} (0700): {} (0600)", names.join(", "))
     };
-    if plan.patched.changed {
-        summary.push_str(&format!(
+    match (&plan.record, plan.patched.changed) {
+        (_, false) => {}
+        (None, true) => summary.push_str(&format!(
             "; {} replaced, original backed up to {backup}",
             plan.manifest_path
-        ));
+        )),
+        (Some(earlier), true) => summary.push_str(&format!(
+            "; {} replaced, previous version backed up to {backup}; disable restores the original, {}",
+            plan.manifest_path, earlier.backup
+        )),
     }
     Ok((names.len(), summary))
 }

@@ -10,7 +10,7 @@ use crate::report::Steps;
 pub fn apply(kube: &Kube, files: &Files, steps: &Steps) -> Result<()> {
     let sink = files
         .iter()
-        .find(|(name, _)| *name == "audit-sink.yaml")
+        .find(|(name, _)| *name == crate::rendering::AUDIT_SINK)
         .map(|(_, bytes)| String::from_utf8_lossy(bytes).into_owned())
         .context("the AuditSink was rendered")?;
     steps.run("auditsink", || {

@@ -42,7 +42,7 @@ pub fn run(args: DisableArgs, reporter: &dyn Reporter) -> Result<()> {
         let record = read
             .pop()
             .flatten()
-            .map(|bytes| State::parse(&String::from_utf8_lossy(&bytes)))
+            .map(|bytes| State::parse(&String::from_utf8_lossy(&bytes), audit_dir))
             .transpose()?;
         let current = manifest_text(&node, &manifest_path, read.pop().flatten())?;
         let (restored, how) =
@@ -51,8 +51,11 @@ pub fn run(args: DisableArgs, reporter: &dyn Reporter) -> Result<()> {
         Ok(((node, manifest_path, current, restored, record), summary))
     })?;
 
-    let needs_cluster =
-        !args.restart.no_wait || record.as_ref().is_some_and(|r| r.mode != Mode::Static);
+    // Any dynamic enable on the way (a mode change) left an AuditSink.
+    let dynamic = record
+        .as_ref()
+        .is_some_and(|r| r.enables.iter().any(|e| e.mode != Mode::Static));
+    let needs_cluster = !args.restart.no_wait || dynamic;
     let kube = args.cluster.connect(needs_cluster)?;
     if restored == current {
         steps.output(format!(
@@ -67,7 +70,7 @@ pub fn run(args: DisableArgs, reporter: &dyn Reporter) -> Result<()> {
             node.write(&manifest_path, restored.as_bytes(), 0o600)?;
             Ok(((), format!("{manifest_path} reverted")))
         })?;
-        let flags = our_flags(&current, audit_dir);
+        let flags = our_flags(&current, &enables(record.as_ref(), audit_dir));
         let change = ManifestChange {
             node: &node,
             manifest_path: &manifest_path,
@@ -86,7 +89,7 @@ pub fn run(args: DisableArgs, reporter: &dyn Reporter) -> Result<()> {
         )?;
     }
     if let Some(kube) = &kube
-        && record.as_ref().is_some_and(|r| r.mode != Mode::Static)
+        && dynamic
     {
         auditsink::delete(kube, &steps)?;
     }
@@ -100,9 +103,14 @@ pub fn run(args: DisableArgs, reporter: &dyn Reporter) -> Result<()> {
                 format!("{audit_dir} kept (--purge deletes the policy and webhook config)"),
             ));
         }
-        let policy = format!("{audit_dir}/audit-policy.yaml");
-        let webhook = format!("{audit_dir}/webhook-config.yaml");
-        node.remove(&[&state, &policy, &webhook])?;
+        let uploaded: Vec<String> = patch_apiserver::AuditFile::ALL
+            .iter()
+            .filter(|file| file.uploaded())
+            .map(|file| format!("{audit_dir}/{}", file.file_name()))
+            .collect();
+        let mut paths = vec![state.as_str()];
+        paths.extend(uploaded.iter().map(String::as_str));
+        node.remove(&paths)?;
         Ok((
             (),
             format!("{audit_dir}: policy and webhook config deleted; audit.log and backup/ kept"),
@@ -111,8 +119,24 @@ pub fn run(args: DisableArgs, reporter: &dyn Reporter) -> Result<()> {
     Ok(())
 }
 
-/// The manifest to put back: the backup when the manifest is still exactly what enable wrote
-/// from it (so even bytes the reverse edit cannot know come back), else the reverse edit.
+/// The options of every enable the record lists, or, without a record, the defaults for
+/// this audit directory.
+fn enables(record: Option<&State>, audit_dir: &str) -> Vec<PatchOptions> {
+    match record {
+        Some(record) => record.enables.iter().map(|e| e.options()).collect(),
+        None => {
+            let mut options = PatchOptions::new(Mode::Static);
+            options.audit_dir = audit_dir.to_string();
+            vec![options]
+        }
+    }
+}
+
+/// The manifest to put back. The backup, when the manifest is still exactly what the record's
+/// enables wrote from it, replayed in order with their options (a mode change and `--force`
+/// included): even bytes the reverse edit cannot know come back. Otherwise the reverse edit of
+/// each enable, newest first; and when flags of ours would still be left, a refusal that
+/// names them, never a success with our flags in place.
 fn restored_manifest(
     node: &Node,
     manifest_path: &str,
@@ -120,40 +144,60 @@ fn restored_manifest(
     record: Option<&State>,
     audit_dir: &str,
 ) -> Result<(String, String)> {
+    let all = enables(record, audit_dir);
+    let mut original = None;
     if let Some(record) = record
         && let Ok(backup) = node.read(&record.backup)
     {
         let backup = String::from_utf8(backup).context("the backup is not UTF-8")?;
-        let mut options = PatchOptions::new(record.mode);
-        options.audit_dir = audit_dir.to_string();
-        options.batch_max_wait = record.batch_max_wait.clone();
-        if patch_apiserver::patch(&backup, &options).is_ok_and(|p| p.text == current) {
+        let replayed = all.iter().try_fold(backup.clone(), |text, options| {
+            patch_apiserver::patch(&text, options).map(|p| p.text)
+        });
+        if replayed.is_ok_and(|text| text == current) {
             return Ok((backup, format!("restoring the backup {}", record.backup)));
         }
+        original = Some(backup);
     }
-    let mode = record.map_or(Mode::Static, |r| r.mode);
-    let mut options = PatchOptions::new(mode);
-    options.audit_dir = audit_dir.to_string();
-    let reverted = patch_apiserver::revert(current, &options).map_err(|e| {
+    let located = |e: patch_apiserver::PatchError| {
         PipelineError::failed(e.located(&format!("{manifest_path} on {}", node.describe())))
-    })?;
-    Ok((
-        reverted.text,
-        "removing our audit flags, volume and mount".into(),
-    ))
+    };
+    let mut text = current.to_string();
+    for options in all.iter().rev() {
+        text = patch_apiserver::revert(&text, options)
+            .map_err(located)?
+            .text;
+    }
+    // Flags of ours the original already had are the user's own; any other is left over.
+    let had = original
+        .as_deref()
+        .map_or_else(Vec::new, |o| our_flags(o, &all));
+    let left: Vec<String> = our_flags(&text, &all)
+        .into_iter()
+        .filter(|flag| !had.contains(flag))
+        .collect();
+    if !left.is_empty() {
+        return Err(PipelineError::failed(format!(
+            "{manifest_path} on {} was changed after enable, and removing our settings would still leave {}; nothing was changed. The original manifest is {}",
+            node.describe(),
+            left.join(" "),
+            record.map_or("not recorded".into(), |r| format!("in {}", r.backup))
+        )));
+    }
+    Ok((text, "removing our audit flags, volume and mount".into()))
 }
 
-/// Our flags as the running pod shows them, to check that they are gone.
-fn our_flags(current: &str, audit_dir: &str) -> Vec<String> {
-    let Ok(inspection) = patch_apiserver::inspect(current) else {
+/// The flags in `manifest` that one of `enables` wrote, as the running pod shows them.
+fn our_flags(manifest: &str, enables: &[PatchOptions]) -> Vec<String> {
+    let Ok(inspection) = patch_apiserver::inspect(manifest) else {
         return Vec::new();
     };
-    inspection
-        .apiserver_args
-        .into_iter()
-        .filter(|arg| {
-            arg.starts_with("--audit-")
-                && (arg.contains(audit_dir) || arg.starts_with("--audit-webhook-batch"))
-        })
-        .collect()
+    let mut flags: Vec<String> = Vec::new();
+    for options in enables {
+        for flag in patch_apiserver::our_flags(&inspection.apiserver_args, options) {
+            if !flags.iter().any(|f| f == flag) {
+                flags.push(flag.to_string());
+            }
+        }
+    }
+    flags
 }

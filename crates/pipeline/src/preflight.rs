@@ -10,6 +10,7 @@ use crate::enable::EnableArgs;
 use crate::error::{Context, PipelineError, Result};
 use crate::node::Node;
 use crate::report::Steps;
+use crate::state::{self, State};
 use crate::templates::FalcoUrl;
 use crate::wait;
 
@@ -20,6 +21,8 @@ pub struct Plan {
     pub original: String,
     /// What the node holds now for each file we may upload, read with the manifest.
     pub existing: Vec<(&'static str, Option<Vec<u8>>)>,
+    /// The record of an earlier enable that is still in force: its backup is the original.
+    pub record: Option<State>,
     pub patched: patch_apiserver::Outcome,
     pub options: PatchOptions,
     pub falco: Option<FalcoUrl>,
@@ -31,13 +34,13 @@ pub struct Plan {
     pub falco_reason: Option<String>,
 }
 
-/// The files a mode puts on the node.
-pub fn uploads(mode: Mode) -> &'static [&'static str] {
-    match mode {
-        Mode::Static => &["audit-policy.yaml", "webhook-config.yaml"],
-        Mode::DynamicLog => &["audit-policy.yaml"],
-        Mode::Dynamic => &[],
-    }
+/// The files a mode puts on the node, from patch-apiserver's one list.
+pub fn uploads(mode: Mode) -> Vec<&'static str> {
+    patch_apiserver::audit_files(&PatchOptions::new(mode))
+        .into_iter()
+        .filter(|file| file.uploaded())
+        .map(|file| file.file_name())
+        .collect()
 }
 
 /// The preflight of `enable`; returns the plan and its one-line summary.
@@ -48,10 +51,11 @@ pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
     let manifest_path = args.target.manifest();
     let dir = &args.target.node.audit_dir;
     let names = uploads(args.mode);
-    let mut paths = vec![manifest_path.clone()];
+    let mut paths = vec![manifest_path.clone(), state::state_path(dir)];
     paths.extend(names.iter().map(|name| format!("{dir}/{name}")));
     let mut read = node.read_many(&paths.iter().map(String::as_str).collect::<Vec<_>>())?;
-    let existing = names.iter().copied().zip(read.split_off(1)).collect();
+    let existing = names.iter().copied().zip(read.split_off(2)).collect();
+    let record_bytes = read.pop().flatten();
     let original = manifest_text(&node, &manifest_path, read.pop().flatten())?;
     let on_node = format!("{} on {}", manifest_path, node.describe());
     let inspection = patch_apiserver::inspect(&original)
@@ -102,6 +106,13 @@ pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
         }
     }
 
+    let record = record_in_force(
+        record_bytes,
+        dir,
+        &manifest_path,
+        &inspection,
+        &mut warnings,
+    );
     let (falco, falco_reason) = resolve_falco(args, kube.as_ref())?;
     if let Some(url) = falco.as_ref().filter(|url| url.is_cluster_dns_name()) {
         warnings.push(format!(
@@ -128,6 +139,7 @@ pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
         manifest_path,
         original,
         existing,
+        record,
         patched,
         options,
         falco,
@@ -137,6 +149,34 @@ pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
         falco_reason,
     };
     Ok((plan, summary))
+}
+
+/// The record an earlier enable left, when it still describes this manifest: it names it, and
+/// the manifest still carries flags that one of its enables wrote. Otherwise this enable starts
+/// afresh (with a warning when the record could not be read).
+fn record_in_force(
+    bytes: Option<Vec<u8>>,
+    audit_dir: &str,
+    manifest_path: &str,
+    inspection: &patch_apiserver::Inspection,
+    warnings: &mut Vec<String>,
+) -> Option<State> {
+    let text = String::from_utf8_lossy(&bytes?).into_owned();
+    let record = match State::parse(&text, audit_dir) {
+        Ok(record) => record,
+        Err(error) => {
+            warnings.push(format!(
+                "ignoring the unreadable state record {}: {}",
+                state::state_path(audit_dir),
+                error.report()
+            ));
+            return None;
+        }
+    };
+    let ours = record.enables.iter().any(|enabled| {
+        !patch_apiserver::our_flags(&inspection.apiserver_args, &enabled.options()).is_empty()
+    });
+    (record.manifest == manifest_path && ours).then_some(record)
 }
 
 pub fn describe_version(version: Option<&KubeVersion>) -> String {

@@ -44,12 +44,14 @@ pub fn run(args: StatusArgs, reporter: &dyn Reporter) -> Result<()> {
     for flag in inspection
         .apiserver_args
         .iter()
-        .filter(|a| is_audit_flag(a))
+        .filter(|a| patch_apiserver::is_audit_related(a))
     {
         out.output(format!("  flag     {flag}"));
     }
     let audit_dir = &args.target.node.audit_dir;
-    for name in ["audit-policy.yaml", "webhook-config.yaml", "audit.log"] {
+    use patch_apiserver::AuditFile;
+    for name in [AuditFile::Policy, AuditFile::WebhookConfig, AuditFile::Log].map(|f| f.file_name())
+    {
         let path = node.path(&format!("{audit_dir}/{name}"));
         let stat = node.run(&["stat", "-c", "%a %U:%G %s bytes", &path])?;
         let line = if stat.status == 0 {
@@ -60,11 +62,12 @@ pub fn run(args: StatusArgs, reporter: &dyn Reporter) -> Result<()> {
         out.output(format!("  file     {audit_dir}/{name}: {line}"));
     }
     if let Ok(bytes) = node.read(&state::state_path(audit_dir))
-        && let Ok(record) = State::parse(&String::from_utf8_lossy(&bytes))
+        && let Ok(record) = State::parse(&String::from_utf8_lossy(&bytes), audit_dir)
     {
         out.output(format!(
             "backup     {} (enabled in {} mode)",
-            record.backup, record.mode
+            record.backup,
+            record.mode()
         ));
     }
     if let Some(kube) = args.cluster.connect(false)? {
@@ -81,7 +84,11 @@ pub fn run(args: StatusArgs, reporter: &dyn Reporter) -> Result<()> {
             kube.cluster
                 .apiserver_mirror_pod(args.cluster.node_name.as_deref()),
         )? {
-            let running = pod.command.iter().filter(|a| is_audit_flag(a)).count();
+            let running = pod
+                .command
+                .iter()
+                .filter(|a| patch_apiserver::is_audit_related(a))
+                .count();
             out.output(format!(
                 "pod        {} runs with {running} audit flag(s), config hash {}",
                 pod.name,
@@ -100,10 +107,4 @@ pub fn run(args: StatusArgs, reporter: &dyn Reporter) -> Result<()> {
         out.output("cluster    not checked (pass --kubeconfig to see the AuditSink)");
     }
     Ok(())
-}
-
-fn is_audit_flag(arg: &str) -> bool {
-    arg.starts_with("--audit-")
-        || arg.contains("DynamicAuditing")
-        || arg.contains("auditregistration")
 }

@@ -82,7 +82,7 @@ impl TestNode {
         settings.add_filter(&regex_escape(&self.root.path().to_string_lossy()), "[ROOT]");
         settings.add_filter(r"\(\d+\.\d\ds\)", "(T)");
         settings.add_filter(r"after \d+\.\ds", "after T");
-        settings.add_filter(r"\d{8}T\d{6}Z", "[TIMESTAMP]");
+        settings.add_filter(r"\d{8}T\d{6}(\.\d{9})?Z", "[TIMESTAMP]");
         settings.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]");
         settings
     }
@@ -824,4 +824,115 @@ fn minikube_variant_with_the_docker_driver_uses_the_forwarded_port() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A mode change, then disable: the second enable once backed up the already patched
+/// manifest, and disable left four --audit-* flags in place while reporting success.
+#[test]
+fn a_mode_change_then_disable_restores_the_original_bytes() {
+    let fixture = "minikube-v1.18.yaml";
+    let node = TestNode::with_manifest(fixture, "/etc/kubernetes/manifests/kube-apiserver.yaml");
+    let cluster = dynamic_cluster();
+    let kubeconfig = cluster.write_kubeconfig(node.home.path());
+    let kube = ["--kubeconfig", kubeconfig.to_str().unwrap()];
+    let mut args = vec!["--falco-url", FALCO_URL, "--no-wait"];
+    args.extend(kube);
+    assert_ok(&node.xtask("enable", Some("static"), &args));
+    let second = node.xtask("enable", Some("dynamic+log"), &args);
+    assert_ok(&second);
+    assert!(
+        stdout(&second).contains("disable restores the original"),
+        "{}",
+        stdout(&second)
+    );
+    // Two backups, never one written over the other; the record keeps the first.
+    assert_eq!(backups(&node).len(), 2);
+    let record = std::fs::read_to_string(node.path(&format!("{AUDIT_DIR}/enabled"))).unwrap();
+    assert_eq!(record.matches("\nenable=").count(), 2, "{record}");
+
+    let mut off_args = vec!["--no-wait"];
+    off_args.extend(kube);
+    let off = node.xtask("disable", None, &off_args);
+    assert_ok(&off);
+    assert!(
+        stdout(&off).contains("restoring the backup"),
+        "{}",
+        stdout(&off)
+    );
+    assert_eq!(node.manifest_bytes(), fixture_bytes(fixture));
+    assert!(
+        cluster.seen().iter().any(|s| s.method == "DELETE"),
+        "the AuditSink of the dynamic+log enable was deleted"
+    );
+}
+
+/// `--force` replaced the user's own --audit-policy-file; disable re-derived the patch without
+/// --force, failed, and fell back to a revert that lost the user's flag.
+#[test]
+fn force_then_disable_gives_back_the_users_own_flag() {
+    let fixture = "kubeadm-v1.28.yaml";
+    let node = TestNode::with_manifest(fixture, "/etc/kubernetes/manifests/kube-apiserver.yaml");
+    let users = String::from_utf8(fixture_bytes(fixture)).unwrap().replacen(
+        "    - kube-apiserver\n",
+        "    - kube-apiserver\n    - --audit-policy-file=/etc/kubernetes/audit/policy.yaml\n",
+        1,
+    );
+    assert!(users.contains("/etc/kubernetes/audit/policy.yaml"));
+    std::fs::write(node.path(node.manifest), &users).unwrap();
+    let refused = node.xtask(
+        "enable",
+        Some("static"),
+        &["--falco-url", FALCO_URL, "--no-wait"],
+    );
+    assert!(!refused.status.success(), "a conflict without --force");
+    let forced = node.xtask(
+        "enable",
+        Some("static"),
+        &["--falco-url", FALCO_URL, "--no-wait", "--force"],
+    );
+    assert_ok(&forced);
+    assert!(
+        !String::from_utf8(node.manifest_bytes())
+            .unwrap()
+            .contains("/etc/kubernetes/audit/policy.yaml")
+    );
+    let off = node.xtask("disable", None, &["--no-wait"]);
+    assert_ok(&off);
+    assert_eq!(String::from_utf8(node.manifest_bytes()).unwrap(), users);
+}
+
+/// A state record written by the first format (before the options were recorded) still
+/// leads disable back to the original.
+#[test]
+fn disable_reads_a_state_record_of_the_first_format() {
+    let fixture = "kubeadm-v1.28.yaml";
+    let node = TestNode::with_manifest(fixture, "/etc/kubernetes/manifests/kube-apiserver.yaml");
+    assert_ok(&node.xtask(
+        "enable",
+        Some("static"),
+        &["--falco-url", FALCO_URL, "--no-wait"],
+    ));
+    let record_path = node.path(&format!("{AUDIT_DIR}/enabled"));
+    let record = std::fs::read_to_string(&record_path).unwrap();
+    let field = |key: &str| {
+        record
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap()
+            .to_string()
+    };
+    let old = format!(
+        "# Written by `cargo xtask enable`; read by disable and status.\nmode=static\nmanifest={}\nbackup={}\nbatch-max-wait=5s\n",
+        field("manifest="),
+        field("backup=")
+    );
+    std::fs::write(&record_path, old).unwrap();
+    let off = node.xtask("disable", None, &["--no-wait"]);
+    assert_ok(&off);
+    assert!(
+        stdout(&off).contains("restoring the backup"),
+        "{}",
+        stdout(&off)
+    );
+    assert_eq!(node.manifest_bytes(), fixture_bytes(fixture));
 }
