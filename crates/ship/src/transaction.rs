@@ -61,7 +61,7 @@ check() {
       f|n) t=$2/$3
          if [ ! -d "$2" ]; then echo "ship: $2: no such directory" >&2; stop 91; fi
          if [ -d "$t" ]; then echo "ship: $t: is a directory" >&2; stop 94; fi
-         if [ -h "$t" ] || { [ -e "$t" ] && [ ! -f "$t" ]; }; then stop 96; fi
+         if [ -h "$t" ] || { [ -e "$t" ] && [ ! -f "$t" ]; }; then echo "ship: $t: not a regular file" >&2; stop 96; fi
          if [ "$1" = n ] && { [ -e "$t" ] || [ -h "$t" ]; }; then echo "ship: $t: already exists" >&2; stop 95; fi
          if [ "$2" != "$swept" ]; then sweep "$2"; swept=$2; fi
          lastf=$i
@@ -212,10 +212,14 @@ struct Op<'a> {
 /// [`Transaction::apply_local`], or run [`Transaction::invocation`] with
 /// [`Transaction::input`] yourself and read the result with [`Transaction::outcome`].
 ///
-/// Directories are created first, in op order. Files are renamed into place only once every
+/// Directories are created in op order before any file is staged (add a directory before the
+/// files in it). Files are renamed into place only once every
 /// one of them is staged: the no-clobber files ([`Transaction::new_file`]) first, then the
 /// others in the order they were added, so the file that must come last (a static pod
 /// manifest, which the kubelet acts on) is added last.
+///
+/// A transaction with [`Transaction::file_from`] readers runs once: a second run would find
+/// them read.
 #[derive(Default)]
 pub struct Transaction<'a> {
     ops: Vec<Op<'a>>,

@@ -35,7 +35,7 @@ const STAGE: &str = concat!(
 d=$1 t=$1/$2 s=$1/$3
 if [ ! -d "$d" ]; then echo "ship: $d: no such directory" >&2; exit 91; fi
 if [ -d "$t" ]; then echo "ship: $t: is a directory" >&2; exit 94; fi
-if [ -h "$t" ] || { [ -e "$t" ] && [ ! -f "$t" ]; }; then exit 96; fi
+if [ -h "$t" ] || { [ -e "$t" ] && [ ! -f "$t" ]; }; then echo "ship: $t: not a regular file" >&2; exit 96; fi
 sweep "$d"
 true > "$s" || exit 92
 trap 'rm -f -- "$s"' EXIT
