@@ -269,6 +269,9 @@ fn pick_idle(open: &mut HashMap<u64, (Arc<Connection>, AbortHandle)>) -> Option<
     None
 }
 
+/// Per-connection read buffer, which bounds a request's headers.
+const HEADER_BUFFER: usize = 64 << 10;
+
 /// What a plain-http client gets when every slot has a request in progress.
 const BUSY_REPLY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 55\r\nConnection: close\r\n\r\nevery connection slot has a request in progress; retry\n";
 
@@ -409,6 +412,9 @@ async fn serve_http<S: EventSink>(
     let _ = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(timeout)
+        // hyper's default lets each connection buffer about 400 KiB of headers; the API
+        // server sends well under 8 KiB, so all connections together stay within a few MiB.
+        .max_buf_size(HEADER_BUFFER)
         .serve_connection(TokioIo::new(io), service)
         .await;
 }

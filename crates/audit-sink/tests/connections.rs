@@ -284,3 +284,22 @@ async fn dropping_the_server_closes_its_connections() {
     assert_eq!(rest, "");
     assert!(took < Duration::from_secs(1), "{took:?}");
 }
+
+/// Headers larger than the connection's buffer are refused instead of buffered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_are_refused() {
+    let (server, _collector) = server(Config::default()).await;
+    let addr = server.local_addr();
+    let response = blocking(move || {
+        let mut stream = connect(addr);
+        let filler = format!("X-Filler: {}\r\n", "a".repeat(1000)).repeat(100);
+        let request = head(addr, 0).replace("\r\n\r\n", &format!("\r\n{filler}\r\n"));
+        let _ = stream.write_all(request.as_bytes());
+        wait_for_close(&mut stream, Instant::now()).0
+    })
+    .await;
+    assert!(
+        response.starts_with("HTTP/1.1 431 Request Header Fields Too Large"),
+        "{response}"
+    );
+}
