@@ -33,7 +33,7 @@ pub struct DisableArgs {
 /// Runs `disable`, reporting each step to `reporter`.
 pub fn run(args: DisableArgs, reporter: &dyn Reporter) -> Result<()> {
     let steps = Steps::new(reporter);
-    let audit_dir = &args.target.node.audit_dir;
+    let audit_dir = args.target.audit_dir()?;
     let (node, manifest_path, current, restored, record) = steps.run("preflight", || {
         let node = args.target.connect()?;
         let manifest_path = args.target.manifest();

@@ -47,9 +47,9 @@ pub fn uploads(mode: Mode) -> Vec<&'static str> {
 pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
     let needs_cluster =
         !args.restart.no_wait || args.mode != Mode::Static || args.falco.falco_url.is_none();
+    let dir = args.target.audit_dir()?;
     let node = args.target.connect()?;
     let manifest_path = args.target.manifest();
-    let dir = &args.target.node.audit_dir;
     let names = uploads(args.mode);
     let mut paths = vec![manifest_path.clone(), state::state_path(dir)];
     paths.extend(names.iter().map(|name| format!("{dir}/{name}")));

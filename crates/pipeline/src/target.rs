@@ -47,6 +47,18 @@ impl TargetArgs {
     pub fn manifest(&self) -> String {
         self.node.manifest(self.variant)
     }
+
+    /// `--audit-dir`, refused when it is `/`, a system directory, or the manifests directory
+    /// (or one above it): enable creates it, mounts it into the pod and writes the webhook
+    /// kubeconfig and the state record there, and `disable --purge` deletes files in it.
+    pub fn audit_dir(&self) -> Result<&str> {
+        let dir = self.node.audit_dir.as_str();
+        let manifest = self.manifest();
+        let manifest_dir = manifest.rsplit_once('/').map(|(dir, _)| dir);
+        patch_apiserver::check_audit_dir(dir, manifest_dir.filter(|d| !d.is_empty()))
+            .map_err(|e| PipelineError::failed(format!("--audit-dir {dir}: {e}")))?;
+        Ok(dir)
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]

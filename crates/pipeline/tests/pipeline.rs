@@ -936,3 +936,67 @@ fn disable_reads_a_state_record_of_the_first_format() {
     );
     assert_eq!(node.manifest_bytes(), fixture_bytes(fixture));
 }
+
+/// `--audit-dir /var/log` chmodded the system directory to 0700 root:root, `/` mounted the
+/// whole host into the pod, and the manifests directory received the webhook kubeconfig.
+#[test]
+fn system_and_manifest_directories_are_refused_as_the_audit_dir() {
+    let fixture = "kubeadm-v1.28.yaml";
+    let node = TestNode::with_manifest(fixture, "/etc/kubernetes/manifests/kube-apiserver.yaml");
+    let log = node.path("/var/log");
+    std::fs::create_dir_all(&log).unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for dir in [
+        "/var/log",
+        "/",
+        "/etc/kubernetes/manifests",
+        "/etc/kubernetes",
+        "/etc",
+    ] {
+        let out = node.xtask(
+            "enable",
+            Some("static"),
+            &["--falco-url", FALCO_URL, "--no-wait", "--audit-dir", dir],
+        );
+        assert!(!out.status.success(), "{dir} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("--audit-dir {dir}:")), "{dir}: {err}");
+        let purge = node.xtask(
+            "disable",
+            None,
+            &["--no-wait", "--purge", "--audit-dir", dir],
+        );
+        assert!(!purge.status.success(), "disable --purge accepted {dir}");
+    }
+    assert_eq!(node.manifest_bytes(), fixture_bytes(fixture));
+    assert_eq!(mode_and_owner(&log).0, 0o755);
+}
+
+/// An audit directory that exists is used as it is: enable never chmods or chowns what it
+/// did not create.
+#[test]
+fn an_existing_audit_dir_keeps_its_mode_and_owner() {
+    let fixture = "kubeadm-v1.28.yaml";
+    let node = TestNode::with_manifest(fixture, "/etc/kubernetes/manifests/kube-apiserver.yaml");
+    let dir = node.path("/srv/audit");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::os::unix::fs::chown(&dir, Some(1), Some(1)).unwrap();
+    let out = node.xtask(
+        "enable",
+        Some("static"),
+        &[
+            "--falco-url",
+            FALCO_URL,
+            "--no-wait",
+            "--audit-dir",
+            "/srv/audit",
+        ],
+    );
+    assert_ok(&out);
+    assert_eq!(mode_and_owner(&dir), (0o750, 1));
+    assert_eq!(
+        mode_and_owner(&node.path("/srv/audit/webhook-config.yaml")),
+        (0o600, 0)
+    );
+}
