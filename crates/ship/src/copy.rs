@@ -387,8 +387,10 @@ pub(crate) fn write_local(
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    sweep_local(dir);
     let mut tmp = tempfile::Builder::new()
-        .prefix(".ship.")
+        .prefix(TEMP_PREFIX)
+        .rand_bytes(TEMP_RANDOM)
         .tempfile_in(dir)
         .map_err(|cause| CopyError::CreateTemp {
             dir: dir.to_owned(),
@@ -400,4 +402,36 @@ pub(crate) fn write_local(
         .map_err(write_err)?;
     tmp.persist(&real).map_err(|e| write_err(e.error))?;
     Ok(())
+}
+
+const TEMP_PREFIX: &str = ".ship.";
+const TEMP_RANDOM: usize = 6;
+
+/// Removes the temp files of local downloads that were killed (a temp file is removed when
+/// its download ends in any other way), once nobody has written to them for an hour: a
+/// concurrent download's file is never touched. Best effort, as on the node.
+fn sweep_local(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let hour = Duration::from_secs(3600);
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let ours = name.len() == TEMP_PREFIX.len() + TEMP_RANDOM
+            && name.starts_with(TEMP_PREFIX)
+            && name[TEMP_PREFIX.len()..]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric());
+        let stale = entry.metadata().is_ok_and(|m| {
+            m.is_file()
+                && m.modified()
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > hour)
+        });
+        if ours && stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }

@@ -219,3 +219,34 @@ fn remote_targets_that_are_not_regular_files_are_refused() {
     );
     assert!(temp_files(&dir).is_empty(), "{:?}", temp_files(&dir));
 }
+
+/// The local side of a download killed half way leaves a `.ship.XXXXXX` temp file; the next
+/// download into that directory removes it after an hour, never a fresh one.
+#[test]
+fn local_downloads_remove_stale_temp_files() {
+    let sshd = Sshd::start();
+    let source = sshd.root().join("source");
+    std::fs::write(&source, b"payload\n").unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let (stale, fresh, other) = (".ship.Ab3dEf", ".ship.Zz3dEf", ".ship.notes-of-mine");
+    for (name, when) in [
+        (stale, "2 hours ago"),
+        (fresh, "1 minute ago"),
+        (other, "2 hours ago"),
+    ] {
+        let path = local.path().join(name);
+        std::fs::write(&path, b"x").unwrap();
+        let status = std::process::Command::new("touch")
+            .args(["-d", when])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let target = local.path().join("copy");
+    let operands = [remote(&sshd, &source), target.to_str().unwrap().to_owned()];
+    run(&sshd, &operands, b"", &mut Quiet).unwrap();
+    assert_eq!(std::fs::read(&target).unwrap(), b"payload\n");
+    assert!(!local.path().join(stale).exists());
+    assert!(local.path().join(fresh).exists() && local.path().join(other).exists());
+}
