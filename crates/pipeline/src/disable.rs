@@ -38,7 +38,10 @@ pub fn run(args: DisableArgs, reporter: &dyn Reporter) -> Result<()> {
         let node = args.target.connect()?;
         let manifest_path = args.target.manifest();
         let state_path = state::state_path(audit_dir);
-        let mut read = node.read_many(&[&manifest_path, &state_path])?;
+        let mut read = node.lock_and_read(
+            &crate::lock::dir_for(&manifest_path),
+            &[&manifest_path, &state_path],
+        )?;
         let record = read
             .pop()
             .flatten()
@@ -116,6 +119,7 @@ pub fn run(args: DisableArgs, reporter: &dyn Reporter) -> Result<()> {
             format!("{audit_dir}: policy and webhook config deleted; audit.log and backup/ kept"),
         ))
     })?;
+    node.unlock()?;
     Ok(())
 }
 

@@ -143,6 +143,7 @@ pub fn enable(args: EnableArgs, reporter: &dyn Reporter) -> Result<Option<ship::
             .context("dynamic modes need the cluster")?;
         auditsink::apply(kube, &files, &steps)?;
     }
+    plan.node.unlock()?;
     let stats = plan.node.stats();
     if let Some(stats) = &stats {
         steps.detail(format!(

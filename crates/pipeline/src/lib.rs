@@ -18,6 +18,7 @@ pub mod disable;
 pub mod enable;
 mod error;
 pub mod falco_url;
+pub mod lock;
 pub mod manager;
 pub mod node;
 pub mod observe;

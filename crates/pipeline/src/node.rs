@@ -4,11 +4,13 @@
 //! remote command (two or three round trips), whatever it reads or writes.
 //! `--root DIR` makes a sandbox directory stand in for the node's `/`.
 
-use std::io::Write;
+use std::cell::RefCell;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::error::{Context, Result, bail};
+use crate::error::{Context, PipelineError, Result, bail};
+use crate::lock;
 
 /// The output of a command on the node.
 pub struct Ran {
@@ -65,11 +67,20 @@ pub struct Node {
     /// Where the node's `/` is; `/` itself unless `--root` was given.
     root: PathBuf,
     describe: String,
+    /// The node lock's holder while this run has it (see `lock`).
+    holder: RefCell<Option<LockHolder>>,
+}
+
+/// The command holding the node lock, kept running until the run ends.
+enum LockHolder {
+    Ssh(ship::Held),
+    Local(std::process::Child),
 }
 
 impl Node {
     pub fn ssh(session: ship::Session, root: Option<&Path>, describe: String) -> Node {
         Node {
+            holder: RefCell::new(None),
             transport: Transport::Ssh(Box::new(session)),
             root: root.map_or_else(|| PathBuf::from("/"), Path::to_path_buf),
             describe,
@@ -84,6 +95,7 @@ impl Node {
             );
         }
         Ok(Node {
+            holder: RefCell::new(None),
             transport: Transport::Local,
             root: root.map_or_else(|| PathBuf::from("/"), Path::to_path_buf),
             describe: match root {
@@ -133,6 +145,121 @@ impl Node {
                 self.describe
             )
         })
+    }
+
+    /// Takes the node lock for the rest of this run, in the same command that reads
+    /// `node_paths` (as [`Node::read_many`]). `lock_dir` is a node path beside the manifest.
+    /// Another enable or disable holding it is an error that says who and since when.
+    pub fn lock_and_read(
+        &self,
+        lock_dir: &str,
+        node_paths: &[&str],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let lock_dir = self.path(lock_dir);
+        let paths: Vec<String> = node_paths.iter().map(|p| self.path(p)).collect();
+        let (from, marker) = (lock::this_host(), lock::marker());
+        let mut argv = vec![
+            "sh",
+            "-c",
+            lock::SCRIPT,
+            lock::NAME,
+            &lock_dir,
+            &from,
+            &marker,
+        ];
+        argv.extend(paths.iter().map(String::as_str));
+        let (stdout, holder) = match &self.transport {
+            Transport::Ssh(session) => {
+                let mut child = session.spawn(&argv, SUDO)?;
+                match child.read_until_line(&marker)? {
+                    ship::Until::Line { before } => (before, LockHolder::Ssh(child.detach()?)),
+                    ship::Until::Exited(out) => {
+                        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+                        return Err(self.lock_refused(out.status, &out.stdout, &stderr));
+                    }
+                }
+            }
+            Transport::Local => self.spawn_local_holder(&argv, &marker)?,
+        };
+        *self.holder.borrow_mut() = Some(holder);
+        // The holder puts an empty line before the marker, so that it stands on a line of its own.
+        let files = stdout.strip_suffix(b"\n").unwrap_or(&stdout);
+        parse_read_output(files, paths.len()).with_context(|| {
+            format!(
+                "reading {} on {}: garbled reply",
+                paths.join(", "),
+                self.describe
+            )
+        })
+    }
+
+    /// Releases the node lock, waiting for its holder to remove it (one round trip).
+    pub fn unlock(&self) -> Result<()> {
+        match self.holder.borrow_mut().take() {
+            None => Ok(()),
+            Some(LockHolder::Ssh(held)) => match &self.transport {
+                Transport::Ssh(session) => held.release(session).map(drop).map_err(Into::into),
+                Transport::Local => Ok(()),
+            },
+            Some(LockHolder::Local(mut child)) => {
+                drop(child.stdin.take());
+                child
+                    .wait()
+                    .map(drop)
+                    .context("waiting for the lock holder")
+            }
+        }
+    }
+
+    fn lock_refused(&self, status: i32, stdout: &[u8], stderr: &str) -> PipelineError {
+        if status == lock::HELD {
+            PipelineError::failed(format!(
+                "another enable/disable holds {} {}",
+                self.describe,
+                lock::Holder::parse(stdout)
+            ))
+        } else {
+            PipelineError::failed(format!(
+                "taking the lock and reading on {} failed (status {status}): {}",
+                self.describe,
+                stderr.trim()
+            ))
+        }
+    }
+
+    /// The local variant's holder: a child whose stdin we keep open until the run ends.
+    fn spawn_local_holder(&self, argv: &[&str], marker: &str) -> Result<(Vec<u8>, LockHolder)> {
+        let (program, args) = argv.split_first().context("empty command")?;
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {program}"))?;
+        let mut stdout = child.stdout.take().context("child stdout")?;
+        let end = format!("\n{marker}\n");
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            if seen.ends_with(end.as_bytes()) {
+                seen.truncate(seen.len() - end.len() + 1);
+                return Ok((seen, LockHolder::Local(child)));
+            }
+            let n = stdout
+                .read(&mut buf)
+                .context("reading the lock holder's output")?;
+            if n == 0 {
+                drop(child.stdin.take());
+                let out = child
+                    .wait_with_output()
+                    .context("waiting for the lock holder")?;
+                let status = out.status.code().unwrap_or(128);
+                let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+                return Err(self.lock_refused(status, &seen, &stderr));
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
     }
 
     pub fn read(&self, node_path: &str) -> Result<Vec<u8>> {
@@ -251,6 +378,13 @@ impl Node {
             );
         }
         Ok(ran)
+    }
+}
+
+impl Drop for Node {
+    /// A run that ends by an error still releases the lock before it exits.
+    fn drop(&mut self) {
+        let _ = self.unlock();
     }
 }
 
@@ -385,5 +519,68 @@ mod tests {
         assert_eq!(parse_read_output(b"5\nabc", 1), None);
         assert_eq!(parse_read_output(b"3\nabcextra", 1), None);
         assert_eq!(parse_read_output(b"x\n", 1), None);
+    }
+
+    #[test]
+    fn a_second_run_is_refused_while_the_first_holds_the_lock() {
+        let (dir, first) = sandbox();
+        let second = Node::local(Some(dir.path())).unwrap();
+        first
+            .apply(&[
+                Change::PrivateDir("/etc/k"),
+                Change::File {
+                    path: "/etc/k/m.yaml",
+                    bytes: b"manifest",
+                    mode: 0o600,
+                },
+            ])
+            .unwrap();
+        let read = first
+            .lock_and_read("/etc/k/.k8s-audit.lock", &["/etc/k/m.yaml"])
+            .unwrap();
+        assert_eq!(read[0].as_deref(), Some(&b"manifest"[..]));
+        let refused = second
+            .lock_and_read("/etc/k/.k8s-audit.lock", &["/etc/k/m.yaml"])
+            .unwrap_err()
+            .report();
+        let prefix = format!(
+            "another enable/disable holds this machine, sandbox root {} since 20",
+            dir.path().display()
+        );
+        assert!(refused.starts_with(&prefix), "{refused}");
+        assert!(
+            refused.contains("Z (pid ") && refused.contains(" on the node, from "),
+            "{refused}"
+        );
+        first.unlock().unwrap();
+        assert!(!dir.path().join("etc/k/.k8s-audit.lock").exists());
+        second
+            .lock_and_read("/etc/k/.k8s-audit.lock", &["/etc/k/m.yaml"])
+            .unwrap();
+        drop(second);
+        assert!(
+            !dir.path().join("etc/k/.k8s-audit.lock").exists(),
+            "dropping the node releases the lock"
+        );
+    }
+
+    #[test]
+    fn a_lock_whose_holder_is_gone_is_taken_over() {
+        let (dir, node) = sandbox();
+        let lock = dir.path().join("etc/k/.k8s-audit.lock");
+        std::fs::create_dir_all(&lock).unwrap();
+        // A pid that is not running: a child that has been waited for.
+        let mut gone = Command::new("true").spawn().unwrap();
+        let pid = gone.id();
+        gone.wait().unwrap();
+        std::fs::write(
+            lock.join("holder"),
+            format!("2026-12-01T00:00:00Z\n{pid}\nsomewhere\n"),
+        )
+        .unwrap();
+        node.lock_and_read("/etc/k/.k8s-audit.lock", &["/etc/k/m.yaml"])
+            .unwrap();
+        let holder = std::fs::read_to_string(lock.join("holder")).unwrap();
+        assert!(!holder.contains("somewhere"), "{holder}");
     }
 }

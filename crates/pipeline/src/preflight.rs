@@ -53,7 +53,10 @@ pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
     let names = uploads(args.mode);
     let mut paths = vec![manifest_path.clone(), state::state_path(dir)];
     paths.extend(names.iter().map(|name| format!("{dir}/{name}")));
-    let mut read = node.read_many(&paths.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let mut read = node.lock_and_read(
+        &crate::lock::dir_for(&manifest_path),
+        &paths.iter().map(String::as_str).collect::<Vec<_>>(),
+    )?;
     let existing = names.iter().copied().zip(read.split_off(2)).collect();
     let record_bytes = read.pop().flatten();
     let original = manifest_text(&node, &manifest_path, read.pop().flatten())?;

@@ -1000,3 +1000,161 @@ fn an_existing_audit_dir_keeps_its_mode_and_owner() {
         (0o600, 0)
     );
 }
+
+/// Two enables at once on one node: the second stops at once, says who holds the node, and
+/// writes nothing. (Without the lock, one run's webhook config could win while the other
+/// reported its own URL.)
+#[test]
+fn a_second_enable_is_refused_while_another_holds_the_node() {
+    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let lock = node.path("/etc/kubernetes/manifests/.k8s-audit.lock");
+    std::fs::create_dir_all(&lock).unwrap();
+    // A live holder: a process whose command line names the lock script, as a real one does.
+    let mut holder = Command::new("sh")
+        .args(["-c", "sleep 60", "k8s-audit-lock"])
+        .spawn()
+        .unwrap();
+    std::fs::write(
+        lock.join("holder"),
+        format!("2026-12-01T10:00:00Z\n{}\nops-laptop\n", holder.id()),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = node.xtask(
+        "enable",
+        Some("static"),
+        &["--falco-url", FALCO_URL, "--no-wait"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "another enable/disable holds 127.0.0.1 (sandbox root {}) since 2026-12-01T10:00:00Z (pid {} on the node, from ops-laptop)",
+            node.root.path().display(),
+            holder.id()
+        )),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(node.manifest_bytes(), fixture_bytes(KUBEADM.0));
+    assert!(!node.path(AUDIT_DIR).exists());
+
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_ok(&node.xtask(
+        "enable",
+        Some("static"),
+        &["--falco-url", FALCO_URL, "--no-wait"],
+    ));
+    assert!(!lock.exists(), "the run released the lock");
+}
+
+/// kill -9 of a run in the middle of its wait never leaves a stale lock: the holder on the
+/// node sees its channel close and removes the lock.
+#[test]
+fn a_killed_run_leaves_no_lock_behind() {
+    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let cluster = ReplayServer::start();
+    cluster.route("GET", "/version", [version_1_28()]);
+    cluster.route("GET", "/readyz", [Reply::json(500, "[-]etcd failed")]);
+    cluster.route(
+        "GET",
+        "/api/v1/namespaces/kube-system/pods",
+        [mirror_pods("0ld", "")],
+    );
+    let kubeconfig = cluster.write_kubeconfig(node.home.path());
+    let mut run = common::ssh_command(
+        &node.sshd,
+        node.root.path(),
+        node.home.path(),
+        "enable",
+        Some("static"),
+    )
+    .args(["--manifest", node.manifest, "--falco-url", FALCO_URL])
+    .args([
+        "--timeout",
+        "60",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ])
+    .stdout(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let lock = node.path("/etc/kubernetes/manifests/.k8s-audit.lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Killed while it waits for the API server: the manifest is replaced, the lock is held.
+    while node.manifest_bytes() == fixture_bytes(KUBEADM.0) {
+        assert!(std::time::Instant::now() < deadline, "enable never applied");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(lock.exists());
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while lock.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock outlived its run by 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Two `enable local static` runs at once on one sandbox, with different Falco URLs: each run
+/// either wins the node or is refused by the lock, and the webhook config on disk is the one a
+/// successful run reported.
+#[test]
+fn concurrent_local_enables_never_mix_their_files() {
+    for round in 0..4 {
+        let root = tempfile::tempdir().unwrap();
+        let manifest = root
+            .path()
+            .join("etc/kubernetes/manifests/kube-apiserver.yaml");
+        std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
+        std::fs::write(&manifest, fixture_bytes(KUBEADM.0)).unwrap();
+        let urls = [
+            format!("http://10.96.0.{}:8765/k8s_audit", 10 + round),
+            format!("http://10.96.1.{}:9765/k8s-audit", 10 + round),
+        ];
+        let runs: Vec<_> = urls
+            .iter()
+            .map(|url| {
+                Command::new(env!("CARGO_BIN_EXE_k8s-audit"))
+                    .args(["enable", "local", "static", "--no-wait", "--falco-url", url])
+                    .arg("--root")
+                    .arg(root.path())
+                    .env_remove("KUBECONFIG")
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let outs: Vec<Output> = runs
+            .into_iter()
+            .map(|r| r.wait_with_output().unwrap())
+            .collect();
+        let winners: Vec<&String> = urls
+            .iter()
+            .zip(&outs)
+            .filter(|(_, out)| out.status.success())
+            .map(|(url, _)| url)
+            .collect();
+        for out in outs.iter().filter(|o| !o.status.success()) {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("another enable/disable holds"), "{err}");
+        }
+        let webhook =
+            std::fs::read_to_string(root.path().join("var/lib/k8s_audit/webhook-config.yaml"))
+                .unwrap();
+        let last = winners.last().expect("one run succeeded");
+        // Both can succeed one after the other; the second then replaced the first's file.
+        assert!(
+            winners.iter().any(|url| webhook.contains(url.as_str())),
+            "{webhook}"
+        );
+        if winners.len() == 1 {
+            assert!(webhook.contains(last.as_str()), "{webhook}");
+        }
+    }
+}

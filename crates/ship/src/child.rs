@@ -183,6 +183,49 @@ impl RemoteChild<'_> {
     }
 }
 
+/// A command kept running on its channel without borrowing the session, so that it can live
+/// beside the session in one owner (a node lock held for a whole run). Hand it back to the
+/// same session with [`Held::release`]; dropped instead, its channel closes with the session,
+/// and the command reads end of input then.
+pub struct Held {
+    channel: ssh2::Channel,
+    during: String,
+    opts: ExecOptions,
+}
+
+impl RemoteChild<'_> {
+    /// Keeps the command running on its channel, no longer tied to this borrow of the session.
+    /// An error when the command has already ended (its channel is closed).
+    pub fn detach(mut self) -> Result<Held, ShipError> {
+        let Some(channel) = self.channel.take() else {
+            return Err(self
+                .session
+                .lost(&self.during, "the command has already ended"));
+        };
+        Ok(Held {
+            channel,
+            during: std::mem::take(&mut self.during),
+            opts: self.opts,
+        })
+    }
+}
+
+impl Held {
+    /// Ends the command's input and waits for it to exit, on the session it was started on:
+    /// one round trip.
+    pub fn release(self, session: &Session) -> Result<Output, ShipError> {
+        RemoteChild {
+            session,
+            channel: Some(self.channel),
+            during: self.during,
+            opts: self.opts,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
+        .finish()
+    }
+}
+
 impl Drop for RemoteChild<'_> {
     fn drop(&mut self) {
         if self.channel.is_some() {

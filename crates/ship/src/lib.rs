@@ -18,7 +18,7 @@ mod transaction;
 mod upload;
 
 pub use auth::Passphrase;
-pub use child::{RemoteChild, Until};
+pub use child::{Held, RemoteChild, Until};
 pub use dest::{Destination, RemotePath};
 pub use error::{AuthAttempt, AuthOutcome, ShipError};
 pub use ops::Output;
