@@ -57,6 +57,8 @@ pub const SYSTEM_DIRS: &[&str] = &[
     "/var/lib/docker",
     "/var/lib/etcd",
     "/var/lib/kubelet",
+    "/var/lib/minikube",
+    "/var/lib/rancher",
     "/var/local",
     "/var/lock",
     "/var/log",
@@ -99,7 +101,7 @@ pub enum AuditDirError {
 /// Checks that `dir` can be the audit directory: absolute, of letters, digits and
 /// `/ . _ + -` (our values go unquoted into YAML and shell lines), normalised (no `.`,
 /// `..`, `//` or trailing `/`), not `/`, not the manifests directory (`manifest_dir`,
-/// by default [`DEFAULT_MANIFEST_DIR`]), a directory above it or one inside it, and not
+/// and [`DEFAULT_MANIFEST_DIR`] always), a directory above it or one inside it, and not
 /// one of [`SYSTEM_DIRS`].
 ///
 /// ```
@@ -136,26 +138,31 @@ pub fn check_audit_dir(dir: &str, manifest_dir: Option<&str>) -> Result<(), Audi
     if let Some(what) = what {
         return Err(AuditDirError::NotNormalised { dir: owned(), what });
     }
-    let manifests = manifest_dir.unwrap_or(DEFAULT_MANIFEST_DIR);
-    let manifests = match manifests.trim_end_matches('/') {
-        "" => "/",
-        m => m,
-    };
-    let below = |a: &str, b: &str| a.strip_prefix(b).is_some_and(|r| r.starts_with('/'));
-    if dir == manifests || below(manifests, dir) {
-        return Err(AuditDirError::HoldsManifests {
-            dir: owned(),
-            manifests: manifests.to_string(),
-        });
-    }
-    if below(dir, manifests) {
-        return Err(AuditDirError::InManifests {
-            dir: owned(),
-            manifests: manifests.to_string(),
-        });
-    }
     if SYSTEM_DIRS.contains(&dir) {
         return Err(AuditDirError::SystemDir { dir: owned() });
+    }
+    // The default one too: a kubelet may watch it whichever manifest this run edits.
+    for manifests in [Some(DEFAULT_MANIFEST_DIR), manifest_dir]
+        .into_iter()
+        .flatten()
+    {
+        let manifests = match manifests.trim_end_matches('/') {
+            "" => "/",
+            m => m,
+        };
+        let below = |a: &str, b: &str| a.strip_prefix(b).is_some_and(|r| r.starts_with('/'));
+        if dir == manifests || below(manifests, dir) {
+            return Err(AuditDirError::HoldsManifests {
+                dir: owned(),
+                manifests: manifests.to_string(),
+            });
+        }
+        if below(dir, manifests) {
+            return Err(AuditDirError::InManifests {
+                dir: owned(),
+                manifests: manifests.to_string(),
+            });
+        }
     }
     Ok(())
 }
@@ -176,11 +183,8 @@ mod tests {
         ] {
             assert_eq!(check_audit_dir(dir, None), Ok(()), "{dir}");
         }
-        // The manifests directory is the caller's: /etc/kubernetes/manifests is then free.
-        assert_eq!(
-            check_audit_dir("/etc/kubernetes/manifests", Some("/srv/pods")),
-            Ok(())
-        );
+        // A manifests directory elsewhere leaves its neighbours free.
+        assert_eq!(check_audit_dir("/srv/audit", Some("/srv/pods")), Ok(()));
     }
 
     #[test]
@@ -239,6 +243,21 @@ mod tests {
         ));
         assert!(matches!(
             m("/srv/k8s/manifests", Some("/srv/k8s/manifests")),
+            Err(AuditDirError::HoldsManifests { .. })
+        ));
+        // The default stays refused when the caller names another manifests directory.
+        assert!(matches!(
+            m(
+                "/etc/kubernetes/manifests",
+                Some("/var/lib/rancher/rke2/agent/pod-manifests")
+            ),
+            Err(AuditDirError::HoldsManifests { .. })
+        ));
+        assert!(matches!(
+            m(
+                "/var/lib/rancher/rke2/agent",
+                Some("/var/lib/rancher/rke2/agent/pod-manifests")
+            ),
             Err(AuditDirError::HoldsManifests { .. })
         ));
         // A sibling whose name merely starts the same is not inside.
