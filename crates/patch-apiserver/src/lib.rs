@@ -35,8 +35,8 @@ use std::fmt;
 pub use audit_dir::{AuditDirError, DEFAULT_MANIFEST_DIR, SYSTEM_DIRS, check_audit_dir};
 pub use diff::unified_diff;
 pub use error::{Located, PatchError, Pos};
-pub use in_place::{InPlaceError, read_manifest, write_in_place};
 pub use files::{AuditFile, audit_files};
+pub use in_place::{InPlaceError, read_manifest, write_in_place};
 pub use options::{
     DEFAULT_AUDIT_DIR, DEFAULT_BATCH_MAX_WAIT, Mode, ParseModeError, PatchOptions, Rotation,
     VOLUME_NAME,
