@@ -10,6 +10,10 @@ pub mod test;
 /// `cargo xtask record-api`: the ignored test in crates/cluster that re-records the API responses.
 pub fn record_api(sh: &xshell::Shell) -> anyhow::Result<()> {
     test::install_and_build(sh)?;
-    xshell::cmd!(sh, "cargo test -p cluster --test record -- --ignored --nocapture").run()?;
+    xshell::cmd!(
+        sh,
+        "cargo test -p cluster --test record -- --ignored --nocapture"
+    )
+    .run()?;
     Ok(())
 }

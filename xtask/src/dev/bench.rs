@@ -46,6 +46,10 @@ impl Bench {
 }
 
 fn crate_bench(sh: &Shell, package: &str, bench: &str, args: &[String]) -> anyhow::Result<()> {
-    cmd!(sh, "cargo bench --quiet -p {package} --bench {bench} -- {args...}").run()?;
+    cmd!(
+        sh,
+        "cargo bench --quiet -p {package} --bench {bench} -- {args...}"
+    )
+    .run()?;
     Ok(())
 }

@@ -7,13 +7,19 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use testkit::noise;
+use clap::Parser;
+use ship::{ExecOptions, Source, Sudo, UploadOptions};
 use testkit::sshd::Sshd;
+use testkit::{median, noise};
 
-use super::median;
+const SUDO: ExecOptions = ExecOptions { sudo: Sudo::Yes };
+const UPLOAD: UploadOptions = UploadOptions {
+    mode: 0o600,
+    sudo: Sudo::Yes,
+};
 
-#[derive(clap::Args)]
-pub struct Args {
+#[derive(Parser)]
+struct Args {
     /// Repetitions of each measurement; medians are printed.
     #[arg(long, default_value_t = 5)]
     reps: usize,
@@ -25,9 +31,10 @@ pub struct Args {
     small_files: usize,
 }
 
-pub fn run(sh: &xshell::Shell, args: Args) -> anyhow::Result<()> {
-    xshell::cmd!(sh, "cargo build --quiet --release -p ship").run()?;
-    let ship_bin = crate::project_root().join("target/release/ship");
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse_from(testkit::bench_args());
+    // The release binary, which `cargo bench` builds with this benchmark.
+    let ship_bin = Path::new(env!("CARGO_BIN_EXE_ship")).to_path_buf();
     let sshd = Sshd::start();
     let root = sshd.root().to_owned();
     let tools = Tools {
@@ -214,29 +221,26 @@ fn pipeline(sshd: &Sshd, user: &str) -> anyhow::Result<()> {
     let session = ship::Session::connect(&dest, &opts)?;
     let connected = start.elapsed();
     session
-        .exec(&["mkdir", "-p", "-m", "0700", d], true)?
+        .exec(&["mkdir", "-p", "-m", "0700", d], SUDO)?
         .check(session.host(), &["mkdir"])?;
-    session.upload_bytes(
-        &noise(4096, 9),
+    session.upload(
+        Source::Bytes(&noise(4096, 9)),
         &format!("{d}/audit-policy.yaml"),
-        0o600,
-        true,
+        UPLOAD,
     )?;
-    session.upload_bytes(
-        &noise(512, 10),
+    session.upload(
+        Source::Bytes(&noise(512, 10)),
         &format!("{d}/webhook-config.yaml"),
-        0o600,
-        true,
+        UPLOAD,
     )?;
-    let old = session.download(m, true)?;
-    session.upload_bytes(
-        &[old.as_slice(), b"# patched\n"].concat(),
+    let old = session.download(m, Sudo::Yes)?;
+    session.upload(
+        Source::Bytes(&[old.as_slice(), b"# patched\n"].concat()),
         &new,
-        0o600,
-        true,
+        UPLOAD,
     )?;
     session
-        .exec(&["mv", "-f", &new, m], true)?
+        .exec(&["mv", "-f", &new, m], SUDO)?
         .check(session.host(), &["mv"])?;
     let total = start.elapsed();
     let stats = session.stats();
