@@ -151,7 +151,21 @@ pub(crate) fn remove_flags(
     }
     for (seq, mut indexes) in by_seq.into_values() {
         indexes.sort_unstable();
-        edits.extend(edit::delete_items(text, seq, &indexes)?);
+        indexes.dedup();
+        // A block list cannot be empty: emptied, its key would be left as `args:` (null),
+        // which nothing reads as a list again. The key goes with its last item.
+        let block = seq.as_seq().is_some_and(|s| !s.flow);
+        let all = seq.as_seq().is_some_and(|s| s.items.len() == indexes.len());
+        let entry = site
+            .container
+            .as_map()
+            .and_then(|m| m.entries.iter().position(|e| std::ptr::eq(&e.value, seq)));
+        match entry {
+            Some(p) if block && all => {
+                edits.extend(edit::delete_entries(text, site.container, &[p])?)
+            }
+            _ => edits.extend(edit::delete_items(text, seq, &indexes)?),
+        }
     }
     Ok(edits)
 }

@@ -718,3 +718,32 @@ fn positional_args_reach_the_binary_from_every_list() {
     let t = "kind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    image: k8s.gcr.io/kube-apiserver:v1.16.0\n    command: [/bin/sh, /start.sh, \"exec kube-apiserver \\\"$@\\\"\"]\n    args: [--audit-log-path=-]\n";
     assert_eq!(inspect(t).unwrap().apiserver_args, ["$@"]);
 }
+
+/// Neighbour of 11.11: when revert takes the last item of a block list (the user's own flag
+/// with our value, in the args "$@" hands on), the key goes too, not left as `args:` (null).
+#[test]
+fn revert_never_leaves_an_empty_block_list() {
+    let o = opts(Mode::Static);
+    for args in [
+        "    args:\n    - --audit-log-path=/var/lib/k8s_audit/audit.log\n",
+        "    args:\n    - --audit-log-path=/var/lib/k8s_audit/audit.log\n    - --audit-webhook-batch-max-wait=5s\n",
+    ] {
+        for command in [
+            "    command:\n    - /bin/sh\n    - -c\n    - exec kube-apiserver \"$@\"\n    - --\n",
+            "    command:\n    - kube-apiserver\n",
+        ] {
+            let text = format!(
+                "kind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    image: k8s.gcr.io/kube-apiserver:v1.16.0\n{command}{args}"
+            );
+            let back = revert(&text, &o).unwrap().text;
+            assert_eq!(
+                back,
+                format!(
+                    "kind: Pod\nspec:\n  containers:\n  - name: kube-apiserver\n    image: k8s.gcr.io/kube-apiserver:v1.16.0\n{command}"
+                )
+            );
+            assert!(inspect(&back).is_ok());
+            assert_properties(&back, &o, true);
+        }
+    }
+}
