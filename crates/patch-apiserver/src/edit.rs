@@ -132,7 +132,7 @@ pub(crate) fn eol_at(text: &str, off: usize) -> &'static str {
 /// Inserts whole lines after the line holding `off`. The text starts with the line
 /// break, so a file without a final newline keeps having none. The new lines copy the
 /// break of the line they follow, so no existing line changes its line end.
-fn lines_after(text: &str, off: usize, lines: &[String]) -> Edit {
+pub(crate) fn lines_after(text: &str, off: usize, lines: &[String]) -> Edit {
     let mut at = line_end(text, off);
     let eol = eol_at(text, off);
     // A CRLF line gets its new lines inserted before its `\r`.

@@ -15,6 +15,7 @@
 //! ```
 
 mod audit_dir;
+mod cluster_config;
 mod diff;
 mod edit;
 mod error;
@@ -33,6 +34,10 @@ mod yaml;
 use std::fmt;
 
 pub use audit_dir::{AuditDirError, DEFAULT_MANIFEST_DIR, SYSTEM_DIRS, check_audit_dir};
+pub use cluster_config::{
+    ClusterConfigInfo, KubeadmApi, inspect_cluster_config, patch_cluster_config,
+    revert_cluster_config,
+};
 pub use diff::unified_diff;
 pub use error::{Located, PatchError, Pos};
 pub use files::{AuditFile, audit_files};
