@@ -32,6 +32,14 @@ pub enum ClusterError {
     )]
     FalcoServiceMissing { namespace: String, name: String },
     #[error(
+        "no Service exposing Falco's audit port (9765 for the k8saudit plugin, 8765 for the Falco webserver) {searched}; deploy Falco first, or name its Service with --falco-service and --falco-namespace, or pass --falco-url"
+    )]
+    NoFalcoService { searched: String },
+    #[error(
+        "several Services expose Falco's audit port (9765 or 8765), and choosing one would be a guess; name one with --falco-service and --falco-namespace:\n{list}"
+    )]
+    SeveralFalcoServices { list: String },
+    #[error(
         "Service {namespace}/{name} exposes no Falco audit port (8765 for the Falco webserver, 9765 for the k8saudit plugin); its ports are: {ports}"
     )]
     NoAuditPort {

@@ -3,8 +3,8 @@
 //! and Falco's logs. Every call is one or two plain requests, so the crate can be tested against a
 //! server that replays recorded API responses.
 
-mod dynamic_sink;
 mod connect;
+mod dynamic_sink;
 mod error;
 mod falco;
 mod health;
@@ -12,10 +12,12 @@ mod logs;
 mod mirror_pod;
 mod probe;
 
-pub use dynamic_sink::{AUDIT_SINK_NAME, Applied};
 pub use connect::{Cluster, ClusterOptions};
+pub use dynamic_sink::{AUDIT_SINK_NAME, Applied};
 pub use error::ClusterError;
-pub use falco::{FalcoEndpoint, FalcoFlavour};
+pub use falco::{
+    Candidate, FALCO_LABELS, FALLBACK_NAMESPACES, FalcoEndpoint, FalcoFlavour, FalcoQuery,
+};
 pub use health::Readiness;
 pub use logs::PodLog;
 pub use mirror_pod::MirrorPod;
