@@ -5,6 +5,7 @@ pub mod apiserver;
 pub mod bench;
 pub mod debian;
 pub mod demo;
+pub mod node;
 pub mod test;
 
 /// `cargo xtask record-api`: the ignored test in crates/cluster that re-records the API responses.

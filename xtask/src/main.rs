@@ -34,6 +34,9 @@ enum Command {
     /// Build the real kube-apiserver used by the end-to-end tests.
     #[command(subcommand)]
     Apiserver(dev::apiserver::Apiserver),
+    /// A real node on this machine: kubelet, containerd and runc run etcd and kube-apiserver as static pods.
+    #[command(subcommand)]
+    Node(dev::node::NodeCommand),
 }
 
 fn main() {
@@ -55,6 +58,7 @@ fn dispatch(sh: &xshell::Shell, cli: Cli) -> anyhow::Result<()> {
         Command::RecordApi => dev::record_api(sh),
         Command::Bench(bench) => bench.run(sh),
         Command::Apiserver(cmd) => cmd.run(sh),
+        Command::Node(cmd) => cmd.run(sh),
     }
 }
 

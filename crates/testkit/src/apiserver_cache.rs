@@ -21,3 +21,19 @@ pub fn binary_path() -> Option<PathBuf> {
             .join("kube-apiserver"),
     )
 }
+
+/// The kubelet built from the same tree, cached beside the API server.
+pub fn kubelet_path() -> Option<PathBuf> {
+    Some(binary_path()?.with_file_name("kubelet"))
+}
+
+/// The unpacked source tree the binaries are built from (kept after the build).
+// The build finds the tree through `apt-get source`'s own naming; only the node harnesses call this.
+#[allow(dead_code)]
+pub fn source_tree() -> Option<PathBuf> {
+    Some(
+        binary_path()?
+            .with_file_name("work")
+            .join(format!("kubernetes-{DEBIAN_VERSION}")),
+    )
+}

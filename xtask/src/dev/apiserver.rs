@@ -56,7 +56,8 @@ impl Apiserver {
     }
 }
 
-fn build(sh: &Shell) -> anyhow::Result<PathBuf> {
+/// Builds kube-apiserver and the kubelet from the same tree, each when it is not cached yet.
+pub fn build(sh: &Shell) -> anyhow::Result<PathBuf> {
     // The same path the test harness looks in, so the two cannot disagree.
     let binary = apiserver_cache::binary_path()
         .context("neither XDG_CACHE_HOME nor HOME is set: no place for the kube-apiserver cache")?;
@@ -64,7 +65,8 @@ fn build(sh: &Shell) -> anyhow::Result<PathBuf> {
         .parent()
         .context("the cache path has a parent")?
         .to_owned();
-    if binary.is_file() {
+    let kubelet = apiserver_cache::kubelet_path().context("no place for the kubelet cache")?;
+    if binary.is_file() && kubelet.is_file() {
         eprintln!("apiserver: cached, nothing to build");
         return Ok(binary);
     }
@@ -75,8 +77,15 @@ fn build(sh: &Shell) -> anyhow::Result<PathBuf> {
     let work = entry.join("work");
     let tree = fetch_source(sh, &work)?;
     use_fixed_reflect2(sh, &tree)?;
-    compile(sh, &work, &tree, &binary)?;
-    eprintln!("apiserver: built in {:.0?}", started.elapsed());
+    if !binary.is_file() {
+        compile(sh, &work, &tree, &binary, "./cmd/kube-apiserver")?;
+        eprintln!("apiserver: built in {:.0?}", started.elapsed());
+    }
+    if !kubelet.is_file() {
+        let started = std::time::Instant::now();
+        compile(sh, &work, &tree, &kubelet, "./cmd/kubelet")?;
+        eprintln!("apiserver: kubelet built in {:.0?}", started.elapsed());
+    }
     Ok(binary)
 }
 
@@ -198,7 +207,13 @@ fn use_fixed_reflect2(sh: &Shell, tree: &Path) -> anyhow::Result<()> {
 }
 
 /// GOPATH-mode build as Debian's rules do it: module mode would try the network.
-fn compile(sh: &Shell, work: &Path, tree: &Path, binary: &Path) -> anyhow::Result<()> {
+fn compile(
+    sh: &Shell,
+    work: &Path,
+    tree: &Path,
+    binary: &Path,
+    package: &str,
+) -> anyhow::Result<()> {
     let gopath = work.join("gopath");
     let link = gopath.join("src/k8s.io/kubernetes");
     if !link.exists() {
@@ -227,16 +242,16 @@ fn compile(sh: &Shell, work: &Path, tree: &Path, binary: &Path) -> anyhow::Resul
             .run()
             .context("make gen_openapi")?;
     }
-    eprintln!("apiserver: go build ./cmd/kube-apiserver (about 5 minutes on 2 cores)");
+    eprintln!("apiserver: go build {package} (minutes on 2 cores)");
     let ldflags = version_ldflags();
     // A name of this process's own: two builds at once must not rename each other's output.
     let tmp = binary.with_extension(format!("tmp-{}", std::process::id()));
     cmd!(
         sh,
-        "go build -tags selinux,notest -ldflags {ldflags} -o {tmp} ./cmd/kube-apiserver"
+        "go build -tags selinux,notest -ldflags {ldflags} -o {tmp} {package}"
     )
     .run()
-    .context("go build ./cmd/kube-apiserver")?;
+    .with_context(|| format!("go build {package}"))?;
     std::fs::rename(&tmp, binary).with_context(|| format!("renaming {}", tmp.display()))?;
     Ok(())
 }

@@ -1,0 +1,154 @@
+//! A real node ([`crate::node`]) for tests, with an sshd whose sessions run inside the node.
+//!
+//! The sshd listens on 127.0.0.1 of the host, like [`crate::sshd::Sshd`] (it is one), and every
+//! session enters the node's mount and network namespaces (`ForceCommand nsenter ...`). A
+//! pipeline that connects to it therefore reads and writes the node's own
+//! `/etc/kubernetes/manifests`, `/var/lib/k8s_audit` and `/var/log/pods`, as on a real node,
+//! with no `--root`. It reaches the API server at the node's address on the veth pair.
+//!
+//! Dropping a [`RealNode`] tears the node down completely.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub use crate::node::{BringUp, MirrorPod, Node, NodeSpec};
+use crate::sshd::{Sshd, SshdOptions};
+
+/// One node at a time per test process: each runs etcd and an API server (~400 MB, most of a
+/// core while starting), and CI has two cores.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub struct RealNode {
+    // Dropped first: the ssh sessions end before the node goes.
+    sshd: Sshd,
+    node: Node,
+    bring_up: BringUp,
+    _dir: tempfile::TempDir,
+    _one: std::sync::MutexGuard<'static, ()>,
+}
+
+impl RealNode {
+    /// Starts a node, or returns `None` after saying why on stderr when this machine cannot
+    /// run containers (not root, no cgroup access, tools missing). Panics when it can but the
+    /// node does not come up, or when the binaries were not built
+    /// (`cargo xtask apiserver build`).
+    pub fn start() -> Option<RealNode> {
+        if let Some(reason) = crate::node::unsupported_reason() {
+            eprintln!("SKIPPED: this machine cannot run a real node: {reason}");
+            return None;
+        }
+        let one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        let binary = crate::apiserver_cache::binary_path().expect("HOME or XDG_CACHE_HOME is set");
+        let kubelet = crate::apiserver_cache::kubelet_path().expect("HOME is set");
+        for path in [&binary, &kubelet] {
+            assert!(
+                path.is_file(),
+                "{} is missing: run `cargo xtask apiserver build` (it builds kube-apiserver and kubelet)",
+                path.display()
+            );
+        }
+        let pause_source = crate::apiserver_cache::source_tree()
+            .expect("HOME is set")
+            .join("build/pause/linux/pause.c");
+        let image_cache = binary
+            .parent()
+            .and_then(Path::parent)
+            .map(|p| p.join("images"))
+            .expect("the cache path has two parents");
+        let dir = tempfile::Builder::new()
+            .prefix("testkit-node.")
+            .tempdir()
+            .expect("tempdir");
+        let name = format!(
+            "testnode-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let spec = NodeSpec {
+            name,
+            dir: dir.path().join("node"),
+            kube_apiserver: binary,
+            kubelet,
+            pause_source,
+            image_cache,
+        };
+        let (node, bring_up) =
+            Node::up(&spec, Duration::from_secs(120)).unwrap_or_else(|e| panic!("{e}"));
+        let sshd = Sshd::start_with(SshdOptions {
+            extra_config: vec![format!(
+                "ForceCommand exec {} /bin/sh -c \"$SSH_ORIGINAL_COMMAND\"",
+                node.enter_prefix()
+            )],
+            ..SshdOptions::default()
+        });
+        Some(RealNode {
+            sshd,
+            node,
+            bring_up,
+            _dir: dir,
+            _one: one,
+        })
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    pub fn sshd(&self) -> &Sshd {
+        &self.sshd
+    }
+
+    /// How long the bring-up took.
+    pub fn bring_up(&self) -> BringUp {
+        self.bring_up
+    }
+
+    pub fn name(&self) -> &str {
+        &self.node.name
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.node.kubeconfig()
+    }
+
+    /// The API server's manifest, where the host sees it.
+    pub fn apiserver_manifest(&self) -> PathBuf {
+        self.node.manifest("kube-apiserver")
+    }
+
+    /// Polls until `done` holds for the API server's mirror pod (and `/readyz`), or panics
+    /// after `timeout` with the kubelet's log.
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&MirrorPod, bool) -> bool,
+    ) -> MirrorPod {
+        let started = Instant::now();
+        loop {
+            let ready = self.node.readyz();
+            if let Some(pod) = self.node.mirror_pod("kube-apiserver") {
+                if done(&pod, ready) {
+                    return pod;
+                }
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "the node did not get there in {timeout:?}; mirror pod: {:?}\n{}",
+                self.node.mirror_pod("kube-apiserver"),
+                self.node.log_tails(30)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for RealNode {
+    fn drop(&mut self) {
+        if let Err(e) = self.node.down() {
+            eprintln!("testkit::real_node: tearing down {}: {e}", self.node.name);
+        }
+    }
+}
