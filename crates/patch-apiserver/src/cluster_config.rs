@@ -172,6 +172,8 @@ struct Vol<'t> {
 struct Doc<'t> {
     api: KubeadmApi,
     kube_version: Option<KubeVersion>,
+    /// Where `kubernetesVersion` is, for errors about the version.
+    version_at: Option<usize>,
     root: &'t Node,
     api_server: Option<&'t Node>,
     extra_args: Option<&'t Node>,
@@ -285,10 +287,12 @@ impl<'t> Doc<'t> {
             .get("kubernetesVersion")
             .and_then(Node::as_str)
             .and_then(|v| v.parse().ok());
+        let version_at = m.get("kubernetesVersion").map(|v| v.span.start);
         let api_server = child_map(text, root, API_SERVER, "a mapping for apiServer")?;
         let mut doc = Doc {
             api,
             kube_version,
+            version_at,
             root,
             api_server,
             extra_args: None,
@@ -470,6 +474,32 @@ fn string_scalar(v: &str, style: Option<Style>, flow: bool) -> String {
         _ if plain_ok(v, flow) => v.to_string(),
         _ => format!("\"{}\"", escape(v, Style::Double)),
     }
+}
+
+/// The quotes the neighbours use by choice: those of the existing values when every one
+/// that could be plain is quoted all the same (values such as `"2"` must be quoted and say
+/// nothing). JSON-style documents quote everything.
+fn chosen_style<'a>(
+    values: impl Iterator<Item = &'a Node>,
+    flow: bool,
+    json: bool,
+) -> Option<Style> {
+    if json {
+        return Some(Style::Double);
+    }
+    let mut chosen = None;
+    for sc in values.filter_map(Node::as_scalar) {
+        if !plain_ok(&sc.value, flow) {
+            continue;
+        }
+        match sc.style {
+            Style::Single | Style::Double if chosen.is_none_or(|c| c == sc.style) => {
+                chosen = Some(sc.style)
+            }
+            _ => return None,
+        }
+    }
+    chosen
 }
 
 fn key_text(k: &str, lay: &Layout) -> String {
@@ -766,6 +796,10 @@ fn patch_body(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
         None => doc.kube_version,
     };
     if opts.mode.dynamic() {
+        let at = match (opts.kube_version, doc.version_at) {
+            (None, Some(off)) => Pos::of(text, off),
+            _ => at,
+        };
         match version {
             Some(v) if v < DYNAMIC_SINCE || v >= DYNAMIC_REMOVED => {
                 return Err(PatchError::ModeRefused {
@@ -795,14 +829,11 @@ fn patch_body(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
     let specs = flags::specs(opts, version.as_ref());
     let lay = layout(text, &doc);
     let args_flow = in_flow(doc.extra_args);
-    let value_style = doc
-        .args
-        .last()
-        .and_then(|a| a.value)
-        .and_then(Node::as_scalar)
-        .map(|s| s.style)
-        .filter(|s| matches!(s, Style::Single | Style::Double))
-        .or(lay.quote_keys.then_some(Style::Double));
+    let value_style = chosen_style(
+        doc.args.iter().filter_map(|a| a.value),
+        args_flow,
+        lay.quote_keys,
+    );
     let mut edits = Vec::new();
     let mut new_args: Vec<(String, String)> = Vec::new();
     for spec in &specs {
@@ -910,6 +941,15 @@ fn patch_body(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
     }
 
     // The new nodes, in the style of the collections they join.
+    let name_style = chosen_style(
+        doc.extra_args
+            .and_then(Node::as_seq)
+            .map_or(&[][..], |s| &s.items)
+            .iter()
+            .filter_map(|i| scalar_of(&i.node, "name")),
+        args_flow,
+        lay.quote_keys,
+    );
     let args_val = |flow: bool| -> Option<Val> {
         if new_args.is_empty() {
             return None;
@@ -923,7 +963,7 @@ fn patch_body(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
                         Val::Map(vec![
                             (
                                 "name".into(),
-                                Val::Scalar(string_scalar(n, value_style, true)),
+                                Val::Scalar(string_scalar(n, name_style, true)),
                             ),
                             ("value".into(), render(v)),
                         ])
@@ -941,14 +981,13 @@ fn patch_body(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
     };
     let volume_val = |flow: bool| -> Option<Val> {
         let dir = new_volume.as_deref()?;
-        let style = doc
-            .volumes
-            .last()
-            .and_then(|v| scalar_of(v.node, "hostPath"))
-            .and_then(Node::as_scalar)
-            .map(|s| s.style)
-            .filter(|s| matches!(s, Style::Single | Style::Double))
-            .or(lay.quote_keys.then_some(Style::Double));
+        let style = chosen_style(
+            doc.volumes
+                .iter()
+                .filter_map(|v| scalar_of(v.node, "hostPath")),
+            in_flow(doc.extra_volumes),
+            lay.quote_keys,
+        );
         let s = |v: &str| Val::Scalar(string_scalar(v, style, flow));
         let fields = [
             ("hostPath", s(dir)),
