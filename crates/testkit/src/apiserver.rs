@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-pub use crate::apiserver_cache::DEBIAN_VERSION;
+pub use crate::apiserver_cache::{DEBIAN_VERSION, kubeadm_path};
 const ETCD: &str = "/usr/bin/etcd";
 
 #[derive(thiserror::Error)]

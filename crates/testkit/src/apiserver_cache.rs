@@ -27,6 +27,12 @@ pub fn kubelet_path() -> Option<PathBuf> {
     Some(binary_path()?.with_file_name("kubelet"))
 }
 
+/// `kubeadm` built from the same tree, cached beside the API server: the tests let the real
+/// kubeadm regenerate the API server's manifest from a ClusterConfiguration.
+pub fn kubeadm_path() -> Option<PathBuf> {
+    Some(binary_path()?.with_file_name("kubeadm"))
+}
+
 /// The unpacked source tree the binaries are built from (kept after the build).
 // The build finds the tree through `apt-get source`'s own naming; only the node harnesses call this.
 #[allow(dead_code)]

@@ -1,4 +1,5 @@
-//! `cargo xtask apiserver build`: a real kube-apiserver v1.20.2 from Debian's source package.
+//! `cargo xtask apiserver build`: a real kube-apiserver v1.20.2 from Debian's source package,
+//! and the kubelet and kubeadm of the same tree.
 //!
 //! Only Debian's archive is used: the `kubernetes` source package carries the whole tree with
 //! `vendor/`, so the build works offline once `apt-get source` has run. The binary is cached
@@ -40,7 +41,8 @@ const REFLECT2_VENDORED: &str = "vendor/github.com/modern-go/reflect2";
 
 #[derive(Subcommand)]
 pub enum Apiserver {
-    /// Build (once per machine) and print the path of the kube-apiserver binary.
+    /// Build (once per machine) and print the path of the kube-apiserver binary (the kubelet
+    /// and kubeadm are built beside it).
     Build,
 }
 
@@ -56,7 +58,8 @@ impl Apiserver {
     }
 }
 
-/// Builds kube-apiserver and the kubelet from the same tree, each when it is not cached yet.
+/// Builds kube-apiserver, the kubelet and kubeadm from the same tree, each when it is not
+/// cached yet.
 pub fn build(sh: &Shell) -> anyhow::Result<PathBuf> {
     // The same path the test harness looks in, so the two cannot disagree.
     let binary = apiserver_cache::binary_path()
@@ -66,7 +69,8 @@ pub fn build(sh: &Shell) -> anyhow::Result<PathBuf> {
         .context("the cache path has a parent")?
         .to_owned();
     let kubelet = apiserver_cache::kubelet_path().context("no place for the kubelet cache")?;
-    if binary.is_file() && kubelet.is_file() {
+    let kubeadm = apiserver_cache::kubeadm_path().context("no place for the kubeadm cache")?;
+    if binary.is_file() && kubelet.is_file() && kubeadm.is_file() {
         eprintln!("apiserver: cached, nothing to build");
         return Ok(binary);
     }
@@ -85,6 +89,11 @@ pub fn build(sh: &Shell) -> anyhow::Result<PathBuf> {
         let started = std::time::Instant::now();
         compile(sh, &work, &tree, &kubelet, "./cmd/kubelet")?;
         eprintln!("apiserver: kubelet built in {:.0?}", started.elapsed());
+    }
+    if !kubeadm.is_file() {
+        let started = std::time::Instant::now();
+        compile(sh, &work, &tree, &kubeadm, "./cmd/kubeadm")?;
+        eprintln!("apiserver: kubeadm built in {:.0?}", started.elapsed());
     }
     Ok(binary)
 }
