@@ -59,6 +59,18 @@ pub enum ClusterError {
         "the API server does not serve auditregistration.k8s.io/v1alpha1: it lacks --runtime-config=auditregistration.k8s.io/v1alpha1=true (and AuditSink exists only in Kubernetes 1.13-1.18)"
     )]
     AuditRegistrationNotServed,
+    #[error(
+        "ConfigMap kube-system/kubeadm-config changed since it was read (HTTP 409 Conflict: {message})"
+    )]
+    KubeadmConfigConflict { message: String },
+    #[error(
+        "{verb} ConfigMap kube-system/kubeadm-config is forbidden (HTTP 403: {message}); the credentials need RBAC permission to get and patch ConfigMaps in kube-system, as kubeadm's admin.conf has"
+    )]
+    KubeadmConfigForbidden { verb: &'static str, message: String },
+    #[error(
+        "ConfigMap kube-system/kubeadm-config has no ClusterConfiguration key (its keys: {keys}); expected the one kubeadm writes"
+    )]
+    KubeadmConfigWithoutKey { keys: String },
     #[error("the AuditSink manifest is not valid YAML: {0}")]
     AuditSinkManifest(#[from] serde_norway::Error),
 }
@@ -95,6 +107,8 @@ impl ClusterError {
     pub fn http_status(&self) -> Option<u16> {
         match self {
             ClusterError::Api { code, .. } | ClusterError::Unauthorized { code, .. } => Some(*code),
+            ClusterError::KubeadmConfigConflict { .. } => Some(409),
+            ClusterError::KubeadmConfigForbidden { .. } => Some(403),
             _ => None,
         }
     }

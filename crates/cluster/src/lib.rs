@@ -8,6 +8,7 @@ mod dynamic_sink;
 mod error;
 mod falco;
 mod health;
+mod kubeadm_config;
 mod logs;
 mod mirror_pod;
 mod probe;
@@ -19,6 +20,9 @@ pub use falco::{
     Candidate, FALCO_LABELS, FALLBACK_NAMESPACES, FalcoEndpoint, FalcoFlavour, FalcoQuery,
 };
 pub use health::Readiness;
+pub use kubeadm_config::{
+    CLUSTER_CONFIGURATION_KEY, KUBEADM_CONFIG_NAME, KUBEADM_CONFIG_NAMESPACE, KubeadmConfig,
+};
 pub use logs::PodLog;
 pub use mirror_pod::MirrorPod;
 pub use probe::ProbeConfigMap;

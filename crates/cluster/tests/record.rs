@@ -114,6 +114,130 @@ async fn record_api() -> Result<()> {
     Ok(())
 }
 
+/// The ConfigMap kubeadm 1.20 writes at `kubeadm init`, with the ClusterConfiguration of the
+/// hand-written fixture (fixtures/kubeadm-config).
+fn kubeadm_config_map() -> Result<String> {
+    let text = std::fs::read_to_string(
+        project_root().join("fixtures/kubeadm-config/kubeadm-v1beta2.yaml"),
+    )?;
+    let status = "apiEndpoints:\n  node1:\n    advertiseAddress: 10.0.0.10\n    bindPort: 6443\napiVersion: kubeadm.k8s.io/v1beta2\nkind: ClusterStatus\n";
+    Ok(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": { "name": "kubeadm-config", "namespace": "kube-system" },
+        "data": { "ClusterConfiguration": text, "ClusterStatus": status },
+    })
+    .to_string())
+}
+
+/// The kubeadm-config ConfigMap: absent, read, patched at its resourceVersion, patched at a
+/// stale one (409), and read and patched by a user without RBAC on it (403). Only the API
+/// server is needed, not the kubelet.
+#[tokio::test]
+#[ignore = "re-records the committed API responses; run by `cargo xtask record-api`"]
+async fn record_kubeadm_config_api() -> Result<()> {
+    let out = project_root().join("crates/cluster/tests/recorded");
+    let _one = testkit::apiserver::exclusive().await;
+    let server = testkit::apiserver::ApiServer::start(&[]).await?;
+    let client = server.plane().client().await?;
+    const PATH: &str = "/api/v1/namespaces/kube-system/configmaps/kubeadm-config";
+    save(
+        &client,
+        "GET",
+        PATH,
+        None,
+        404,
+        &out.join("kubeadm-config-not-found.json"),
+    )
+    .await?;
+    let created = save(
+        &client,
+        "POST",
+        "/api/v1/namespaces/kube-system/configmaps",
+        Some(&kubeadm_config_map()?),
+        201,
+        &out.join("kubeadm-config-created.json"),
+    )
+    .await?;
+    save(
+        &client,
+        "GET",
+        PATH,
+        None,
+        200,
+        &out.join("kubeadm-config.json"),
+    )
+    .await?;
+    let read_at = created["metadata"]["resourceVersion"]
+        .as_str()
+        .ok_or("no resourceVersion")?
+        .to_string();
+    let text = created["data"]["ClusterConfiguration"]
+        .as_str()
+        .ok_or("no ClusterConfiguration")?
+        .replace(
+            "authorization-mode: Node,RBAC\n",
+            "authorization-mode: Node,RBAC\n    v: \"2\"\n",
+        );
+    let patch = |at: &str| {
+        serde_json::json!({
+            "metadata": { "resourceVersion": at },
+            "data": { "ClusterConfiguration": text },
+        })
+        .to_string()
+    };
+    let merge = Some("application/merge-patch+json");
+    save_as(
+        &client,
+        "PATCH",
+        PATH,
+        Some(&patch(&read_at)),
+        merge,
+        None,
+        200,
+        &out.join("kubeadm-config-patched.json"),
+    )
+    .await?;
+    // The same patch again, at the version read before the first one.
+    save_as(
+        &client,
+        "PATCH",
+        PATH,
+        Some(&patch(&read_at)),
+        merge,
+        None,
+        409,
+        &out.join("kubeadm-config-conflict.json"),
+    )
+    .await?;
+    // An authenticated user with no RBAC binding, by impersonation (the admin may impersonate).
+    let nobody = Some("system:serviceaccount:default:nobody");
+    save_as(
+        &client,
+        "GET",
+        PATH,
+        None,
+        None,
+        nobody,
+        403,
+        &out.join("kubeadm-config-forbidden.json"),
+    )
+    .await?;
+    save_as(
+        &client,
+        "PATCH",
+        PATH,
+        Some(&patch(&read_at)),
+        merge,
+        nobody,
+        403,
+        &out.join("kubeadm-config-forbidden-patch.json"),
+    )
+    .await?;
+    println!("recorded into {}", out.display());
+    Ok(())
+}
+
 async fn save(
     client: &kube::Client,
     method: &str,
@@ -121,12 +245,30 @@ async fn save(
     body: Option<&str>,
     want: u16,
     to: &Path,
-) -> Result<()> {
-    let request = http::Request::builder()
+) -> Result<serde_json::Value> {
+    save_as(client, method, path, body, None, None, want, to).await
+}
+
+/// `save` with another content type and, optionally, as an impersonated user.
+#[allow(clippy::too_many_arguments)]
+async fn save_as(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    content_type: Option<&str>,
+    impersonate: Option<&str>,
+    want: u16,
+    to: &Path,
+) -> Result<serde_json::Value> {
+    let mut request = http::Request::builder()
         .method(method)
         .uri(path)
-        .header("content-type", "application/json")
-        .body(body.unwrap_or_default().as_bytes().to_vec())?;
+        .header("content-type", content_type.unwrap_or("application/json"));
+    if let Some(user) = impersonate {
+        request = request.header("impersonate-user", user);
+    }
+    let request = request.body(body.unwrap_or_default().as_bytes().to_vec())?;
     let response = client.send(request.map(kube::client::Body::from)).await?;
     let status = response.status().as_u16();
     let bytes = response.into_body().collect_bytes().await?;
@@ -137,9 +279,10 @@ async fn save(
         )
         .into());
     }
-    let pretty = match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Ok(value) => serde_json::to_string_pretty(&value)? + "\n",
-        Err(_) => String::from_utf8_lossy(&bytes).into_owned(),
+    let value = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+    let pretty = match &value {
+        Some(value) => serde_json::to_string_pretty(value)? + "\n",
+        None => String::from_utf8_lossy(&bytes).into_owned(),
     };
     std::fs::write(to, pretty).map_err(|e| format!("writing {}: {e}", to.display()))?;
     println!(
@@ -147,5 +290,5 @@ async fn save(
         bytes.len(),
         to.display()
     );
-    Ok(())
+    Ok(value.unwrap_or_default())
 }

@@ -311,3 +311,160 @@ async fn no_falco_pod_is_not_an_error_but_nothing_to_follow() {
         None
     );
 }
+
+const KUBEADM_CONFIG: &str = "/api/v1/namespaces/kube-system/configmaps/kubeadm-config";
+
+#[tokio::test]
+async fn kubeadm_config_read_and_update_with_its_resource_version() {
+    let server = ReplayServer::start();
+    server.route(
+        "GET",
+        KUBEADM_CONFIG,
+        [Reply::json(200, recorded("kubeadm-config.json"))],
+    );
+    server.route(
+        "PATCH",
+        KUBEADM_CONFIG,
+        [
+            Reply::json(200, recorded("kubeadm-config-patched.json")),
+            Reply::json(409, recorded("kubeadm-config-conflict.json")),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = connect(&server, &dir).await;
+    let read = cluster.read_kubeadm_config().await.unwrap().unwrap();
+    let recorded_map: serde_json::Value =
+        serde_json::from_str(&recorded("kubeadm-config.json")).unwrap();
+    assert_eq!(
+        read.resource_version,
+        recorded_map["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+    );
+    assert!(
+        read.cluster_configuration
+            .starts_with("apiServer:\n  extraArgs:\n    authorization-mode: Node,RBAC\n"),
+        "{}",
+        read.cluster_configuration
+    );
+    let new_text = read
+        .cluster_configuration
+        .replace("Node,RBAC\n", "Node,RBAC\n    v: \"2\"\n");
+    let patched: serde_json::Value =
+        serde_json::from_str(&recorded("kubeadm-config-patched.json")).unwrap();
+    let new_version = cluster
+        .update_kubeadm_config(&new_text, &read.resource_version)
+        .await
+        .unwrap();
+    assert_eq!(
+        new_version,
+        patched["metadata"]["resourceVersion"].as_str().unwrap()
+    );
+    // What went over the wire: a merge patch of the one key, carrying the version read.
+    let seen = server.seen();
+    let sent = seen.iter().rfind(|s| s.method == "PATCH").unwrap();
+    let body: serde_json::Value = serde_json::from_str(&sent.body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "metadata": {"resourceVersion": read.resource_version},
+            "data": {"ClusterConfiguration": new_text},
+        })
+    );
+    // The second time, someone else wrote in between.
+    let err = cluster
+        .update_kubeadm_config(&new_text, &read.resource_version)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClusterError::KubeadmConfigConflict { .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.http_status(), Some(409));
+    assert!(
+        err.to_string()
+            .starts_with("ConfigMap kube-system/kubeadm-config changed since it was read (HTTP 409 Conflict: Operation cannot be fulfilled"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn kubeadm_config_absent_is_none() {
+    let server = ReplayServer::start();
+    server.route(
+        "GET",
+        KUBEADM_CONFIG,
+        [Reply::json(404, recorded("kubeadm-config-not-found.json"))],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = connect(&server, &dir).await;
+    assert_eq!(cluster.read_kubeadm_config().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn kubeadm_config_without_rbac_is_forbidden_with_the_fix() {
+    let server = ReplayServer::start();
+    server.route(
+        "GET",
+        KUBEADM_CONFIG,
+        [Reply::json(403, recorded("kubeadm-config-forbidden.json"))],
+    );
+    server.route(
+        "PATCH",
+        KUBEADM_CONFIG,
+        [Reply::json(
+            403,
+            recorded("kubeadm-config-forbidden-patch.json"),
+        )],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = connect(&server, &dir).await;
+    let err = cluster.read_kubeadm_config().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClusterError::KubeadmConfigForbidden {
+                verb: "reading",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.http_status(), Some(403));
+    let shown = err.to_string();
+    assert!(shown.starts_with("reading ConfigMap kube-system/kubeadm-config is forbidden (HTTP 403: configmaps \"kubeadm-config\" is forbidden: User \"system:serviceaccount:default:nobody\" cannot get resource"), "{shown}");
+    assert!(
+        shown.contains("RBAC permission to get and patch ConfigMaps in kube-system"),
+        "{shown}"
+    );
+    let err = cluster.update_kubeadm_config("x", "1").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClusterError::KubeadmConfigForbidden {
+                verb: "updating",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn kubeadm_config_without_its_key_is_an_error() {
+    let mut map: serde_json::Value =
+        serde_json::from_str(&recorded("kubeadm-config.json")).unwrap();
+    map["data"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ClusterConfiguration");
+    let server = ReplayServer::start();
+    server.route("GET", KUBEADM_CONFIG, [Reply::json(200, map.to_string())]);
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = connect(&server, &dir).await;
+    let err = cluster.read_kubeadm_config().await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "ConfigMap kube-system/kubeadm-config has no ClusterConfiguration key (its keys: ClusterStatus); expected the one kubeadm writes"
+    );
+}
