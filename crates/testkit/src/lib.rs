@@ -9,6 +9,8 @@ pub mod apiserver;
 mod apiserver_cache;
 pub mod delay_proxy;
 pub mod kubelet;
+pub mod node;
+pub mod real_node;
 
 /// Deterministic bytes that look random (xorshift), so no layer (compression, caches) can make a
 /// transfer look faster or a corruption go unnoticed.

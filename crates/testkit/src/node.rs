@@ -840,13 +840,13 @@ imageGCLowThresholdPercent: 99
             }
         }
         let ns = self.netns();
-        if Path::new("/run/netns").join(&ns).exists() {
-            if let Err(e) = run(
+        if Path::new("/run/netns").join(&ns).exists()
+            && let Err(e) = run(
                 Command::new("ip").args(["netns", "del", &ns]),
                 "ip netns del",
-            ) {
-                problems.push(e.0);
-            }
+            )
+        {
+            problems.push(e.0);
         }
         let host_link = format!("ka{}h", self.subnet);
         if self.subnet != 0 && Path::new("/sys/class/net").join(&host_link).exists() {
@@ -867,10 +867,10 @@ imageGCLowThresholdPercent: 99
                 "{} still has mounts in this namespace; left in place",
                 self.dir.display()
             ));
-        } else if let Err(e) = fs::remove_dir_all(&self.dir) {
-            if e.kind() != io::ErrorKind::NotFound {
-                problems.push(format!("removing {}: {e}", self.dir.display()));
-            }
+        } else if let Err(e) = fs::remove_dir_all(&self.dir)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            problems.push(format!("removing {}: {e}", self.dir.display()));
         }
         if problems.is_empty() {
             Ok(())

@@ -129,10 +129,10 @@ impl RealNode {
         let started = Instant::now();
         loop {
             let ready = self.node.readyz();
-            if let Some(pod) = self.node.mirror_pod("kube-apiserver") {
-                if done(&pod, ready) {
-                    return pod;
-                }
+            if let Some(pod) = self.node.mirror_pod("kube-apiserver")
+                && done(&pod, ready)
+            {
+                return pod;
             }
             assert!(
                 started.elapsed() < timeout,
@@ -141,6 +141,85 @@ impl RealNode {
                 self.node.log_tails(30)
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl RealNode {
+    /// A listener on the node's address, in the node's network namespace (a thread enters it
+    /// just to create the socket), so the node's processes can reach it and nothing else can.
+    pub fn listen(&self, port: u16) -> std::net::TcpListener {
+        let netns = format!("/run/netns/{}", self.node.netns());
+        let addr = format!("{}:{port}", self.node.ip());
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&netns).unwrap_or_else(|e| panic!("{netns}: {e}"));
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&ns),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .unwrap_or_else(|e| panic!("setns {netns}: {e}"));
+            std::net::TcpListener::bind(&addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
+        })
+        .join()
+        .expect("the listening thread")
+    }
+
+    /// A Falco stand-in inside the node: answers every request 200 and counts the POSTs.
+    /// Returns its URL (`http://<node ip>:<port>/k8s_audit`) and the count.
+    pub fn receiver(&self) -> (String, std::sync::Arc<AtomicU32>) {
+        let listener = self.listen(0);
+        let port = listener.local_addr().expect("local addr").port();
+        let posts = std::sync::Arc::new(AtomicU32::new(0));
+        let count = posts.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let count = count.clone();
+                std::thread::spawn(move || answer_ok(stream, &count));
+            }
+        });
+        (format!("http://{}:{port}/k8s_audit", self.node.ip()), posts)
+    }
+}
+
+/// Reads HTTP/1.1 requests (headers, then Content-Length bytes) and answers each 200.
+fn answer_ok(stream: std::net::TcpStream, posts: &AtomicU32) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        if line.starts_with("POST") {
+            posts.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut length = 0usize;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err()
+            || writer
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .is_err()
+        {
+            return;
         }
     }
 }

@@ -1,0 +1,134 @@
+//! The static pipeline on a real node: the kubelet v1.20.2, containerd and runc run etcd and
+//! kube-apiserver as static pods (`testkit::real_node`), and `k8s-audit` reaches the node
+//! through an sshd whose sessions run inside it, with no `--root`: the manifest, the audit
+//! directory and /var/log/pods are the node's own. Skipped, with the reason on stderr, where
+//! the machine cannot run containers.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use testkit::real_node::RealNode;
+
+fn k8s_audit(node: &RealNode, home: &std::path::Path, args: &[&str]) -> Output {
+    let sshd = node.sshd();
+    let (command, rest) = args.split_first().expect("a command");
+    Command::new(env!("CARGO_BIN_EXE_k8s-audit"))
+        .arg(command)
+        .arg("ssh")
+        .args(rest)
+        .args(["--host", "127.0.0.1", "--user", "root"])
+        .args(["--port", &sshd.port().to_string()])
+        .arg("-i")
+        .arg(sshd.client_key())
+        .arg("--known-hosts")
+        .arg(sshd.known_hosts_file())
+        .args(["--node", node.name()])
+        .arg("--kubeconfig")
+        .arg(node.kubeconfig())
+        .env("HOME", home)
+        .env_remove("KUBECONFIG")
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .expect("run k8s-audit")
+}
+
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn static_enable_then_disable_on_a_real_node() {
+    let Some(node) = RealNode::start() else {
+        return;
+    };
+    let up = node.bring_up();
+    eprintln!(
+        "real node: /readyz ok {:.1?} after the kubelet started; mirror pods after {:.1?}",
+        up.ready, up.mirror_pods
+    );
+    let home = tempfile::tempdir().unwrap();
+    let original = std::fs::read(node.apiserver_manifest()).unwrap();
+    let before = node.wait_for(Duration::from_secs(60), |pod, ready| {
+        ready && pod.config_hash.is_some()
+    });
+    assert!(before.is_mirror, "{before:?}");
+    let (falco_url, posts) = node.receiver();
+
+    let started = Instant::now();
+    let enabled = k8s_audit(
+        &node,
+        home.path(),
+        &[
+            "enable",
+            "static",
+            "--falco-url",
+            &falco_url,
+            "--timeout",
+            "120",
+        ],
+    );
+    assert_ok(&enabled);
+    eprintln!("real node: enable took {:.1?}", started.elapsed());
+    let text = String::from_utf8_lossy(&enabled.stdout);
+    assert!(text.contains("✓ wait"), "{text}");
+    let after = node.wait_for(Duration::from_secs(30), |pod, ready| {
+        ready && pod.config_hash != before.config_hash
+    });
+    assert!(
+        after
+            .command
+            .iter()
+            .any(|f| f.starts_with("--audit-webhook-config-file=")),
+        "the running API server carries the webhook flag: {after:?}"
+    );
+    assert!(
+        after
+            .command
+            .iter()
+            .any(|f| f.starts_with("--audit-log-path=")),
+        "{after:?}"
+    );
+    // The real API server writes its audit log into the node's audit directory, which the
+    // host sees under the node's state directory.
+    let audit_log = node.node().host_path("/var/lib/k8s_audit/audit.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::metadata(&audit_log).is_ok_and(|m| m.len() > 0) {
+        assert!(
+            Instant::now() < deadline,
+            "no audit events in {}",
+            audit_log.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while posts.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the webhook never reached the receiver inside the node"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let started = Instant::now();
+    let disabled = k8s_audit(&node, home.path(), &["disable", "--timeout", "120"]);
+    assert_ok(&disabled);
+    eprintln!("real node: disable took {:.1?}", started.elapsed());
+    assert_eq!(
+        std::fs::read(node.apiserver_manifest()).unwrap(),
+        original,
+        "the original bytes are back"
+    );
+    let last = node.wait_for(Duration::from_secs(60), |pod, ready| {
+        ready && pod.config_hash == before.config_hash
+    });
+    assert!(
+        !last.command.iter().any(|f| f.starts_with("--audit-")),
+        "{last:?}"
+    );
+}
