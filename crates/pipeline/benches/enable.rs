@@ -91,6 +91,8 @@ fn main() -> Result<()> {
             "--falco-url",
             FALCO_URL,
             "--no-wait",
+            // The bench measures the transport; its Falco address must not be probed from here.
+            "--skip-reachability",
         ])?;
         let (trips, started) = (proxy.round_trips(), Instant::now());
         stats = pipeline::enable::enable(cli.args, &Recorder::default())?;

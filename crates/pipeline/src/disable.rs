@@ -38,9 +38,11 @@ pub fn run(args: DisableArgs, reporter: &dyn Reporter) -> Result<()> {
         let node = args.target.connect()?;
         let manifest_path = args.target.manifest();
         let state_path = state::state_path(audit_dir);
-        let mut read = node.lock_and_read(
+        let (mut read, _) = node.lock_and_read(
             &crate::lock::dir_for(&manifest_path),
             &[&manifest_path, &state_path],
+            &[],
+            None,
         )?;
         let record = read
             .pop()

@@ -35,6 +35,9 @@ pub struct EnableArgs {
     /// Do the preflight reads, then print the rendered files and the manifest diff; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Write the webhook without first checking, from the node, that Falco answers there.
+    #[arg(long)]
+    pub skip_reachability: bool,
     /// Replace audit flags the manifest already has with other values.
     #[arg(long)]
     pub force: bool,
@@ -55,16 +58,28 @@ pub struct FalcoArgs {
     /// Falco's audit endpoint, e.g. http://10.96.0.10:8765/k8s_audit (skips the Service lookup).
     #[arg(long)]
     pub falco_url: Option<String>,
-    /// The Falco Service to take the ClusterIP and port from.
-    #[arg(long, default_value = "falco-service")]
-    pub falco_service: String,
-    /// The Falco Service's namespace.
-    #[arg(long, default_value = "default")]
-    pub falco_namespace: String,
+    /// The Falco Service to take the ClusterIP and port from (default: discovery, the Services
+    /// exposing 9765 or 8765).
+    #[arg(long)]
+    pub falco_service: Option<String>,
+    /// The Falco Service's namespace (default: every namespace you may list, or default and falco).
+    #[arg(long)]
+    pub falco_namespace: Option<String>,
     /// Target the Service's nodePort on 127.0.0.1: the ClusterIP is not always routable from the
     /// API server's host network.
     #[arg(long)]
     pub falco_via_nodeport: bool,
+    /// A PEM CA bundle that verifies an https:// Falco URL (default: the node's system roots).
+    #[arg(long, value_name = "PEM")]
+    pub falco_ca_file: Option<std::path::PathBuf>,
+    /// A PEM client certificate for an https:// Falco URL (mTLS through a proxy).
+    #[arg(long, value_name = "PEM", requires = "falco_client_key")]
+    pub falco_client_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --falco-client-cert.
+    #[arg(long, value_name = "PEM", requires = "falco_client_cert")]
+    pub falco_client_key: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub policy: crate::policy::PolicyArgs,
 }
 
 /// Runs `enable`, reporting each step to `reporter`.
@@ -82,12 +97,14 @@ pub fn enable(args: EnableArgs, reporter: &dyn Reporter) -> Result<Option<ship::
     for warning in &plan.warnings {
         steps.warn(warning);
     }
-    let files = steps.run("render", || rendering::run(args.mode, &plan))?;
+    let files = steps.run("render", || {
+        rendering::run(args.mode, &args.falco.policy, &plan, &steps)
+    })?;
 
     if args.dry_run {
         for (name, bytes) in &files {
             steps.output(format!("--- {}/{name}", args.target.node.audit_dir));
-            output_text(&steps, &String::from_utf8_lossy(bytes));
+            output_text(&steps, &rendering::display_text(bytes));
         }
         output_text(
             &steps,

@@ -16,11 +16,22 @@ pub const NAME: &str = "k8s-audit-lock";
 /// Exit status of the holder when another run holds the lock.
 pub const HELD: i32 = 75;
 
-/// `$1` the lock directory, `$2` who we are, `$3` the marker; then the files to read. Takes the
-/// lock (a directory, made atomically), prints the files as `READ_SCRIPT` does, then an empty
-/// line and the marker, and waits for end of input. When the lock's directory does not exist
-/// there is no manifest to protect, and nothing to lock: it only reads.
-pub const SCRIPT: &str = r#"lock=$1 from=$2 marker=$3; shift 3
+/// `$1` the lock directory, `$2` who we are, `$3` the marker, `$4` a CA bundle for https probes
+/// (or empty), `$5` the number of probes and their arguments ([`crate::reachability`]); then
+/// the files to read. Takes the lock (a directory, made atomically), probes, prints the files
+/// as `READ_SCRIPT` does, then the probes' lines, an empty line and the marker, and waits for
+/// end of input. When the lock's directory does not exist there is no manifest to protect, and
+/// nothing to lock: it only reads.
+pub fn script() -> String {
+    format!("{}{}", crate::reachability::PROBE_FN, LOCK_AND_READ)
+}
+
+const LOCK_AND_READ: &str = r#"lock=$1 from=$2 marker=$3 ca=$4; shift 4
+taken= cafile=
+cleanup() {
+  if [ -n "$taken" ]; then rm -rf -- "$lock"; fi
+  if [ -n "$cafile" ]; then rm -f -- "$cafile"; fi
+}
 alive() {
   pid=$(sed -n 2p -- "$lock/holder" 2>/dev/null)
   if [ -z "$pid" ]; then
@@ -32,21 +43,33 @@ alive() {
   if [ -r "/proc/$pid/cmdline" ]; then grep -q k8s-audit-lock "/proc/$pid/cmdline"; fi
 }
 held() { echo locked; cat -- "$lock/holder" 2>/dev/null; exit 75; }
+trap cleanup EXIT
+trap 'exit 1' HUP INT TERM PIPE
 if [ -d "$(dirname -- "$lock")" ]; then
   if ! mkdir -m 700 -- "$lock" 2>/dev/null; then
     if alive; then held; fi
     rm -rf -- "$lock"
     mkdir -m 700 -- "$lock" 2>/dev/null || held
   fi
-  trap 'rm -rf -- "$lock"' EXIT
-  trap 'exit 1' HUP INT TERM PIPE
+  taken=1
   printf '%s\n%s\n%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$$" "$from" > "$lock/holder" || exit 1
+fi
+n=$1; shift
+results=
+if [ "$n" -gt 0 ]; then
+  if [ -n "$ca" ]; then cafile=$(mktemp) && printf '%s\n' "$ca" > "$cafile" || exit 1; fi
+  i=0
+  while [ "$i" -lt "$n" ]; do
+    results="${results}probe $i $(probe "$1" "$2" "$3" "$4")
+"
+    shift 4; i=$((i + 1))
+  done
 fi
 for f; do
   if [ -f "$f" ]; then printf '%s\n' $(( $(wc -c < "$f") )) && cat -- "$f" || exit 1
   else printf -- '-\n'; fi
 done
-printf '\n%s\n' "$marker"
+printf '%s\n%s\n' "$results" "$marker"
 cat > /dev/null
 "#;
 

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::error::{Context, PipelineError, Result, bail};
+use crate::falco_url::FalcoUrl;
 use crate::lock;
+use crate::reachability::{self, Probed};
 
 /// The output of a command on the node.
 pub struct Ran {
@@ -147,26 +149,34 @@ impl Node {
         })
     }
 
-    /// Takes the node lock for the rest of this run, in the same command that reads
+    /// Takes the node lock for the rest of this run, in the same command that probes Falco's
+    /// `candidates` from the node ([`crate::reachability`], with `ca` for https) and reads
     /// `node_paths` (as [`Node::read_many`]). `lock_dir` is a node path beside the manifest.
     /// Another enable or disable holding it is an error that says who and since when.
+    /// Returns the files and the probes' results.
     pub fn lock_and_read(
         &self,
         lock_dir: &str,
         node_paths: &[&str],
-    ) -> Result<Vec<Option<Vec<u8>>>> {
+        candidates: &[FalcoUrl],
+        ca: Option<&str>,
+    ) -> Result<(Vec<Option<Vec<u8>>>, Vec<Probed>)> {
         let lock_dir = self.path(lock_dir);
         let paths: Vec<String> = node_paths.iter().map(|p| self.path(p)).collect();
         let (from, marker) = (lock::this_host(), lock::marker());
+        let script = lock::script();
+        let probes = reachability::script_args(candidates);
         let mut argv = vec![
             "sh",
             "-c",
-            lock::SCRIPT,
+            &script,
             lock::NAME,
             &lock_dir,
             &from,
             &marker,
+            ca.unwrap_or(""),
         ];
+        argv.extend(probes.iter().map(String::as_str));
         argv.extend(paths.iter().map(String::as_str));
         let (stdout, holder) = match &self.transport {
             Transport::Ssh(session) => {
@@ -182,15 +192,18 @@ impl Node {
             Transport::Local => self.spawn_local_holder(&argv, &marker)?,
         };
         *self.holder.borrow_mut() = Some(holder);
-        // The holder puts an empty line before the marker, so that it stands on a line of its own.
-        let files = stdout.strip_suffix(b"\n").unwrap_or(&stdout);
-        parse_read_output(files, paths.len()).with_context(|| {
+        let garbled = || {
             format!(
                 "reading {} on {}: garbled reply",
                 paths.join(", "),
                 self.describe
             )
-        })
+        };
+        // The holder puts an empty line before the marker, so that it stands on a line of its own.
+        let output = stdout.strip_suffix(b"\n").unwrap_or(&stdout);
+        let (files, rest) = parse_files(output, paths.len()).with_context(garbled)?;
+        let probed = reachability::parse(&String::from_utf8_lossy(rest), candidates);
+        Ok((files, probed))
     }
 
     /// Releases the node lock, waiting for its holder to remove it (one round trip).
@@ -388,7 +401,14 @@ impl Drop for Node {
     }
 }
 
-fn parse_read_output(mut out: &[u8], count: usize) -> Option<Vec<Option<Vec<u8>>>> {
+/// Exactly `count` files, nothing after them.
+fn parse_read_output(out: &[u8], count: usize) -> Option<Vec<Option<Vec<u8>>>> {
+    let (files, rest) = parse_files(out, count)?;
+    rest.is_empty().then_some(files)
+}
+
+/// `count` files as the read script prints them, and what follows.
+fn parse_files(mut out: &[u8], count: usize) -> Option<(Vec<Option<Vec<u8>>>, &[u8])> {
     let mut files = Vec::with_capacity(count);
     for _ in 0..count {
         let newline = out.iter().position(|b| *b == b'\n')?;
@@ -402,7 +422,7 @@ fn parse_read_output(mut out: &[u8], count: usize) -> Option<Vec<Option<Vec<u8>>
         files.push(Some(out.get(..size)?.to_vec()));
         out = &out[size..];
     }
-    out.is_empty().then_some(files)
+    Some((files, out))
 }
 
 fn is_root() -> bool {
@@ -535,12 +555,12 @@ mod tests {
                 },
             ])
             .unwrap();
-        let read = first
-            .lock_and_read("/etc/k/.k8s-audit.lock", &["/etc/k/m.yaml"])
+        let (read, _) = first
+            .lock_and_read("/etc/k/.k8s-audit.lock", &["/etc/k/m.yaml"], &[], None)
             .unwrap();
         assert_eq!(read[0].as_deref(), Some(&b"manifest"[..]));
         let refused = second
-            .lock_and_read("/etc/k/.k8s-audit.lock", &["/etc/k/m.yaml"])
+            .lock_and_read("/etc/k/.k8s-audit.lock", &["/etc/k/m.yaml"], &[], None)
             .unwrap_err()
             .report();
         let prefix = format!(
@@ -555,7 +575,7 @@ mod tests {
         first.unlock().unwrap();
         assert!(!dir.path().join("etc/k/.k8s-audit.lock").exists());
         second
-            .lock_and_read("/etc/k/.k8s-audit.lock", &["/etc/k/m.yaml"])
+            .lock_and_read("/etc/k/.k8s-audit.lock", &["/etc/k/m.yaml"], &[], None)
             .unwrap();
         drop(second);
         assert!(
@@ -578,7 +598,7 @@ mod tests {
             format!("2026-12-01T00:00:00Z\n{pid}\nsomewhere\n"),
         )
         .unwrap();
-        node.lock_and_read("/etc/k/.k8s-audit.lock", &["/etc/k/m.yaml"])
+        node.lock_and_read("/etc/k/.k8s-audit.lock", &["/etc/k/m.yaml"], &[], None)
             .unwrap();
         let holder = std::fs::read_to_string(lock.join("holder")).unwrap();
         assert!(!holder.contains("somewhere"), "{holder}");

@@ -9,6 +9,7 @@ use crate::cluster_args::Kube;
 use crate::enable::EnableArgs;
 use crate::error::{Context, PipelineError, Result};
 use crate::node::Node;
+use crate::reachability::{self, Probed, Verdict};
 use crate::report::Steps;
 use crate::state::{self, State};
 use crate::templates::FalcoUrl;
@@ -49,14 +50,25 @@ pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
         !args.restart.no_wait || args.mode != Mode::Static || args.falco.falco_url.is_none();
     let dir = args.target.audit_dir()?;
     let node = args.target.connect()?;
+    let kube = args.cluster.connect(needs_cluster)?;
+    let (candidates, falco_reason) = resolve_falco(args, kube.as_ref())?;
     let manifest_path = args.target.manifest();
     let names = uploads(args.mode);
     let mut paths = vec![manifest_path.clone(), state::state_path(dir)];
     paths.extend(names.iter().map(|name| format!("{dir}/{name}")));
-    let mut read = node.lock_and_read(
+    let probe: &[FalcoUrl] = if args.skip_reachability {
+        &[]
+    } else {
+        &candidates
+    };
+    let (mut read, probed) = node.lock_and_read(
         &crate::lock::dir_for(&manifest_path),
         &paths.iter().map(String::as_str).collect::<Vec<_>>(),
+        probe,
+        None,
     )?;
+    let mut warnings = Vec::new();
+    let falco = choose_falco(args, candidates, &probed, steps, &mut warnings)?;
     let existing = names.iter().copied().zip(read.split_off(2)).collect();
     let record_bytes = read.pop().flatten();
     let original = manifest_text(&node, &manifest_path, read.pop().flatten())?;
@@ -70,8 +82,6 @@ pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
         describe_version(inspection.version.as_ref())
     ));
 
-    let mut warnings = Vec::new();
-    let kube = args.cluster.connect(needs_cluster)?;
     if let Some(kube) = &kube {
         let served = kube.block_on(kube.cluster.version())?;
         steps.detail(format!(
@@ -116,7 +126,6 @@ pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
         &inspection,
         &mut warnings,
     );
-    let (falco, falco_reason) = resolve_falco(args, kube.as_ref())?;
     if let Some(url) = falco.as_ref().filter(|url| url.is_cluster_dns_name()) {
         warnings.push(format!(
             "{} is a cluster DNS name: the API server runs in the host's network with the host's resolver, which does not know cluster names; use the Service's ClusterIP or a NodePort on 127.0.0.1",
@@ -201,22 +210,73 @@ pub fn manifest_text(node: &Node, manifest_path: &str, bytes: Option<Vec<u8>>) -
     String::from_utf8(bytes).with_context(|| format!("{manifest_path} is not UTF-8 text"))
 }
 
-/// Falco's endpoint, and a sentence on why it was chosen when it was looked up.
+/// The endpoint to write, from what the node said of each candidate: the first that answered;
+/// with none, static mode stops here, before anything is written (the API server's webhook
+/// would drop every event while the control plane looks healthy).
+fn choose_falco(
+    args: &EnableArgs,
+    candidates: Vec<FalcoUrl>,
+    probed: &[Probed],
+    steps: &Steps,
+    warnings: &mut Vec<String>,
+) -> Result<Option<FalcoUrl>> {
+    if args.skip_reachability {
+        warnings.push(
+            "--skip-reachability: nothing checked that the API server's host can reach Falco"
+                .into(),
+        );
+        return Ok(candidates.into_iter().next());
+    }
+    match reachability::verdict(probed) {
+        Verdict::Reachable(ok) => {
+            steps.info(format!("reachable from the node: {ok}"));
+            Ok(Some(ok.url.clone()))
+        }
+        Verdict::Unverified(p) => {
+            warnings.push(format!(
+                "could not check that the node reaches Falco ({p}); the webhook is written unverified"
+            ));
+            Ok(candidates.into_iter().next())
+        }
+        Verdict::Unreachable if args.mode == Mode::Static => Err(PipelineError::failed(
+            reachability::unreachable_message(probed),
+        )),
+        Verdict::Unreachable => {
+            warnings.push(reachability::unreachable_message(probed));
+            Ok(candidates.into_iter().next())
+        }
+    }
+}
+
+/// Falco's candidate endpoints, best first, and a sentence on why when they were looked up.
+/// Discovery yields addresses only (a ClusterIP, a nodePort on 127.0.0.1), never a DNS name.
+/// The TLS files are read and checked here, before anything is written.
 fn resolve_falco(
     args: &EnableArgs,
     kube: Option<&Kube>,
-) -> Result<(Option<FalcoUrl>, Option<String>)> {
-    if let Some(url) = &args.falco.falco_url {
-        return Ok((Some(FalcoUrl::parse(url)?), None));
+) -> Result<(Vec<FalcoUrl>, Option<String>)> {
+    let falco = &args.falco;
+    let tls = crate::templates::FalcoTls::load(
+        falco.falco_ca_file.as_deref(),
+        falco.falco_client_cert.as_deref(),
+        falco.falco_client_key.as_deref(),
+    )?
+    .map(std::sync::Arc::new);
+    if let Some(url) = &falco.falco_url {
+        return Ok((vec![FalcoUrl::parse(url)?.with_tls(tls)?], None));
     }
     let kube =
         kube.context("finding Falco needs the cluster: pass --falco-url, or a kubeconfig")?;
-    let endpoint = kube.block_on(kube.cluster.falco_endpoint(
-        &args.falco.falco_namespace,
-        &args.falco.falco_service,
-        args.falco.falco_via_nodeport,
-    ))?;
+    let endpoint = kube.block_on(kube.cluster.find_falco(&cluster::FalcoQuery {
+        namespace: falco.falco_namespace.clone(),
+        name: falco.falco_service.clone(),
+        via_node_port: falco.falco_via_nodeport,
+    }))?;
     let reason = format!("Falco endpoint {} ({})", endpoint.url(), endpoint.reason);
-    let url = FalcoUrl::http(endpoint.host, endpoint.port, endpoint.path);
-    Ok((Some(url), Some(reason)))
+    let candidates = endpoint
+        .candidates
+        .into_iter()
+        .map(|c| FalcoUrl::http(c.host, c.port, c.path).with_tls(tls.clone()))
+        .collect::<Result<_>>()?;
+    Ok((candidates, Some(reason)))
 }

@@ -50,7 +50,8 @@ impl TestNode {
     fn enable_variant(&self, variant: &str) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_k8s-audit"));
         cmd.args(["enable", variant, "static", "--user", "root"])
-            .args(["--falco-url", FALCO_URL, "--no-wait", "--known-hosts"])
+            .args(["--falco-url", FALCO_URL, "--no-wait", "--skip-reachability"])
+            .arg("--known-hosts")
             .arg(self.sshd.known_hosts_file())
             .arg("--root")
             .arg(self.root.path())
@@ -733,6 +734,7 @@ fn minikube_variant_without_minikube_is_a_clear_error() {
             "--falco-url",
             FALCO_URL,
             "--no-wait",
+            "--skip-reachability",
         ])
         .env("PATH", empty_path.path())
         .output()
@@ -1121,6 +1123,7 @@ fn concurrent_local_enables_never_mix_their_files() {
             .map(|url| {
                 Command::new(env!("CARGO_BIN_EXE_k8s-audit"))
                     .args(["enable", "local", "static", "--no-wait", "--falco-url", url])
+                    .arg("--skip-reachability")
                     .arg("--root")
                     .arg(root.path())
                     .env_remove("KUBECONFIG")

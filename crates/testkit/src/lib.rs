@@ -9,6 +9,7 @@ pub mod apiserver;
 mod apiserver_cache;
 pub mod delay_proxy;
 pub mod kubelet;
+pub mod netns;
 pub mod node;
 pub mod real_node;
 

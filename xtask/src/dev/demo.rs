@@ -30,13 +30,15 @@ pub fn run() -> Result<()> {
         "--falco-url",
         FALCO_URL,
         "--no-wait",
+        // No Falco runs here, and its example address must not be probed from this machine.
+        "--skip-reachability",
     ];
 
     heading(&format!(
         "A sandbox node at {root}, holding a kubeadm v1.28 manifest"
     ));
     heading(&format!(
-        "cargo xtask enable local static --root {root} --falco-url {FALCO_URL} --no-wait"
+        "cargo xtask enable local static --root {root} --falco-url {FALCO_URL} --no-wait --skip-reachability"
     ));
     run_args(enable)?;
 

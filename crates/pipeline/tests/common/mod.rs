@@ -7,8 +7,26 @@ use std::process::{Command, Output};
 use testkit::sshd::Sshd;
 
 /// `cargo xtask <command> ssh [mode]` against `sshd`, on the sandbox `root`, with a clean HOME so
-/// that neither the user's kubeconfig nor their ssh config or agent leaks in.
+/// that neither the user's kubeconfig nor their ssh config or agent leaks in. `enable` does not
+/// probe Falco from the node (`--skip-reachability`): the sshd runs on this machine, and a probe
+/// of a ClusterIP from here would leave it. Tests of the probe use [`probing_ssh_command`].
 pub fn ssh_command(
+    sshd: &Sshd,
+    root: &Path,
+    home: &Path,
+    command: &str,
+    mode: Option<&str>,
+) -> Command {
+    let mut cmd = probing_ssh_command(sshd, root, home, command, mode);
+    if command == "enable" {
+        cmd.arg("--skip-reachability");
+    }
+    cmd
+}
+
+/// [`ssh_command`] with the reachability probe on: only in a network namespace of the test's
+/// own, or with loopback URLs (`testkit::netns::assert_probe_allowed`).
+pub fn probing_ssh_command(
     sshd: &Sshd,
     root: &Path,
     home: &Path,
