@@ -16,7 +16,13 @@ pub struct PodLog {
 }
 
 impl Cluster {
-    async fn pods_matching(&self, selector: &str) -> Result<Vec<(String, String)>, ClusterError> {
+    /// The pods matching `selector`, each with the container whose log to read: the chart's
+    /// Falco pods carry sidecars (falcoctl), and the API server refuses a log request without
+    /// a container name for a pod with several.
+    async fn pods_matching(
+        &self,
+        selector: &str,
+    ) -> Result<Vec<(String, String, Option<String>)>, ClusterError> {
         let pods: Api<Pod> = Api::all(self.client.clone());
         let list = pods
             .list(&ListParams::default().labels(selector))
@@ -25,7 +31,18 @@ impl Cluster {
         Ok(list
             .items
             .into_iter()
-            .filter_map(|p| Some((p.metadata.namespace?, p.metadata.name?)))
+            .filter_map(|p| {
+                let containers = p.spec.map(|s| s.containers).unwrap_or_default();
+                let container = (containers.len() > 1).then(|| {
+                    containers
+                        .iter()
+                        .find(|c| c.name == "falco")
+                        .unwrap_or(&containers[0])
+                        .name
+                        .clone()
+                });
+                Some((p.metadata.namespace?, p.metadata.name?, container))
+            })
             .collect())
     }
 
@@ -36,9 +53,10 @@ impl Cluster {
         since_seconds: i64,
     ) -> Result<Vec<PodLog>, ClusterError> {
         let mut logs = Vec::new();
-        for (namespace, pod) in self.pods_matching(selector).await? {
+        for (namespace, pod, container) in self.pods_matching(selector).await? {
             let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
             let params = LogParams {
+                container,
                 since_seconds: Some(since_seconds),
                 ..LogParams::default()
             };
@@ -62,11 +80,14 @@ impl Cluster {
         selector: &str,
         mut on_line: impl FnMut(&str),
     ) -> Result<Option<(String, String)>, ClusterError> {
-        let Some((namespace, pod)) = self.pods_matching(selector).await?.into_iter().next() else {
+        let Some((namespace, pod, container)) =
+            self.pods_matching(selector).await?.into_iter().next()
+        else {
             return Ok(None);
         };
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
         let params = LogParams {
+            container,
             follow: true,
             tail_lines: Some(20),
             ..LogParams::default()

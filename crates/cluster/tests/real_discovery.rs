@@ -262,3 +262,48 @@ async fn discovery_finds_the_chart_and_the_seed_service_with_no_flags() {
         "{err}"
     );
 }
+
+/// The chart's Falco pods carry a falcoctl sidecar: a log request without a container name is
+/// refused for them (HTTP 400), so the logs are read from the `falco` container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_of_a_chart_falco_pod_come_from_its_falco_container() {
+    let _one_at_a_time = exclusive().await;
+    let server = ApiServer::start(&[]).await.unwrap();
+    let client = server.plane().client().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::connect(&kubeconfig(&server, dir.path(), None))
+        .await
+        .unwrap();
+    // No controller manager runs here to create the default ServiceAccount pods need.
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), "default");
+    accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
+    let pod = serde_json::json!({
+        "metadata": {"name": "falco-x7k2q", "labels": {"app.kubernetes.io/name": "falco"}},
+        "spec": {"automountServiceAccountToken": false, "containers": [
+            {"name": "falcoctl-artifact-follow", "image": "falcosecurity/falcoctl:0.7.2"},
+            {"name": "falco", "image": "falcosecurity/falco:0.37.1"}
+        ]}
+    });
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(pod).unwrap(),
+    )
+    .await
+    .unwrap();
+    // No kubelet runs the pod, so its log is empty; what matters is that the server accepts
+    // the request.
+    let logs = cluster
+        .recent_logs("app.kubernetes.io/name=falco", 60)
+        .await
+        .unwrap();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].pod, "falco-x7k2q");
+}
