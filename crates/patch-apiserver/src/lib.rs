@@ -5,7 +5,7 @@
 //! use patch_apiserver::{Mode, PatchOptions, patch, revert};
 //! let manifest = std::fs::read_to_string(concat!(
 //!     env!("CARGO_MANIFEST_DIR"),
-//!     "/../../fixtures/manifests/kubeadm-v1.28.yaml"
+//!     "/../../fixtures/manifests/minikube-v1.28.yaml"
 //! ))
 //! .unwrap();
 //! let opts = PatchOptions::new(Mode::Static);
@@ -17,6 +17,7 @@
 mod audit_dir;
 mod cluster_config;
 mod diff;
+mod durable;
 mod edit;
 mod error;
 mod files;
@@ -39,6 +40,7 @@ pub use cluster_config::{
     revert_cluster_config,
 };
 pub use diff::unified_diff;
+pub use durable::{DurableTarget, durable_settings};
 pub use error::{Located, PatchError, Pos};
 pub use files::{AuditFile, audit_files};
 pub use in_place::{InPlaceError, read_manifest, write_in_place};

@@ -355,3 +355,31 @@ fn a_byte_order_mark_stays_in_front() {
     assert!(p.text.starts_with('\u{feff}'));
     assert_eq!(revert_cluster_config(&p.text, &o).unwrap().text, text);
 }
+
+/// The durable settings the other managers' warnings print (issue 15 item 5), per mode.
+#[test]
+fn durable_settings_for_the_other_managers() {
+    use patch_apiserver::{AuditFile, DurableTarget, durable_settings};
+    for mode in Mode::ALL {
+        let mut o = opts(mode);
+        o.rotation = Some(Rotation::CIS);
+        let policy = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n";
+        let mut out = String::new();
+        for target in [
+            DurableTarget::Minikube,
+            DurableTarget::Kops,
+            DurableTarget::Rke2,
+        ] {
+            out.push_str(&format!("=== {target:?}\n"));
+            out.push_str(&durable_settings(
+                target,
+                &o,
+                &[(AuditFile::Policy, policy)],
+            ));
+        }
+        insta::assert_snapshot!(
+            format!("durable_settings__{}", mode.to_string().replace('+', "_")),
+            out
+        );
+    }
+}
