@@ -35,9 +35,10 @@ pub struct VerifyArgs {
     /// Where to look for the events; repeatable or comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Source::Falco, Source::NodeLog])]
     pub via: Vec<Source>,
-    /// The Falco pods' label selector.
-    #[arg(short = 'l', long, default_value = "app=falco-example")]
-    pub selector: String,
+    /// The Falco pods' label selector (default: Falco's chart, `app.kubernetes.io/name=falco`,
+    /// and the older manifests, `app in (falco, falco-example)`).
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
     /// The address the hosted audit-sink listens on (with --via sink).
     #[arg(long, default_value = "127.0.0.1:8765")]
     pub sink_listen: std::net::SocketAddr,
@@ -49,6 +50,13 @@ pub struct VerifyArgs {
     pub timeout: u64,
 }
 
+/// The selectors that find Falco's pods when `-l` is not given. A label selector cannot say
+/// "this key or that one", so each is listed and their pods are merged.
+pub const FALCO_POD_SELECTORS: [&str; 2] = [
+    "app.kubernetes.io/name=falco",
+    "app in (falco, falco-example)",
+];
+
 /// Runs `verify`; its findings go to `reporter` as output.
 pub fn run(args: VerifyArgs, reporter: &dyn Reporter) -> Result<()> {
     let out = Steps::new(reporter);
@@ -58,6 +66,13 @@ pub fn run(args: VerifyArgs, reporter: &dyn Reporter) -> Result<()> {
     } else {
         None
     };
+    let selectors: Vec<&str> = match &args.selector {
+        Some(selector) => vec![selector.as_str()],
+        None => FALCO_POD_SELECTORS.to_vec(),
+    };
+    if let Some(node) = &node {
+        out.output(delivery_target(node, &args.target.node.audit_dir));
+    }
     let probe = cluster::ProbeConfigMap {
         namespace: args.namespace.clone(),
         name: format!("audit-probe-{}-{}", std::process::id(), unix_millis()),
@@ -100,7 +115,7 @@ pub fn run(args: VerifyArgs, reporter: &dyn Reporter) -> Result<()> {
                 node_log_events(node.as_ref(), &args.target.node.audit_dir, &probe.name)
             }),
             Source::Falco => poll(since, timeout, || {
-                falco_lines(&kube, &args.selector, &probe.name)
+                falco_lines(&kube, &selectors, &probe.name)
             }),
         };
         match seen {
@@ -122,6 +137,23 @@ pub fn run(args: VerifyArgs, reporter: &dyn Reporter) -> Result<()> {
             "  likely reasons for {source:?}: {}",
             hint(*source)
         ));
+    }
+    // The webhook's own complaints say which of the reasons it is.
+    if let Some(node) = &node
+        && missing
+            .iter()
+            .any(|(source, _)| matches!(source, Source::Falco | Source::Sink))
+    {
+        let errors = webhook_errors(&webhook_error_lines(node));
+        if errors.is_empty() {
+            out.output("  the API server's recent log holds no audit webhook error");
+        } else {
+            out.output("  the API server's log says the webhook failed:");
+            for (line, cause) in errors {
+                out.output(format!("    {line}"));
+                out.output(format!("      → {cause}"));
+            }
+        }
     }
     bail!(
         "the probe's audit events were not seen in {} place(s)",
@@ -211,10 +243,21 @@ fn node_log_events(node: Option<&Node>, audit_dir: &str, probe: &str) -> Result<
         .then(|| describe(&events)))
 }
 
-fn falco_lines(kube: &Kube, selector: &str, probe: &str) -> Result<Option<String>> {
-    let logs = kube.block_on(kube.cluster.recent_logs(selector, 600))?;
+fn falco_lines(kube: &Kube, selectors: &[&str], probe: &str) -> Result<Option<String>> {
+    let mut logs: Vec<cluster::PodLog> = Vec::new();
+    for selector in selectors {
+        for log in kube.block_on(kube.cluster.recent_logs(selector, 600))? {
+            // A pod may carry both sets of labels.
+            if !logs
+                .iter()
+                .any(|l| (&l.namespace, &l.pod) == (&log.namespace, &log.pod))
+            {
+                logs.push(log);
+            }
+        }
+    }
     if logs.is_empty() {
-        bail!("no pod matches the selector {selector}");
+        bail!("no pod matches the selector {}", selectors.join(" or "));
     }
     let hits: Vec<String> = logs
         .iter()
@@ -226,4 +269,138 @@ fn falco_lines(kube: &Kube, selector: &str, probe: &str) -> Result<Option<String
         })
         .collect();
     Ok((!hits.is_empty()).then(|| format!("{} line(s), first: {}", hits.len(), hits[0])))
+}
+
+/// Which URL the API server delivers to, from the webhook kubeconfig on the node (what the
+/// server actually read, not what this run would write).
+fn delivery_target(node: &Node, audit_dir: &str) -> String {
+    let path = format!("{audit_dir}/webhook-config.yaml");
+    match node
+        .read_many(&[&path])
+        .map(|mut files| files.pop().flatten())
+    {
+        Ok(Some(bytes)) => match webhook_server(&bytes) {
+            Some(url) => format!("the API server delivers audit events to {url} (from {path})"),
+            None => format!("{path} names no server"),
+        },
+        Ok(None) => format!(
+            "no {path} on the node: static audit is not enabled there (the dynamic modes deliver through the AuditSink)"
+        ),
+        Err(e) => format!("could not read {path}: {}", e.report()),
+    }
+}
+
+/// `clusters[0].cluster.server` of a kubeconfig.
+fn webhook_server(kubeconfig: &[u8]) -> Option<String> {
+    let yaml: serde_norway::Value = serde_norway::from_slice(kubeconfig).ok()?;
+    yaml.get("clusters")?
+        .get(0)?
+        .get("cluster")?
+        .get("server")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// The batch webhook's marker for a failed delivery. Each is followed by one line per event it
+/// dropped (hundreds), so the last lines of the log rarely show it: the marker is searched for.
+const WEBHOOK_ERROR: &str = "Error in audit plugin 'webhook'";
+
+/// The last webhook errors in the API server's log on the node, from the same places the
+/// rollback reads (crictl, the kubelet's pod logs, kops's log file), searched on the node so
+/// that only the matching lines travel.
+fn webhook_error_lines(node: &Node) -> String {
+    const SCRIPT: &str = r#"marker=$1 kops_log=$2
+{
+  if command -v crictl >/dev/null 2>&1; then
+    id=$(crictl ps -a --name kube-apiserver -q 2>/dev/null | head -n 1)
+    if [ -n "$id" ]; then crictl logs --tail 20000 "$id" 2>&1; fi
+  fi
+  for f in /var/log/pods/kube-system_kube-apiserver-*/kube-apiserver/*.log "$kops_log"; do
+    if [ -f "$f" ]; then tail -n 20000 "$f"; fi
+  done
+} | grep -F -e "$marker" | tail -n 5
+"#;
+    let kops_log = node.path("/var/log/kube-apiserver.log");
+    match node.run(&[
+        "sh",
+        "-c",
+        SCRIPT,
+        "webhook-errors",
+        WEBHOOK_ERROR,
+        &kops_log,
+    ]) {
+        Ok(out) => out.stdout_text(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The audit webhook's errors in an API server log, each with what it most likely means. The
+/// batch backend logs every failed delivery as `Error in audit plugin 'webhook' ...`.
+pub fn webhook_errors(log: &str) -> Vec<(String, &'static str)> {
+    log.lines()
+        .filter(|line| line.contains(WEBHOOK_ERROR))
+        .map(|line| {
+            let lower = line.to_ascii_lowercase();
+            let cause = if lower.contains("connection refused") {
+                "nothing listens there: Falco is not running, or not on this port"
+            } else if lower.contains("i/o timeout")
+                || lower.contains("no route to host")
+                || lower.contains("network is unreachable")
+                || lower.contains("deadline exceeded")
+            {
+                "the address is not reachable from the API server's host (a ClusterIP without kube-proxy, a NetworkPolicy); try --falco-via-nodeport"
+            } else if lower.contains("no such host") || lower.contains("server misbehaving") {
+                "the host name does not resolve from the API server's host (cluster DNS names never do)"
+            } else if lower.contains("x509") || lower.contains("tls") || lower.contains("certificate") {
+                "TLS failed: check --falco-ca-file, the server certificate's names, and the client certificate"
+            } else if lower.contains("status code") || lower.contains("the server") {
+                "Falco answered with an HTTP error: check the path (/k8s-audit for the plugin, /k8s_audit for the webserver)"
+            } else {
+                "the webhook could not deliver"
+            };
+            // The message is what matters; the klog header and CRI prefix are not.
+            let message = line.find(WEBHOOK_ERROR).map_or(line, |i| &line[i..]);
+            let shown: String = message.chars().take(400).collect();
+            (shown, cause)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines as the real kube-apiserver v1.20.2 wrote them with a webhook on a closed port: the
+    /// error, then one line per dropped event.
+    const REAL_LOG: &str = "E1201 12:19:23.952973    3236 metrics.go:109] Error in audit plugin 'webhook' affecting 275 audit events: Post \"http://127.0.0.1:36269/k8s-audit\": dial tcp 127.0.0.1:36269: connect: connection refused
+Impacted events:
+2026-12-01T12:19:22.496740272Z AUDIT: id=\"ff5722b2-bd22-4140-a200-5bf11bbd5bbc\" stage=\"RequestReceived\" ip=\"127.0.0.1\" method=\"get\" user=\"admin\" uri=\"/readyz\" response=\"<deferred>\"
+";
+
+    #[test]
+    fn webhook_errors_are_found_and_explained() {
+        let errors = webhook_errors(REAL_LOG);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0]
+                .0
+                .starts_with("Error in audit plugin 'webhook' affecting 275 audit events: Post")
+        );
+        assert!(errors[0].1.starts_with("nothing listens there"));
+        // In a pod log file, with the CRI prefix.
+        let cri = "2026-12-01T12:19:23.9Z stderr F E1201 12:19:23.952973 1 metrics.go:109] Error in audit plugin 'webhook' affecting 3 audit events: Post \"https://10.0.0.1:9765/k8s-audit\": x509: certificate signed by unknown authority";
+        assert!(webhook_errors(cri)[0].1.starts_with("TLS failed"));
+        assert!(webhook_errors("I1201 quota admission added evaluator\n").is_empty());
+    }
+
+    #[test]
+    fn the_webhook_url_comes_from_the_kubeconfig_on_the_node() {
+        let url = crate::templates::FalcoUrl::parse("http://127.0.0.1:30007/k8s-audit").unwrap();
+        let config = crate::templates::webhook_config(&url).unwrap();
+        assert_eq!(
+            webhook_server(&config).as_deref(),
+            Some("http://127.0.0.1:30007/k8s-audit")
+        );
+        assert_eq!(webhook_server(b"not: [yaml"), None);
+    }
 }
