@@ -58,7 +58,7 @@ fn static_enable_then_disable_on_a_real_node() {
         ready && pod.config_hash.is_some()
     });
     assert!(before.is_mirror, "{before:?}");
-    let (falco_url, posts) = node.receiver();
+    let (falco_url, events) = node.receiver();
 
     let started = Instant::now();
     let enabled = k8s_audit(
@@ -107,7 +107,7 @@ fn static_enable_then_disable_on_a_real_node() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while posts.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+    while events.load(std::sync::atomic::Ordering::Relaxed) == 0 {
         assert!(
             Instant::now() < deadline,
             "the webhook never reached the receiver inside the node"

@@ -47,6 +47,37 @@ const ETCD_IMAGE: &str = "k8s.gcr.io/etcd:3.4.23-0";
 const PAUSE_IMAGE: &str = "k8s.gcr.io/pause:3.2";
 const API_PORT: u16 = 6443;
 const STATE_FILE: &str = "node.state";
+/// One file per node that is up, named after it, holding its state directory.
+const REGISTRY: &str = "/run/k8s-audit-tools/nodes";
+
+/// Takes down the nodes of test processes that died without doing so (killed, or aborted):
+/// those named `<prefix><pid>-...` whose pid is gone. Returns their names.
+pub fn sweep_stale(prefix: &str) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(REGISTRY) else {
+        return Vec::new();
+    };
+    let mut swept = Vec::new();
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if alive(pid) {
+            continue;
+        }
+        let dir = fs::read_to_string(entry.path()).unwrap_or_default();
+        if let Ok(Some(node)) = Node::load(Path::new(dir.trim())) {
+            let _ = node.down();
+        }
+        let _ = fs::remove_file(entry.path());
+        swept.push(name);
+    }
+    swept
+}
 
 /// A harness error: what failed, with the log or output that says why.
 #[derive(Debug)]
@@ -289,6 +320,15 @@ impl Node {
         for dir in &self.created {
             text.push_str(&format!("created={}\n", dir.display()));
         }
+        // Where the state directory is, so that a node whose test process was killed can be
+        // found and taken down by the next one (see `sweep_stale`).
+        // Best effort: without it only the sweep is lost.
+        let _ = fs::create_dir_all(REGISTRY).and_then(|()| {
+            fs::write(
+                Path::new(REGISTRY).join(&self.name),
+                self.dir.to_string_lossy().as_bytes(),
+            )
+        });
         let path = self.dir.join(STATE_FILE);
         let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
         fs::write(&tmp, text).map_err(io_context(format!("writing {}", tmp.display())))?;
@@ -873,6 +913,7 @@ imageGCLowThresholdPercent: 99
             problems.push(format!("removing {}: {e}", self.dir.display()));
         }
         if problems.is_empty() {
+            let _ = fs::remove_file(Path::new(REGISTRY).join(&self.name));
             Ok(())
         } else {
             err(problems.join("\n"))
@@ -1394,6 +1435,17 @@ fn ns_id(pid: &str, kind: &str) -> Option<u64> {
         .ok()
 }
 
+/// Whether `pid` runs: a killed test process whose parent was gone stays a zombie until PID 1
+/// reaps it, which here happens only lazily.
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next());
+        !matches!(state, Some("Z" | "X") | None)
+    })
+}
+
 fn comm(pid: u32) -> Option<String> {
     Some(
         fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -1464,6 +1516,65 @@ mod tests {
     }
 
     #[test]
+    fn sweep_takes_down_only_nodes_of_dead_processes() {
+        if !is_root() {
+            return;
+        }
+        let dead = {
+            let mut child = Command::new("true").spawn().unwrap();
+            let pid = child.id();
+            child.wait().unwrap();
+            pid
+        };
+        let alive = std::process::id();
+        fs::create_dir_all(REGISTRY).unwrap();
+        let gone = tempfile::tempdir().unwrap();
+        let kept = tempfile::tempdir().unwrap();
+        let gone_dir = gone.path().join("node");
+        fs::create_dir_all(&gone_dir).unwrap();
+        let dead_node = Node {
+            name: format!("sweeptest-{dead}-0"),
+            dir: gone_dir.clone(),
+            subnet: 0,
+            holder: 0,
+            mnt_ns: 0,
+            net_ns: 0,
+            created: Vec::new(),
+        };
+        dead_node.save().unwrap();
+        let live_entry = Path::new(REGISTRY).join(format!("sweeptest-{alive}-0"));
+        fs::write(&live_entry, kept.path().to_string_lossy().as_bytes()).unwrap();
+
+        let swept = sweep_stale("sweeptest-");
+        let live_still_there = live_entry.exists();
+        let _ = fs::remove_file(&live_entry);
+        assert_eq!(swept, [dead_node.name.clone()]);
+        assert!(live_still_there, "a live process's node is left alone");
+        assert!(
+            !gone_dir.exists(),
+            "the dead one's state directory is removed"
+        );
+        assert!(!Path::new(REGISTRY).join(&dead_node.name).exists());
+    }
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not waited for yet: a zombie, with its /proc entry still there.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let seen_dead = !alive(pid);
+        let proc_entry = Path::new(&format!("/proc/{pid}")).exists();
+        child.wait().unwrap();
+        assert!(proc_entry, "the zombie still has its /proc entry");
+        assert!(seen_dead);
+        assert!(alive(std::process::id()));
+    }
+
+    #[test]
     fn state_file_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let node = Node {
@@ -1476,6 +1587,7 @@ mod tests {
             created: vec!["/etc/kubernetes".into(), "/var/log/pods".into()],
         };
         node.save().unwrap();
+        let _ = fs::remove_file(Path::new(REGISTRY).join("n1"));
         assert_eq!(Node::load(dir.path()).unwrap(), Some(node));
     }
 }

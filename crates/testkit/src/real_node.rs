@@ -20,6 +20,10 @@ use crate::sshd::{Sshd, SshdOptions};
 /// core while starting), and CI has two cores.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 static COUNTER: AtomicU32 = AtomicU32::new(0);
+/// Test nodes are `testnode-<pid>-<n>`: the pid tells whether the process that owns it lives.
+const NAME_PREFIX: &str = "testnode-";
+/// When set (CI sets it), a machine that cannot run a node fails the test instead of skipping it.
+pub const REQUIRE: &str = "TESTKIT_REQUIRE_REAL_NODE";
 
 pub struct RealNode {
     // Dropped first: the ssh sessions end before the node goes.
@@ -37,10 +41,18 @@ impl RealNode {
     /// (`cargo xtask apiserver build`).
     pub fn start() -> Option<RealNode> {
         if let Some(reason) = crate::node::unsupported_reason() {
+            // CI sets this, so that a machine that lost the ability fails instead of passing.
+            assert!(
+                std::env::var_os(REQUIRE).is_none(),
+                "{REQUIRE} is set, but this machine cannot run a real node: {reason}"
+            );
             eprintln!("SKIPPED: this machine cannot run a real node: {reason}");
             return None;
         }
         let one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        for name in crate::node::sweep_stale(NAME_PREFIX) {
+            eprintln!("testkit::real_node: took down {name}, left by a test process that died");
+        }
         let binary = crate::apiserver_cache::binary_path().expect("HOME or XDG_CACHE_HOME is set");
         let kubelet = crate::apiserver_cache::kubelet_path().expect("HOME is set");
         for path in [&binary, &kubelet] {
@@ -63,7 +75,7 @@ impl RealNode {
             .tempdir()
             .expect("tempdir");
         let name = format!(
-            "testnode-{}-{}",
+            "{NAME_PREFIX}{}-{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
@@ -164,7 +176,8 @@ impl RealNode {
         .expect("the listening thread")
     }
 
-    /// A Falco stand-in inside the node: answers every request 200 and counts the POSTs.
+    /// A Falco stand-in inside the node: answers every request 200 and counts the requests
+    /// that carry audit events (a reachability probe's empty list does not count).
     /// Returns its URL (`http://<node ip>:<port>/k8s_audit`) and the count.
     pub fn receiver(&self) -> (String, std::sync::Arc<AtomicU32>) {
         let listener = self.listen(0);
@@ -182,7 +195,7 @@ impl RealNode {
 }
 
 /// Reads HTTP/1.1 requests (headers, then Content-Length bytes) and answers each 200.
-fn answer_ok(stream: std::net::TcpStream, posts: &AtomicU32) {
+fn answer_ok(stream: std::net::TcpStream, events: &AtomicU32) {
     use std::io::{BufRead, BufReader, Read, Write};
     let mut writer = match stream.try_clone() {
         Ok(w) => w,
@@ -193,9 +206,6 @@ fn answer_ok(stream: std::net::TcpStream, posts: &AtomicU32) {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             return;
-        }
-        if line.starts_with("POST") {
-            posts.fetch_add(1, Ordering::Relaxed);
         }
         let mut length = 0usize;
         loop {
@@ -214,10 +224,15 @@ fn answer_ok(stream: std::net::TcpStream, posts: &AtomicU32) {
             }
         }
         let mut body = vec![0u8; length];
-        if reader.read_exact(&mut body).is_err()
-            || writer
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                .is_err()
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        if String::from_utf8_lossy(&body).contains("\"auditID\"") {
+            events.fetch_add(1, Ordering::Relaxed);
+        }
+        if writer
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .is_err()
         {
             return;
         }
