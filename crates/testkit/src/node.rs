@@ -1548,7 +1548,7 @@ mod tests {
         let swept = sweep_stale("sweeptest-");
         let live_still_there = live_entry.exists();
         let _ = fs::remove_file(&live_entry);
-        assert_eq!(swept, [dead_node.name.clone()]);
+        assert_eq!(swept.as_slice(), std::slice::from_ref(&dead_node.name));
         assert!(live_still_there, "a live process's node is left alone");
         assert!(
             !gone_dir.exists(),
