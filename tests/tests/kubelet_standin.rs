@@ -49,7 +49,7 @@ async fn manifest_changes_restart_the_server_and_the_mirror_pod_follows() {
     let root = tempfile::tempdir().expect("sandbox root");
     let manifest = manifest_path(root.path());
     std::fs::create_dir_all(manifest.parent().expect("manifests dir")).expect("mkdir");
-    let original = real::render_fixture("fixtures/manifests/kubeadm-v1.28.yaml", &[]);
+    let original = real::render_fixture("fixtures/manifests/minikube-v1.28.yaml", &[]);
     replace(&manifest, &original);
 
     let options = KubeletOptions {

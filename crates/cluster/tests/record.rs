@@ -24,7 +24,7 @@ async fn record_api() -> Result<()> {
     let manifest = manifest_path(root.path());
     std::fs::create_dir_all(manifest.parent().ok_or("manifest dir")?)?;
     let fixture =
-        std::fs::read_to_string(project_root().join("fixtures/manifests/kubeadm-v1.28.yaml"))?;
+        std::fs::read_to_string(project_root().join("fixtures/manifests/minikube-v1.28.yaml"))?;
     std::fs::write(
         &manifest,
         fixture.replace("kube-apiserver:v1.28.3", "kube-apiserver:v1.20.2"),

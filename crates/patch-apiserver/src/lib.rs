@@ -5,7 +5,7 @@
 //! use patch_apiserver::{Mode, PatchOptions, patch, revert};
 //! let manifest = std::fs::read_to_string(concat!(
 //!     env!("CARGO_MANIFEST_DIR"),
-//!     "/../../fixtures/manifests/kubeadm-v1.28.yaml"
+//!     "/../../fixtures/manifests/minikube-v1.28.yaml"
 //! ))
 //! .unwrap();
 //! let opts = PatchOptions::new(Mode::Static);

@@ -145,7 +145,7 @@ fn empty_runtime_config_takes_our_entry_and_revert_gives_it_back() {
 #[test]
 fn versions_gate_the_modes() {
     let t = |image: &str| {
-        fixture("kubeadm-v1.28.yaml").replace("registry.k8s.io/kube-apiserver:v1.28.3", image)
+        fixture("minikube-v1.28.yaml").replace("registry.k8s.io/kube-apiserver:v1.28.3", image)
     };
     assert_eq!(
         err(
@@ -188,7 +188,7 @@ fn versions_gate_the_modes() {
 
 #[test]
 fn rotation_flags_are_written_and_reverted() {
-    let text = fixture("kubeadm-v1.28.yaml");
+    let text = fixture("minikube-v1.28.yaml");
     let mut o = opts(Mode::Static);
     o.rotation = Some(Rotation::CIS);
     let out = assert_properties(&text, &o, true);
@@ -221,13 +221,13 @@ fn volume_collisions_are_checked_by_name_and_by_path() {
         "m.yaml:13:5: volume name \"k8s-audit\" is already used for hostPath /srv/audit; expected it free for the audit directory /var/lib/k8s_audit"
     );
     // A mount at our path from a volume that is not a hostPath of it.
-    let other = fixture("kubeadm-v1.28.yaml")
+    let other = fixture("minikube-v1.28.yaml")
         .replace("mountPath: /etc/ssl/certs", "mountPath: /var/lib/k8s_audit");
     assert!(err(&other, &opts(Mode::Static)).starts_with(
         "m.yaml:79:7: the container already mounts volume \"ca-certs\" at /var/lib/k8s_audit"
     ));
     // The user's own (writable) hostPath mount of the directory is reused, not duplicated.
-    let own = fixture("kubeadm-v1.28.yaml")
+    let own = fixture("minikube-v1.28.yaml")
         .replace(
             "mountPath: /etc/ssl/certs\n      name: ca-certs\n      readOnly: true\n",
             "mountPath: /var/lib/k8s_audit\n      name: ca-certs\n",
@@ -277,7 +277,7 @@ fn inspect_reports_args_mounts_and_mode() {
 
 #[test]
 fn check_says_whether_patched() {
-    let text = fixture("kubeadm-v1.28.yaml");
+    let text = fixture("minikube-v1.28.yaml");
     let o = opts(Mode::Static);
     assert_eq!(check(&text, &o), Ok(false));
     let out = patch(&text, &o).unwrap().text;
@@ -305,7 +305,7 @@ fn switching_modes_adds_only_the_difference() {
 #[test]
 fn crlf_files_stay_crlf() {
     for name in [
-        "kubeadm-v1.28.yaml",
+        "minikube-v1.28.yaml",
         "kops-legacy-shell-folded.manifest",
         "no-final-newline.yaml",
         "args-no-command-name-first.yaml",
@@ -322,7 +322,7 @@ fn crlf_files_stay_crlf() {
 
 #[test]
 fn revert_leaves_foreign_volumes_and_removes_dangling_mounts() {
-    let text = fixture("kubeadm-v1.28.yaml");
+    let text = fixture("minikube-v1.28.yaml");
     let o = opts(Mode::Static);
     let patched = patch(&text, &o).unwrap().text;
     // Our volume name with another path is not ours.
@@ -344,7 +344,7 @@ fn revert_leaves_foreign_volumes_and_removes_dangling_mounts() {
 
 #[test]
 fn the_audit_log_must_not_land_on_a_read_only_mount() {
-    let text = fixture("kubeadm-v1.28.yaml");
+    let text = fixture("minikube-v1.28.yaml");
     // Under the read-only mount of /var/lib/minikube/certs: the API server could not write
     // its log there. Dynamic mode writes no log, so it does not care.
     let inside = PatchOptions {
@@ -385,7 +385,7 @@ fn the_audit_log_must_not_land_on_a_read_only_mount() {
 /// is named in the conflict, and --force rewrites it as one word (in lists and shell lines).
 #[test]
 fn a_flag_written_as_two_words_is_read_with_its_value() {
-    let list = fixture("kubeadm-v1.28.yaml");
+    let list = fixture("minikube-v1.28.yaml");
     let two = |value: &str| {
         list.replace(
             "    - --secure-port=8443\n",

@@ -37,7 +37,7 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn pipes_stdin_to_stdout() {
-    let text = fixture("kubeadm-v1.28.yaml");
+    let text = fixture("minikube-v1.28.yaml");
     let o = run(&["-"], Some(&text));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let want = patch_apiserver::patch(
@@ -53,7 +53,7 @@ fn pipes_stdin_to_stdout() {
 
 #[test]
 fn diff_prints_a_unified_diff() {
-    let o = run(&["--diff", "-"], Some(&fixture("kubeadm-v1.28.yaml")));
+    let o = run(&["--diff", "-"], Some(&fixture("minikube-v1.28.yaml")));
     assert_eq!(o.status.code(), Some(0));
     let out = stdout(&o);
     assert!(
@@ -65,7 +65,7 @@ fn diff_prints_a_unified_diff() {
 
 #[test]
 fn check_exits_0_1_2() {
-    let text = fixture("kubeadm-v1.28.yaml");
+    let text = fixture("minikube-v1.28.yaml");
     let o = run(&["--check", "-"], Some(&text));
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(stdout(&o), "");
@@ -181,7 +181,7 @@ fn in_place_refuses_without_writing() {
     assert!(!backups.exists());
     // A backup directory inside the manifests directory would become a second pod.
     let good = tmp.path().join("ok.yaml");
-    std::fs::write(&good, fixture("kubeadm-v1.28.yaml")).unwrap();
+    std::fs::write(&good, fixture("minikube-v1.28.yaml")).unwrap();
     let inside = tmp.path().join("backups");
     let o = run(
         &[
@@ -204,7 +204,7 @@ fn in_place_refuses_without_writing() {
     );
     assert_eq!(
         std::fs::read_to_string(&good).unwrap(),
-        fixture("kubeadm-v1.28.yaml")
+        fixture("minikube-v1.28.yaml")
     );
 }
 
@@ -251,7 +251,7 @@ fn in_place_writes_through_a_symlink_and_keeps_owner_and_mode() {
     std::fs::create_dir(&manifests).unwrap();
     std::fs::create_dir(&real).unwrap();
     let target = real.join("apiserver.yaml");
-    let text = fixture("kubeadm-v1.28.yaml");
+    let text = fixture("minikube-v1.28.yaml");
     std::fs::write(&target, &text).unwrap();
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
     let root = is_root();
@@ -377,7 +377,7 @@ fn in_place_on_a_full_or_read_only_filesystem_leaves_no_backup() {
     ] {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::create_dir(tmp.path().join("manifests")).unwrap();
-        let text = fixture("kubeadm-v1.28.yaml");
+        let text = fixture("minikube-v1.28.yaml");
         std::fs::write(tmp.path().join("original.yaml"), &text).unwrap();
         let script = format!(
             r#"mount -t tmpfs -o size=64k tmpfs "$1/manifests"
@@ -420,7 +420,7 @@ ls -a "$1/manifests""#
 
 #[test]
 fn stdout_errors_are_errors() {
-    let file = fixtures_path("kubeadm-v1.28.yaml");
+    let file = fixtures_path("minikube-v1.28.yaml");
     for (redirect, message) in [
         (">&-", "writing standard output: Bad file descriptor"),
         (
@@ -441,7 +441,7 @@ fn stdout_errors_are_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let big = tmp.path().join("big.yaml");
     let comment = format!("# {}\n", "x".repeat(200_000));
-    std::fs::write(&big, fixture("kubeadm-v1.28.yaml") + &comment).unwrap();
+    std::fs::write(&big, fixture("minikube-v1.28.yaml") + &comment).unwrap();
     let o = shell(&format!(
         r#"exec 3>&1; ( "$0" {}; echo "status $?" >&3 ) | head -c 1 >/dev/null"#,
         big.display()
@@ -454,7 +454,7 @@ fn a_full_stderr_is_not_a_crash() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::create_dir(tmp.path().join("manifests")).unwrap();
     let file = tmp.path().join("manifests/kube-apiserver.yaml");
-    std::fs::write(&file, fixture("kubeadm-v1.28.yaml")).unwrap();
+    std::fs::write(&file, fixture("minikube-v1.28.yaml")).unwrap();
     // Success prints the backup's path and warnings on stderr; failing to is no reason to panic.
     let o = shell(&format!(
         r#""$0" --in-place {} --backup-dir {} 2>/dev/full; echo "status $?""#,

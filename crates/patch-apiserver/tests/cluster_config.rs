@@ -383,3 +383,328 @@ fn durable_settings_for_the_other_managers() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Generated ClusterConfigurations.
+
+mod generated {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Arguments a user may have; none of them is ours, none conflicts with ours.
+    const ARG_POOL: &[(&str, &str)] = &[
+        ("authorization-mode", "Node,RBAC"),
+        ("v", "2"),
+        ("profiling", "false"),
+        ("feature-gates", "EphemeralContainers=true"),
+        ("feature-gates", ""),
+        ("runtime-config", "api/all=true"),
+        ("runtime-config", ""),
+        ("enable-admission-plugins", "NodeRestriction"),
+        ("audit-log-format", "json"),
+        (
+            "encryption-provider-config",
+            "/etc/kubernetes/enc/config.yaml",
+        ),
+    ];
+    const VOLUME_POOL: &[(&str, &str, bool)] = &[
+        ("enc", "/etc/kubernetes/enc", true),
+        ("authn", "/etc/kubernetes/authn", false),
+        ("var-lib", "/var/lib", true),
+    ];
+    const VERSIONS: &[&str] = &["v1.13.5", "v1.18.20", "v1.20.2", "v1.28.4", "stable-1"];
+
+    #[derive(Debug, Clone, Copy)]
+    enum Container {
+        Absent,
+        EmptyFlow,
+        Flow,
+        Block,
+    }
+
+    #[derive(Debug, Clone)]
+    struct Gen {
+        api: usize,
+        version: usize,
+        unit: usize,
+        seq_indent: usize,
+        crlf: bool,
+        final_newline: bool,
+        comments: bool,
+        api_server: Container,
+        args: Container,
+        arg_picks: Vec<usize>,
+        /// Per argument value: 0 plain where YAML allows, 1 single, 2 double quotes.
+        quoting: Vec<u8>,
+        volumes: Container,
+        volume_picks: Vec<usize>,
+        cert_sans: bool,
+        api_server_last: bool,
+    }
+
+    fn container() -> impl Strategy<Value = Container> {
+        prop_oneof![
+            Just(Container::Absent),
+            Just(Container::EmptyFlow),
+            Just(Container::Flow),
+            Just(Container::Block),
+        ]
+    }
+
+    fn gens() -> impl Strategy<Value = Gen> {
+        (
+            (
+                0usize..4,
+                0usize..VERSIONS.len(),
+                prop_oneof![Just(2usize), Just(4)],
+                prop_oneof![Just(0usize), Just(2)],
+            ),
+            (any::<bool>(), any::<bool>(), any::<bool>()),
+            (
+                container(),
+                container(),
+                proptest::collection::vec(0..ARG_POOL.len(), 0..5),
+                proptest::collection::vec(0u8..3, 5),
+            ),
+            (
+                container(),
+                proptest::collection::vec(0..VOLUME_POOL.len(), 0..3),
+                any::<bool>(),
+                any::<bool>(),
+            ),
+        )
+            .prop_map(
+                |(
+                    (api, version, unit, seq_indent),
+                    (crlf, final_newline, comments),
+                    (api_server, args, arg_picks, quoting),
+                    (volumes, volume_picks, cert_sans, api_server_last),
+                )| Gen {
+                    api,
+                    version,
+                    unit,
+                    seq_indent,
+                    crlf,
+                    final_newline,
+                    comments,
+                    api_server,
+                    args,
+                    arg_picks,
+                    quoting,
+                    volumes,
+                    volume_picks,
+                    cert_sans,
+                    api_server_last,
+                },
+            )
+    }
+
+    fn scalar(v: &str, quoting: u8, flow: bool) -> String {
+        let plain_ok = !v.is_empty()
+            && !v.bytes().all(|b| b.is_ascii_digit())
+            && !["true", "false"].contains(&v)
+            && !(flow && v.contains(','));
+        match quoting {
+            0 if plain_ok => v.to_string(),
+            1 => format!("'{v}'"),
+            _ => format!("\"{v}\""),
+        }
+    }
+
+    impl Gen {
+        fn list_args(&self) -> bool {
+            self.api == 3
+        }
+
+        fn picked_args(&self) -> Vec<(&'static str, &'static str)> {
+            let mut out: Vec<(&str, &str)> = Vec::new();
+            for &i in &self.arg_picks {
+                let (n, v) = ARG_POOL[i];
+                // A map has each name once; the list form allows repeats.
+                if self.list_args() || !out.iter().any(|(m, _)| *m == n) {
+                    out.push((n, v));
+                }
+            }
+            out
+        }
+
+        fn picked_volumes(&self) -> Vec<(&'static str, &'static str, bool)> {
+            let mut out: Vec<(&str, &str, bool)> = Vec::new();
+            for &i in &self.volume_picks {
+                if !out.iter().any(|v| v.0 == VOLUME_POOL[i].0) {
+                    out.push(VOLUME_POOL[i]);
+                }
+            }
+            out
+        }
+
+        /// The lines of `apiServer:` (its key included), or none.
+        fn api_server_lines(&self) -> Vec<String> {
+            let u = " ".repeat(self.unit);
+            let s = " ".repeat(self.seq_indent);
+            let args = self.picked_args();
+            let vols = self.picked_volumes();
+            let arg_flow = |(n, v): &(&str, &str), q: u8| {
+                if self.list_args() {
+                    format!("{{name: {n}, value: {}}}", scalar(v, q, true))
+                } else {
+                    format!("{n}: {}", scalar(v, q, true))
+                }
+            };
+            let vol_flow = |(n, p, ro): &(&str, &str, bool)| {
+                format!("{{name: {n}, hostPath: {p}, mountPath: {p}, readOnly: {ro}}}")
+            };
+            let mut entries: Vec<Vec<String>> = Vec::new();
+            if self.cert_sans {
+                entries.push(vec![format!("certSANs:"), format!("{s}- 10.0.0.1")]);
+            }
+            let (open, close) = if self.list_args() {
+                ("[", "]")
+            } else {
+                ("{", "}")
+            };
+            match self.args {
+                Container::Absent => {}
+                Container::EmptyFlow => entries.push(vec![format!("extraArgs: {open}{close}")]),
+                Container::Flow => {
+                    let items: Vec<String> = args
+                        .iter()
+                        .enumerate()
+                        .map(|(i, a)| arg_flow(a, self.quoting[i % 5]))
+                        .collect();
+                    entries.push(vec![format!(
+                        "extraArgs: {open}{}{close}",
+                        items.join(", ")
+                    )]);
+                }
+                Container::Block if args.is_empty() => {}
+                Container::Block => {
+                    let mut lines = vec!["extraArgs:".to_string()];
+                    for (i, (n, v)) in args.iter().enumerate() {
+                        let v = scalar(v, self.quoting[i % 5], false);
+                        if self.list_args() {
+                            lines.push(format!("{s}- name: {n}"));
+                            lines.push(format!("{s}  value: {v}"));
+                        } else {
+                            lines.push(format!("{u}{n}: {v}"));
+                        }
+                        if self.comments && i == 0 {
+                            lines.push(format!("{u}# a comment among the arguments"));
+                        }
+                    }
+                    entries.push(lines);
+                }
+            }
+            match self.volumes {
+                Container::Absent => {}
+                Container::EmptyFlow => entries.push(vec!["extraVolumes: []".into()]),
+                Container::Flow => {
+                    let items: Vec<String> = vols.iter().map(vol_flow).collect();
+                    entries.push(vec![format!("extraVolumes: [{}]", items.join(", "))]);
+                }
+                Container::Block if vols.is_empty() => {}
+                Container::Block => {
+                    let mut lines = vec!["extraVolumes:".to_string()];
+                    for (n, p, ro) in &vols {
+                        lines.push(format!("{s}- name: {n}"));
+                        lines.push(format!("{s}  hostPath: {p}"));
+                        lines.push(format!("{s}  mountPath: {p}"));
+                        lines.push(format!("{s}  readOnly: {ro}"));
+                    }
+                    entries.push(lines);
+                }
+            }
+            if self.api < 3 {
+                entries.push(vec!["timeoutForControlPlane: 4m0s".into()]);
+            }
+            match self.api_server {
+                Container::Absent => Vec::new(),
+                _ if entries.is_empty() => vec!["apiServer: {}".into()],
+                Container::EmptyFlow => vec!["apiServer: {}".into()],
+                Container::Flow => {
+                    // One flow mapping of the entries that are one line each.
+                    let one: Vec<String> = entries
+                        .iter()
+                        .filter(|e| e.len() == 1)
+                        .map(|e| e[0].clone())
+                        .collect();
+                    if one.is_empty() {
+                        vec!["apiServer: {}".into()]
+                    } else {
+                        vec![format!("apiServer: {{{}}}", one.join(", "))]
+                    }
+                }
+                Container::Block => {
+                    let mut lines = vec!["apiServer:".to_string()];
+                    if self.comments {
+                        lines.push(format!("{u}# the API server"));
+                    }
+                    for e in entries {
+                        for l in e {
+                            lines.push(format!("{u}{l}"));
+                        }
+                    }
+                    lines
+                }
+            }
+        }
+
+        fn render(&self) -> String {
+            let u = " ".repeat(self.unit);
+            let mut lines = Vec::new();
+            if self.comments {
+                lines.push("# generated".to_string());
+            }
+            let server = self.api_server_lines();
+            if !self.api_server_last {
+                lines.extend(server.iter().cloned());
+            }
+            lines.push(format!("apiVersion: kubeadm.k8s.io/v1beta{}", self.api + 1));
+            lines.push("kind: ClusterConfiguration".into());
+            lines.push(format!("kubernetesVersion: {}", VERSIONS[self.version]));
+            lines.push("networking:".into());
+            lines.push(format!("{u}serviceSubnet: 10.96.0.0/12"));
+            if self.comments {
+                lines.push(format!("{u}# trailing comment"));
+            }
+            if self.api_server_last {
+                lines.extend(server);
+            }
+            let eol = if self.crlf { "\r\n" } else { "\n" };
+            let mut text = lines.join(eol);
+            if self.final_newline {
+                text.push_str(eol);
+            }
+            text
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn properties_hold_on_generated_cluster_configurations(g in gens()) {
+            let text = g.render();
+            serde_norway::from_str::<Value>(&text)
+                .unwrap_or_else(|e| panic!("generator wrote bad YAML: {e}\n{text}"));
+            for mode in Mode::ALL {
+                let o = opts(mode);
+                let p = match patch_cluster_config(&text, &o) {
+                    Ok(p) => p,
+                    Err(e @ (PatchError::ModeRefused { .. } | PatchError::VersionUnknown { .. })) => {
+                        prop_assert!(mode != Mode::Static, "{e}\n{text}");
+                        continue;
+                    }
+                    Err(e) => panic!("{mode}: {e}\n{text}"),
+                };
+                prop_assert!(p.changed, "{mode}\n{text}");
+                assert_additions_only(&text, &p.text);
+                assert_meaning_kept(&text, &p.text);
+                let again = patch_cluster_config(&p.text, &o).unwrap();
+                prop_assert_eq!(&again.text, &p.text, "{} not idempotent:\n{}", mode, text);
+                let back = revert_cluster_config(&p.text, &o).unwrap();
+                prop_assert_eq!(&back.text, &text, "{} revert:\n{}", mode, p.text);
+            }
+        }
+    }
+}

@@ -8,7 +8,7 @@ use patch_apiserver::{Mode, inspect, patch, revert, unified_diff};
 
 /// (fixture, whether it starts without any audit settings)
 const FIXTURES: &[(&str, bool)] = &[
-    ("kubeadm-v1.28.yaml", true),
+    ("minikube-v1.28.yaml", true),
     ("kubeadm-v1.11-amd64.yaml", true),
     ("kubeadm-v1.9-amd64.yaml", true),
     ("kubeadm-v1.15-flow-command.yaml", true),
@@ -90,7 +90,7 @@ fn properties_hold_on_every_fixture() {
 fn shapes_are_recognised() {
     use patch_apiserver::Shape::*;
     for (name, shape) in [
-        ("kubeadm-v1.28.yaml", Command),
+        ("minikube-v1.28.yaml", Command),
         ("kubeadm-v1.15-flow-command.yaml", Command),
         ("kops-1.18-args-first.manifest", Args),
         ("rke2-args.yaml", Args),

@@ -63,7 +63,7 @@ fn main() -> Result<()> {
     std::fs::write(&known_hosts, lines.join("\n") + "\n")?;
     let key = sshd.client_key().to_path_buf();
     let original = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/manifests/kubeadm-v1.28.yaml"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/manifests/minikube-v1.28.yaml"),
     )?;
 
     let mut ours = Vec::new();

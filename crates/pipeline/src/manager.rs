@@ -59,7 +59,7 @@ mod tests {
     #[test]
     fn recognises_the_bundled_manifests() {
         assert_eq!(
-            Manager::detect(&fixture("kubeadm-v1.28.yaml")),
+            Manager::detect(&fixture("minikube-v1.28.yaml")),
             Some(Manager::Minikube)
         );
         assert_eq!(

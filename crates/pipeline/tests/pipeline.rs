@@ -149,8 +149,8 @@ fn mirror_pods(hash: &str, flags: &str) -> Reply {
     )
 }
 
-const KUBEADM: (&str, &str) = (
-    "kubeadm-v1.28.yaml",
+const MINIKUBE: (&str, &str) = (
+    "minikube-v1.28.yaml",
     "/etc/kubernetes/manifests/kube-apiserver.yaml",
 );
 const KOPS: (&str, &str) = (
@@ -255,8 +255,8 @@ fn static_cycle(fixture: &str, manifest: &'static str) {
 }
 
 #[test]
-fn static_kubeadm_enable_disable_reenable() {
-    static_cycle(KUBEADM.0, KUBEADM.1);
+fn static_minikube_enable_disable_reenable() {
+    static_cycle(MINIKUBE.0, MINIKUBE.1);
 }
 
 #[test]
@@ -403,7 +403,7 @@ fn dynamic_log_kops() {
 
 #[test]
 fn dynamic_on_1_28_is_refused_before_anything_is_written() {
-    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let node = TestNode::with_manifest(MINIKUBE.0, MINIKUBE.1);
     let cluster = dynamic_cluster();
     let kubeconfig = cluster.write_kubeconfig(node.home.path());
     for mode in ["dynamic", "dynamic+log"] {
@@ -420,7 +420,7 @@ fn dynamic_on_1_28_is_refused_before_anything_is_written() {
         );
         assert!(!out.status.success(), "{}", stdout(&out));
         assert!(stdout(&out).contains("✗ preflight"), "{}", stdout(&out));
-        assert_eq!(node.manifest_bytes(), fixture_bytes(KUBEADM.0));
+        assert_eq!(node.manifest_bytes(), fixture_bytes(MINIKUBE.0));
         assert!(!node.path(AUDIT_DIR).exists(), "nothing was written");
     }
     assert!(
@@ -431,7 +431,7 @@ fn dynamic_on_1_28_is_refused_before_anything_is_written() {
 
 #[test]
 fn dry_run_shows_files_and_diff_and_changes_nothing() {
-    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let node = TestNode::with_manifest(MINIKUBE.0, MINIKUBE.1);
     let out = node.xtask(
         "enable",
         Some("static"),
@@ -440,7 +440,7 @@ fn dry_run_shows_files_and_diff_and_changes_nothing() {
     assert_ok(&out);
     node.settings()
         .bind(|| insta::assert_snapshot!(stdout(&out)));
-    assert_eq!(node.manifest_bytes(), fixture_bytes(KUBEADM.0));
+    assert_eq!(node.manifest_bytes(), fixture_bytes(MINIKUBE.0));
     assert!(!node.path(AUDIT_DIR).exists());
 }
 
@@ -489,7 +489,7 @@ fn kops_variant_takes_the_host_from_apiserver_host() {
 /// its old command, so the wait must time out and the rollback must restore the original.
 #[test]
 fn rollback_when_the_api_server_does_not_come_back() {
-    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let node = TestNode::with_manifest(MINIKUBE.0, MINIKUBE.1);
     let cluster = ReplayServer::start();
     cluster.route("GET", "/version", [version_1_28()]);
     cluster.route(
@@ -528,7 +528,7 @@ fn rollback_when_the_api_server_does_not_come_back() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("enable failed and was rolled back"));
     assert_eq!(
         node.manifest_bytes(),
-        fixture_bytes(KUBEADM.0),
+        fixture_bytes(MINIKUBE.0),
         "the original manifest is back"
     );
 }
@@ -591,7 +591,7 @@ fn same_flags_and_mount_as_the_old_script() {
 /// preflight) shows the old hash, every later one the new hash and the audit flags.
 #[test]
 fn wait_succeeds_once_the_kubelet_restarted_with_our_flags() {
-    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let node = TestNode::with_manifest(MINIKUBE.0, MINIKUBE.1);
     let cluster = ReplayServer::start();
     cluster.route("GET", "/version", [version_1_28()]);
     cluster.route(
@@ -640,7 +640,7 @@ fn wait_succeeds_once_the_kubelet_restarted_with_our_flags() {
 /// throw the edit away with the backup, and reverts our additions instead.
 #[test]
 fn disable_keeps_later_edits_by_reverting_instead_of_restoring() {
-    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let node = TestNode::with_manifest(MINIKUBE.0, MINIKUBE.1);
     assert_ok(&node.xtask(
         "enable",
         Some("static"),
@@ -648,7 +648,7 @@ fn disable_keeps_later_edits_by_reverting_instead_of_restoring() {
     ));
     let mut edited = node.manifest_bytes();
     edited.extend_from_slice(b"# edited by hand after enable\n");
-    std::fs::write(node.path(KUBEADM.1), &edited).unwrap();
+    std::fs::write(node.path(MINIKUBE.1), &edited).unwrap();
 
     let out = node.xtask("disable", None, &["--no-wait"]);
     assert_ok(&out);
@@ -657,7 +657,7 @@ fn disable_keeps_later_edits_by_reverting_instead_of_restoring() {
         "{}",
         stdout(&out)
     );
-    let mut expected = fixture_bytes(KUBEADM.0);
+    let mut expected = fixture_bytes(MINIKUBE.0);
     expected.extend_from_slice(b"# edited by hand after enable\n");
     assert_eq!(
         String::from_utf8(node.manifest_bytes()).unwrap(),
@@ -667,7 +667,7 @@ fn disable_keeps_later_edits_by_reverting_instead_of_restoring() {
 
 #[test]
 fn status_reports_the_node() {
-    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let node = TestNode::with_manifest(MINIKUBE.0, MINIKUBE.1);
     let before = node.xtask("status", None, &[]);
     assert_ok(&before);
     assert!(
@@ -690,7 +690,7 @@ fn status_reports_the_node() {
 /// Falco flavour it exposes, and the step log says which and why.
 #[test]
 fn falco_endpoint_comes_from_the_service() {
-    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let node = TestNode::with_manifest(MINIKUBE.0, MINIKUBE.1);
     let cluster = ReplayServer::start();
     cluster.route("GET", "/version", [version_1_28()]);
     cluster.route(
@@ -752,7 +752,7 @@ fn minikube_variant_without_minikube_is_a_clear_error() {
 /// 127.0.0.1, with minikube's key, and the profile is the one asked for.
 #[test]
 fn minikube_variant_with_the_docker_driver_uses_the_forwarded_port() {
-    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let node = TestNode::with_manifest(MINIKUBE.0, MINIKUBE.1);
     let bin = tempfile::tempdir().unwrap();
     let calls = bin.path().join("calls");
     let stub = |name: &str, body: String| {
@@ -792,7 +792,7 @@ fn minikube_variant_with_the_docker_driver_uses_the_forwarded_port() {
     assert_ok(&out);
     assert_eq!(
         String::from_utf8(node.manifest_bytes()).unwrap(),
-        expected_patch(KUBEADM.0, Mode::Static)
+        expected_patch(MINIKUBE.0, Mode::Static)
     );
     let calls = std::fs::read_to_string(&calls).unwrap();
     assert!(calls.contains("minikube ssh-key -p dev\n"), "{calls}");
@@ -872,7 +872,7 @@ fn a_mode_change_then_disable_restores_the_original_bytes() {
 /// --force, failed, and fell back to a revert that lost the user's flag.
 #[test]
 fn force_then_disable_gives_back_the_users_own_flag() {
-    let fixture = "kubeadm-v1.28.yaml";
+    let fixture = "minikube-v1.28.yaml";
     let node = TestNode::with_manifest(fixture, "/etc/kubernetes/manifests/kube-apiserver.yaml");
     let users = String::from_utf8(fixture_bytes(fixture)).unwrap().replacen(
         "    - kube-apiserver\n",
@@ -907,7 +907,7 @@ fn force_then_disable_gives_back_the_users_own_flag() {
 /// leads disable back to the original.
 #[test]
 fn disable_reads_a_state_record_of_the_first_format() {
-    let fixture = "kubeadm-v1.28.yaml";
+    let fixture = "minikube-v1.28.yaml";
     let node = TestNode::with_manifest(fixture, "/etc/kubernetes/manifests/kube-apiserver.yaml");
     assert_ok(&node.xtask(
         "enable",
@@ -943,7 +943,7 @@ fn disable_reads_a_state_record_of_the_first_format() {
 /// whole host into the pod, and the manifests directory received the webhook kubeconfig.
 #[test]
 fn system_and_manifest_directories_are_refused_as_the_audit_dir() {
-    let fixture = "kubeadm-v1.28.yaml";
+    let fixture = "minikube-v1.28.yaml";
     let node = TestNode::with_manifest(fixture, "/etc/kubernetes/manifests/kube-apiserver.yaml");
     let log = node.path("/var/log");
     std::fs::create_dir_all(&log).unwrap();
@@ -978,7 +978,7 @@ fn system_and_manifest_directories_are_refused_as_the_audit_dir() {
 /// did not create.
 #[test]
 fn an_existing_audit_dir_keeps_its_mode_and_owner() {
-    let fixture = "kubeadm-v1.28.yaml";
+    let fixture = "minikube-v1.28.yaml";
     let node = TestNode::with_manifest(fixture, "/etc/kubernetes/manifests/kube-apiserver.yaml");
     let dir = node.path("/srv/audit");
     std::fs::create_dir_all(&dir).unwrap();
@@ -1008,7 +1008,7 @@ fn an_existing_audit_dir_keeps_its_mode_and_owner() {
 /// reported its own URL.)
 #[test]
 fn a_second_enable_is_refused_while_another_holds_the_node() {
-    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let node = TestNode::with_manifest(MINIKUBE.0, MINIKUBE.1);
     let lock = node.path("/etc/kubernetes/manifests/.k8s-audit.lock");
     std::fs::create_dir_all(&lock).unwrap();
     // A live holder: a process whose command line names the lock script, as a real one does.
@@ -1038,7 +1038,7 @@ fn a_second_enable_is_refused_while_another_holds_the_node() {
         "{err}"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
-    assert_eq!(node.manifest_bytes(), fixture_bytes(KUBEADM.0));
+    assert_eq!(node.manifest_bytes(), fixture_bytes(MINIKUBE.0));
     assert!(!node.path(AUDIT_DIR).exists());
 
     holder.kill().unwrap();
@@ -1055,7 +1055,7 @@ fn a_second_enable_is_refused_while_another_holds_the_node() {
 /// node sees its channel close and removes the lock.
 #[test]
 fn a_killed_run_leaves_no_lock_behind() {
-    let node = TestNode::with_manifest(KUBEADM.0, KUBEADM.1);
+    let node = TestNode::with_manifest(MINIKUBE.0, MINIKUBE.1);
     let cluster = ReplayServer::start();
     cluster.route("GET", "/version", [version_1_28()]);
     cluster.route("GET", "/readyz", [Reply::json(500, "[-]etcd failed")]);
@@ -1085,7 +1085,7 @@ fn a_killed_run_leaves_no_lock_behind() {
     let lock = node.path("/etc/kubernetes/manifests/.k8s-audit.lock");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     // Killed while it waits for the API server: the manifest is replaced, the lock is held.
-    while node.manifest_bytes() == fixture_bytes(KUBEADM.0) {
+    while node.manifest_bytes() == fixture_bytes(MINIKUBE.0) {
         assert!(std::time::Instant::now() < deadline, "enable never applied");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -1113,7 +1113,7 @@ fn concurrent_local_enables_never_mix_their_files() {
             .path()
             .join("etc/kubernetes/manifests/kube-apiserver.yaml");
         std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
-        std::fs::write(&manifest, fixture_bytes(KUBEADM.0)).unwrap();
+        std::fs::write(&manifest, fixture_bytes(MINIKUBE.0)).unwrap();
         let urls = [
             format!("http://10.96.0.{}:8765/k8s_audit", 10 + round),
             format!("http://10.96.1.{}:9765/k8s-audit", 10 + round),
@@ -1160,4 +1160,271 @@ fn concurrent_local_enables_never_mix_their_files() {
             assert!(webhook.contains(last.as_str()), "{webhook}");
         }
     }
+}
+
+/// The chart's k8saudit Service and the seed's, as `GET /api/v1/services` lists them.
+const CHART_SERVICE: &str = r#"{"metadata":{"name":"falco-k8saudit-webhook","namespace":"falco","labels":{"app.kubernetes.io/name":"falco"}},"spec":{"type":"NodePort","clusterIP":"10.96.0.77","ports":[{"name":"k8saudit-webhook","protocol":"TCP","port":9765,"targetPort":9765,"nodePort":30007}]}}"#;
+const SEED_SERVICE: &str = r#"{"metadata":{"name":"falco-service","namespace":"default","labels":{"app":"falco-example"}},"spec":{"type":"ClusterIP","clusterIP":"10.96.0.134","ports":[{"protocol":"TCP","port":8765,"targetPort":8765}]}}"#;
+
+fn service_list(items: &[&str]) -> Reply {
+    Reply::json(
+        200,
+        format!(
+            r#"{{"kind":"ServiceList","apiVersion":"v1","metadata":{{"resourceVersion":"1"}},"items":[{}]}}"#,
+            items.join(",")
+        ),
+    )
+}
+
+/// Without --falco-url, --falco-service or --falco-namespace, discovery finds the chart's
+/// Service: the webhook gets its ClusterIP (the first candidate; the reachability probe is off
+/// here, because a ClusterIP must never be connected to from a test), never a DNS name.
+#[test]
+fn falco_is_discovered_with_no_flags() {
+    let node = TestNode::with_manifest(MINIKUBE.0, MINIKUBE.1);
+    let cluster = ReplayServer::start();
+    cluster.route("GET", "/version", [version_1_28()]);
+    cluster.route("GET", "/api/v1/services", [service_list(&[CHART_SERVICE])]);
+    let kubeconfig = cluster.write_kubeconfig(node.home.path());
+    let out = node.xtask(
+        "enable",
+        Some("static"),
+        &["--no-wait", "--kubeconfig", kubeconfig.to_str().unwrap()],
+    );
+    assert_ok(&out);
+    let text = stdout(&out);
+    assert!(
+        text.contains("Falco endpoint http://10.96.0.77:9765/k8s-audit (found by discovery in every namespace; Service falco/falco-k8saudit-webhook: port 9765 is the k8saudit plugin of Falco >= 0.32; its ClusterIP, then its nodePort on 127.0.0.1)"),
+        "{text}"
+    );
+    let webhook =
+        std::fs::read_to_string(node.path(&format!("{AUDIT_DIR}/webhook-config.yaml"))).unwrap();
+    assert!(
+        webhook.contains("server: \"http://10.96.0.77:9765/k8s-audit\"\n"),
+        "{webhook}"
+    );
+}
+
+/// Two Services that could be Falco: the run lists them and asks, and writes nothing.
+#[test]
+fn several_falco_services_are_listed_not_picked() {
+    let node = TestNode::with_manifest(MINIKUBE.0, MINIKUBE.1);
+    let cluster = ReplayServer::start();
+    cluster.route("GET", "/version", [version_1_28()]);
+    cluster.route(
+        "GET",
+        "/api/v1/services",
+        [service_list(&[SEED_SERVICE, CHART_SERVICE])],
+    );
+    let kubeconfig = cluster.write_kubeconfig(node.home.path());
+    let out = node.xtask(
+        "enable",
+        Some("static"),
+        &["--no-wait", "--kubeconfig", kubeconfig.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("several Services expose Falco's audit port (9765 or 8765), and choosing one would be a guess; name one with --falco-service and --falco-namespace:\n  falco/falco-k8saudit-webhook (NodePort, ports 9765→30007/TCP, Falco labels)\n  default/falco-service (ClusterIP, ports 8765/TCP)"),
+        "{stderr}"
+    );
+    assert_eq!(node.manifest_bytes(), fixture_bytes(MINIKUBE.0));
+    assert!(!node.path(AUDIT_DIR).exists());
+}
+
+/// A policy the API server would refuse never reaches the node: the error names the file, line
+/// and column, and the manifest and audit directory stay as they were.
+#[test]
+fn a_bad_policy_file_is_refused_with_its_position() {
+    let node = TestNode::with_manifest(MINIKUBE.0, MINIKUBE.1);
+    let policy = node.home.path().join("policy.yaml");
+    for (text, says) in [
+        (
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Everything\n",
+            ":4:10: rules[0].level: unknown variant `Everything`",
+        ),
+        (
+            "apiVersion: audit.k8s.io/v1beta1\nkind: Policy\nrules:\n- level: Metadata\n",
+            ":1:1: apiVersion audit.k8s.io/v1beta1: Kubernetes v1.28.3 no longer serves audit.k8s.io/v1beta1",
+        ),
+        (
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n  verbs: [get\n",
+            ":6:1: did not find expected ',' or ']'",
+        ),
+    ] {
+        std::fs::write(&policy, text).unwrap();
+        let out = node.xtask(
+            "enable",
+            Some("static"),
+            &[
+                "--falco-url",
+                FALCO_URL,
+                "--no-wait",
+                "--policy",
+                policy.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{}{says}", policy.display())),
+            "{says}: {stderr}"
+        );
+        assert!(stderr.contains("nothing was written"), "{stderr}");
+        assert_eq!(node.manifest_bytes(), fixture_bytes(MINIKUBE.0));
+        assert!(!node.path(AUDIT_DIR).exists());
+    }
+}
+
+/// The default policy logs Secrets at Metadata; the seed preset is the seed's rules, with a
+/// warning; a user's valid policy goes to the node byte for byte.
+#[test]
+fn policy_presets_and_a_users_policy_reach_the_node() {
+    let node = TestNode::with_manifest(MINIKUBE.0, MINIKUBE.1);
+    let on_node =
+        || std::fs::read_to_string(node.path(&format!("{AUDIT_DIR}/audit-policy.yaml"))).unwrap();
+    let enable = |extra: &[&str]| {
+        let mut args = vec!["--falco-url", FALCO_URL, "--no-wait"];
+        args.extend_from_slice(extra);
+        let out = node.xtask("enable", Some("static"), &args);
+        assert_ok(&out);
+        out
+    };
+    let out = enable(&[]);
+    assert!(!stdout(&out).contains("Secret"), "{}", stdout(&out));
+    assert!(
+        on_node().contains("  - level: Metadata\n    resources:\n    - group: \"\"\n      resources: [\"secrets\"]\n"),
+        "{}",
+        on_node()
+    );
+
+    let out = enable(&["--policy-preset", "seed"]);
+    let text = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("--policy-preset seed logs Secrets at RequestResponse"),
+        "{text}"
+    );
+    assert!(
+        on_node().contains("resources: [\"secrets\", \"configmaps\"]"),
+        "{}",
+        on_node()
+    );
+
+    let mine = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: RequestResponse\n";
+    let policy = node.home.path().join("mine.yaml");
+    std::fs::write(&policy, mine).unwrap();
+    let out = enable(&["--policy", policy.to_str().unwrap()]);
+    let text = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("catch-all rule (the last, with no selectors) logs RequestResponse"),
+        "{text}"
+    );
+    assert_eq!(on_node(), mine);
+}
+
+/// https with a CA and a client certificate: --dry-run shows the kubeconfig with the key
+/// redacted, and the real run writes it 0600 with the key in it.
+#[test]
+fn tls_kubeconfig_is_redacted_in_dry_run_and_private_on_the_node() {
+    let node = TestNode::with_manifest(MINIKUBE.0, MINIKUBE.1);
+    let dir = node.home.path();
+    let run = |cmd: &mut Command| assert!(cmd.status().unwrap().success());
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-subj", "/CN=test-ca", "-days", "2"])
+        .arg("-keyout")
+        .arg(dir.join("ca.key"))
+        .arg("-out")
+        .arg(dir.join("ca.pem"))
+        .stderr(std::process::Stdio::null()));
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-subj", "/CN=kube-apiserver", "-days", "2"])
+        .arg("-CA")
+        .arg(dir.join("ca.pem"))
+        .arg("-CAkey")
+        .arg(dir.join("ca.key"))
+        .arg("-keyout")
+        .arg(dir.join("client.key"))
+        .arg("-out")
+        .arg(dir.join("client.pem"))
+        .stderr(std::process::Stdio::null()));
+    let key = std::fs::read(dir.join("client.key")).unwrap();
+    let key_data = {
+        use std::io::Write;
+        let mut child = Command::new("base64")
+            .arg("-w0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&key).unwrap();
+        String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+    };
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let args = [
+        "--falco-url".to_string(),
+        "https://127.0.0.1:9765/k8s-audit".into(),
+        "--no-wait".into(),
+        "--falco-ca-file".into(),
+        path("ca.pem"),
+        "--falco-client-cert".into(),
+        path("client.pem"),
+        "--falco-client-key".into(),
+        path("client.key"),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut dry = args.clone();
+    dry.push("--dry-run");
+    let out = node.xtask("enable", Some("static"), &dry);
+    assert_ok(&out);
+    let text = stdout(&out);
+    assert!(text.contains("certificate-authority-data: LS0t"), "{text}");
+    assert!(text.contains("client-key-data: <redacted: "), "{text}");
+    assert!(!text.contains(&key_data), "the key was printed:\n{text}");
+    assert!(!node.path(AUDIT_DIR).exists());
+
+    assert_ok(&node.xtask("enable", Some("static"), &args));
+    let webhook = node.path(&format!("{AUDIT_DIR}/webhook-config.yaml"));
+    assert!(
+        std::fs::read_to_string(&webhook)
+            .unwrap()
+            .contains(&format!("client-key-data: {key_data}}}")),
+    );
+    assert_eq!(mode_and_owner(&webhook).0, 0o600);
+
+    // http with a CA file is refused before anything is written.
+    let node = TestNode::with_manifest(MINIKUBE.0, MINIKUBE.1);
+    let out = node.xtask(
+        "enable",
+        Some("static"),
+        &[
+            "--falco-url",
+            FALCO_URL,
+            "--no-wait",
+            "--falco-ca-file",
+            &path("ca.pem"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("need an https:// Falco URL"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!node.path(AUDIT_DIR).exists());
 }

@@ -35,7 +35,7 @@ fn sandbox() -> tempfile::TempDir {
         &manifest,
         std::fs::read(
             Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../fixtures/manifests/kubeadm-v1.28.yaml"),
+                .join("../../fixtures/manifests/minikube-v1.28.yaml"),
         )
         .unwrap(),
     )

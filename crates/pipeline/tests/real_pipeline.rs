@@ -34,8 +34,8 @@ impl RealNode {
         let manifest = manifest_path(root.path());
         std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fixtures/manifests/kubeadm-v1.28.yaml");
-        // The same kubeadm manifest, naming the version the real binary is.
+            .join("../../fixtures/manifests/minikube-v1.28.yaml");
+        // The same minikube (kubeadm-made) manifest, naming the version the real binary is.
         let original = std::fs::read_to_string(fixture)
             .unwrap()
             .replace("kube-apiserver:v1.28.3", "kube-apiserver:v1.20.2");

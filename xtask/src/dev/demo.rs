@@ -18,7 +18,7 @@ pub fn run() -> Result<()> {
     let manifest = sandbox.join(MANIFEST.trim_start_matches('/'));
     std::fs::create_dir_all(manifest.parent().context("manifest has a parent")?)?;
     let original =
-        std::fs::read(crate::project_root().join("fixtures/manifests/kubeadm-v1.28.yaml"))?;
+        std::fs::read(crate::project_root().join("fixtures/manifests/minikube-v1.28.yaml"))?;
     std::fs::write(&manifest, &original)?;
     let root = sandbox.to_string_lossy().into_owned();
     let enable = [
@@ -35,7 +35,7 @@ pub fn run() -> Result<()> {
     ];
 
     heading(&format!(
-        "A sandbox node at {root}, holding a kubeadm v1.28 manifest"
+        "A sandbox node at {root}, holding a minikube v1.28 manifest (kubeadm-made)"
     ));
     heading(&format!(
         "cargo xtask enable local static --root {root} --falco-url {FALCO_URL} --no-wait --skip-reachability"
