@@ -772,10 +772,27 @@ fn append_to_scalar(text: &str, node: &Node, suffix: &str, flow: bool) -> Edit {
         {
             Edit::insert(sc.source_offset(sc.value.len()), escape(suffix, sc.style))
         }
+        // A plain value that cannot take the suffix as it is (a comma in a flow collection)
+        // is quoted, and our comma written as `\x2C`: the mark tells revert that the quotes
+        // are ours too.
+        Some(sc) if sc.style == Style::Plain && !node.is_null() && suffix.starts_with(',') => {
+            Edit {
+                start: node.span.start,
+                end: node.span.end,
+                text: format!(
+                    "\"{}{OUR_COMMA}{}\"",
+                    escape(&sc.value, Style::Double),
+                    escape(&suffix[1..], Style::Double)
+                ),
+            }
+        }
         Some(sc) => replace_scalar(text, node, &format!("{}{suffix}", sc.value), flow),
         None => replace_scalar(text, node, suffix, flow),
     }
 }
+
+/// The comma `append_to_scalar` writes when it had to quote a plain value.
+const OUR_COMMA: &str = "\\x2C";
 
 fn patch_body(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
     let root = load(text)?;
@@ -1200,10 +1217,18 @@ fn revert_body(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
                             && matches!(sc.style, Style::Plain | Style::Single | Style::Double) =>
                     {
                         let n = sc.value.len();
-                        edits.push(Edit::delete(
-                            sc.source_offset(n - entry.len()),
-                            sc.source_offset(n),
-                        ));
+                        let start = sc.source_offset(n - entry.len());
+                        let node = a.value.unwrap_or(doc.root);
+                        if sc.style == Style::Double && text[start..].starts_with(OUR_COMMA) {
+                            // We quoted a plain value to append: it goes back to plain.
+                            edits.push(Edit {
+                                start: node.span.start,
+                                end: node.span.end,
+                                text: list[..n - entry.len()].to_string(),
+                            });
+                        } else {
+                            edits.push(Edit::delete(start, sc.source_offset(n)));
+                        }
                     }
                     _ if kept.is_empty() => {
                         remove_args.push(a.index);
@@ -1334,6 +1359,68 @@ fn key_index(map: &Node, key: &str) -> Option<usize> {
         .position(|e| e.key.as_str() == Some(key))
 }
 
+/// The source ranges of members `indexes` of a block mapping or sequence.
+fn member_spans(node: &Node, indexes: &[usize]) -> Vec<(usize, usize)> {
+    let spans: Vec<(usize, usize)> = match &node.kind {
+        Kind::Map(m) => m
+            .entries
+            .iter()
+            .map(|e| (e.key.span.start, e.value.span.end.max(e.key.span.end)))
+            .collect(),
+        Kind::Seq(q) => q
+            .items
+            .iter()
+            .map(|i| (i.dash, i.node.span.end.max(i.dash + 1)))
+            .collect(),
+        Kind::Scalar(_) => Vec::new(),
+    };
+    indexes
+        .iter()
+        .filter_map(|&i| spans.get(i).copied())
+        .collect()
+}
+
+/// Whole lines to delete (block members) and other edits (in flow collections).
+#[derive(Default)]
+struct Removals {
+    lines: Vec<(usize, usize)>,
+    edits: Vec<Edit>,
+}
+
+impl Removals {
+    fn members(&mut self, text: &str, node: &Node, indexes: &[usize]) -> Result<(), PatchError> {
+        if is_flow(node) {
+            self.edits.extend(delete_members(text, node, indexes)?);
+        } else {
+            self.lines.extend(member_spans(node, indexes));
+        }
+        Ok(())
+    }
+
+    /// Neighbouring lines go as one block, even from different collections: at the end of a
+    /// CRLF file without a final line break the last line takes the `\r\n` before it,
+    /// which the deletion of the line before it would take as well.
+    fn into_edits(mut self, text: &str) -> Result<Vec<Edit>, PatchError> {
+        self.lines.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::new();
+        for (start, end) in self.lines {
+            match merged.last_mut() {
+                Some(last)
+                    if start <= last.1
+                        || line_start(text, start) == crate::yaml::line_end(text, last.1) + 1 =>
+                {
+                    last.1 = last.1.max(end);
+                }
+                _ => merged.push((start, end)),
+            }
+        }
+        for (start, end) in merged {
+            self.edits.push(edit::delete_lines(text, start, end)?);
+        }
+        Ok(self.edits)
+    }
+}
+
 /// Removes members of `apiServer`'s containers; a container left empty goes by
 /// [`when_emptied`], and so does `apiServer` when all of its keys go.
 fn remove_parts(
@@ -1342,7 +1429,7 @@ fn remove_parts(
     server: &Node,
     parts: &[(&str, Option<&Node>, Vec<usize>)],
 ) -> Result<Vec<Edit>, PatchError> {
-    let mut edits = Vec::new();
+    let mut out = Removals::default();
     let mut drop_keys = Vec::new();
     for (key, node, indexes) in parts {
         let Some(node) = node else { continue };
@@ -1350,7 +1437,7 @@ fn remove_parts(
             continue;
         }
         if indexes.len() < members(node) {
-            edits.extend(delete_members(text, node, indexes)?);
+            out.members(text, node, indexes)?;
             continue;
         }
         match when_emptied(text, node) {
@@ -1360,32 +1447,33 @@ fn remove_parts(
                 }
             }
             Some(Emptied::Unpad) => {
-                edits.push(Edit::delete(node.span.start + 1, node.span.end - 1));
+                out.edits
+                    .push(Edit::delete(node.span.start + 1, node.span.end - 1));
             }
-            None => edits.extend(delete_members(text, node, indexes)?),
+            None => out.members(text, node, indexes)?,
         }
     }
-    if drop_keys.is_empty() {
-        return Ok(edits);
-    }
     drop_keys.sort_unstable();
-    if drop_keys.len() == members(server) {
+    if !drop_keys.is_empty() && drop_keys.len() == members(server) {
         match when_emptied(text, server) {
             Some(Emptied::DropKey) => {
                 if let Some(i) = key_index(doc.root, API_SERVER) {
-                    edits.extend(delete_members(text, doc.root, &[i])?);
-                    return Ok(edits);
+                    out.members(text, doc.root, &[i])?;
+                    return out.into_edits(text);
                 }
             }
             Some(Emptied::Unpad) => {
-                edits.push(Edit::delete(server.span.start + 1, server.span.end - 1));
-                return Ok(edits);
+                out.edits
+                    .push(Edit::delete(server.span.start + 1, server.span.end - 1));
+                return out.into_edits(text);
             }
             None => {}
         }
     }
-    edits.extend(delete_members(text, server, &drop_keys)?);
-    Ok(edits)
+    if !drop_keys.is_empty() {
+        out.members(text, server, &drop_keys)?;
+    }
+    out.into_edits(text)
 }
 
 #[cfg(test)]
@@ -1424,6 +1512,37 @@ mod tests {
         ] {
             let out = round_trip(text, Mode::Static);
             serde_norway::from_str::<serde_norway::Value>(&out).unwrap();
+        }
+    }
+
+    /// Found by the property test: a plain list value in a flow mapping is quoted to take
+    /// our comma, and revert takes the quotes away again.
+    #[test]
+    fn a_plain_list_value_in_flow_style_comes_back_plain() {
+        let text = "apiVersion: kubeadm.k8s.io/v1beta1\nkind: ClusterConfiguration\nkubernetesVersion: v1.13.5\napiServer: {extraArgs: {runtime-config: api/all=true, feature-gates: A=true}}";
+        let out = round_trip(text, Mode::Dynamic);
+        assert!(
+            out.contains(
+                "runtime-config: \"api/all=true\\x2Cauditregistration.k8s.io/v1alpha1=true\""
+            ),
+            "{out}"
+        );
+        let v: serde_norway::Value = serde_norway::from_str(&out).unwrap();
+        assert_eq!(
+            v["apiServer"]["extraArgs"]["feature-gates"].as_str(),
+            Some("A=true,DynamicAuditing=true")
+        );
+    }
+
+    /// Found by the property test: at the end of a CRLF text without a final line break, our
+    /// list items and our key were deleted separately and overlapped.
+    #[test]
+    fn neighbouring_removals_at_the_end_of_a_crlf_text_are_one() {
+        for text in [
+            "apiVersion: kubeadm.k8s.io/v1beta4\r\nkind: ClusterConfiguration\r\napiServer:\r\n  extraArgs:\r\n  - name: authorization-mode\r\n    value: Node,RBAC",
+            "apiVersion: kubeadm.k8s.io/v1beta1\r\nkind: ClusterConfiguration\r\napiServer:\r\n  timeoutForControlPlane: 4m0s",
+        ] {
+            round_trip(text, Mode::Static);
         }
     }
 

@@ -156,7 +156,7 @@ fn lines_before(text: &str, off: usize, lines: &[String]) -> Edit {
 
 /// Deletes the lines holding `start..end`, with the line break before them (the
 /// inverse of `lines_after`).
-fn delete_lines(text: &str, start: usize, end: usize) -> Result<Edit, PatchError> {
+pub(crate) fn delete_lines(text: &str, start: usize, end: usize) -> Result<Edit, PatchError> {
     let ls = line_start(text, start);
     if !text[ls..start].bytes().all(|b| b == b' ') {
         return Err(PatchError::Unexpected {
@@ -383,14 +383,36 @@ fn delete_spans(
     remove: &[usize],
 ) -> Result<Vec<Edit>, PatchError> {
     let mut edits = Vec::new();
+    if !flow {
+        // Neighbours go as one block of lines: at the end of a CRLF file without a final
+        // line break, the last one takes the `\r\n` before it, which the one before it
+        // would already have taken.
+        let mut sorted: Vec<usize> = remove
+            .iter()
+            .copied()
+            .filter(|&i| i < spans.len())
+            .collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut k = 0;
+        while k < sorted.len() {
+            let mut last = k;
+            while last + 1 < sorted.len() && sorted[last + 1] == sorted[last] + 1 {
+                last += 1;
+            }
+            edits.push(delete_lines(
+                text,
+                spans[sorted[k]].0,
+                spans[sorted[last]].1,
+            )?);
+            k = last + 1;
+        }
+        return Ok(edits);
+    }
     for &i in remove {
         let Some(&(start, end)) = spans.get(i) else {
             continue;
         };
-        if !flow {
-            edits.push(delete_lines(text, start, end)?);
-            continue;
-        }
         // Take the separator before the item, unless every item before it goes too.
         let kept_before = (0..i).any(|j| !remove.contains(&j));
         if kept_before {
@@ -445,6 +467,8 @@ mod tests {
         for (text, remove, want) in [
             ("a:\n- x\n- n\nb: 1\n", vec![1], "a:\n- x\nb: 1\n"),
             ("a:\n- x\n- n\n- m", vec![1, 2], "a:\n- x"),
+            ("a:\r\n- x\r\n- n\r\n- m", vec![1, 2], "a:\r\n- x"),
+            ("a:\r\n- x\r\n- n\r\n- m", vec![0, 2], "a:\r\n- n"),
             ("a: [x, n, m]\n", vec![1, 2], "a: [x]\n"),
             ("a: [n, m, x]\n", vec![0, 1], "a: [x]\n"),
             ("a: [n]\n", vec![0], "a: []\n"),

@@ -197,9 +197,6 @@ fn list_flags_merge_in_every_form() {
             assert_additions_only(&text, &p.text);
             assert_meaning_kept(&text, &p.text);
             let doc: Value = serde_norway::from_str(&p.text).unwrap();
-            if std::env::var_os("SHOW").is_some() {
-                eprintln!("== {name} {mode}\n{}", p.text);
-            }
             let a = args(&doc);
             let has = |n: &str, entry: &str| {
                 a.iter()
@@ -500,12 +497,12 @@ mod generated {
     }
 
     fn scalar(v: &str, quoting: u8, flow: bool) -> String {
-        let plain_ok = !v.is_empty()
-            && !v.bytes().all(|b| b.is_ascii_digit())
-            && !["true", "false"].contains(&v)
-            && !(flow && v.contains(','));
+        let must_quote = v.is_empty()
+            || v.bytes().all(|b| b.is_ascii_digit())
+            || ["true", "false"].contains(&v)
+            || (flow && v.contains(','));
         match quoting {
-            0 if plain_ok => v.to_string(),
+            0 if !must_quote => v.to_string(),
             1 => format!("'{v}'"),
             _ => format!("\"{v}\""),
         }
