@@ -172,8 +172,9 @@ struct Vol<'t> {
 struct Doc<'t> {
     api: KubeadmApi,
     kube_version: Option<KubeVersion>,
-    /// Where `kubernetesVersion` is, for errors about the version.
+    /// Where `kubernetesVersion` is, for errors about the version, and what it says.
     version_at: Option<usize>,
+    kube_version_text: String,
     root: &'t Node,
     api_server: Option<&'t Node>,
     extra_args: Option<&'t Node>,
@@ -288,11 +289,17 @@ impl<'t> Doc<'t> {
             .and_then(Node::as_str)
             .and_then(|v| v.parse().ok());
         let version_at = m.get("kubernetesVersion").map(|v| v.span.start);
+        let kube_version_text = m
+            .get("kubernetesVersion")
+            .and_then(Node::as_str)
+            .unwrap_or("(none)")
+            .to_string();
         let api_server = child_map(text, root, API_SERVER, "a mapping for apiServer")?;
         let mut doc = Doc {
             api,
             kube_version,
             version_at,
+            kube_version_text,
             root,
             api_server,
             extra_args: None,
@@ -800,18 +807,9 @@ fn patch_body(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
     let at = Pos::of(text, doc.anchor());
     opts.validate(at, true)?;
     let mut notes = Vec::new();
-    let version = match opts.kube_version {
-        Some(given) => {
-            if let Some(doc_v) = doc.kube_version.filter(|v| *v != given) {
-                notes.push(Note::VersionOverride {
-                    image: doc_v,
-                    given,
-                });
-            }
-            Some(given)
-        }
-        None => doc.kube_version,
-    };
+    // The manifest's patch notes an override or a missing version already, in the words of
+    // the image tag; here the version only picks the rules.
+    let version = opts.kube_version.or(doc.kube_version);
     if opts.mode.dynamic() {
         let at = match (opts.kube_version, doc.version_at) {
             (None, Some(off)) => Pos::of(text, off),
@@ -835,13 +833,10 @@ fn patch_body(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
                 return Err(PatchError::VersionUnknown {
                     at,
                     mode: opts.mode,
-                    image: "(kubernetesVersion)".into(),
+                    image: format!("kubernetesVersion: {}", doc.kube_version_text),
                 });
             }
         }
-    }
-    if version.is_none() {
-        notes.push(Note::VersionUnknown);
     }
     let specs = flags::specs(opts, version.as_ref());
     let lay = layout(text, &doc);
@@ -1581,6 +1576,11 @@ mod tests {
             "{out}"
         );
         let o = PatchOptions::new(Mode::Dynamic);
+        let label = text.replace("v1.14.0", "stable-1");
+        assert_eq!(
+            patch_cluster_config(&label, &o).unwrap_err().to_string(),
+            "3:20: mode dynamic needs the Kubernetes version and the image \"kubernetesVersion: stable-1\" has no version tag; pass --kube-version"
+        );
         let late = text.replace("v1.14.0", "v1.20.2");
         assert!(matches!(
             patch_cluster_config(&late, &o),
