@@ -122,6 +122,13 @@ pub fn patch_cluster_config(text: &str, opts: &PatchOptions) -> Result<Outcome, 
     keeping_bom(text, |body| patch_body(body, opts))
 }
 
+/// Whether the ClusterConfiguration already has everything [`patch_cluster_config`] would
+/// add (`Ok(true)`): for `status`, to tell whether it and the manifest agree. Conflicts and
+/// refused modes are errors, as in `patch_cluster_config`.
+pub fn check_cluster_config(text: &str, opts: &PatchOptions) -> Result<bool, PatchError> {
+    patch_cluster_config(text, opts).map(|o| !o.changed)
+}
+
 /// Removes what [`patch_cluster_config`] adds, by the same rule as
 /// [`revert`](crate::revert): flags whose value is what some mode writes with these
 /// options (our entry only, from a list flag), the rotation flags with our log path, and

@@ -36,8 +36,8 @@ use std::fmt;
 
 pub use audit_dir::{AuditDirError, DEFAULT_MANIFEST_DIR, SYSTEM_DIRS, check_audit_dir};
 pub use cluster_config::{
-    ClusterConfigInfo, KubeadmApi, inspect_cluster_config, patch_cluster_config,
-    revert_cluster_config,
+    ClusterConfigInfo, KubeadmApi, check_cluster_config, inspect_cluster_config,
+    patch_cluster_config, revert_cluster_config,
 };
 pub use diff::unified_diff;
 pub use durable::{DurableTarget, durable_settings};

@@ -6,8 +6,8 @@ mod common;
 
 use common::assert_additions_only;
 use patch_apiserver::{
-    Mode, PatchError, PatchOptions, Rotation, inspect_cluster_config, patch_cluster_config,
-    revert_cluster_config, unified_diff,
+    Mode, PatchError, PatchOptions, Rotation, check_cluster_config, inspect_cluster_config,
+    patch_cluster_config, revert_cluster_config, unified_diff,
 };
 use serde_norway::Value;
 
@@ -180,6 +180,8 @@ fn properties_hold_on_every_fixture() {
                 );
             }
             assert!(!revert_cluster_config(&text, &o).unwrap().changed, "{name}");
+            assert_eq!(check_cluster_config(&text, &o), Ok(false), "{name}");
+            assert_eq!(check_cluster_config(&p.text, &o), Ok(true), "{name}");
         }
     }
 }
