@@ -9,6 +9,8 @@ use testkit::apiserver::ControlPlane;
 use testkit::kubelet::{Kubelet, KubeletOptions, manifest_path};
 
 const SERVICE: &str = r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"falco-service","labels":{"app":"falco-example"}},"spec":{"clusterIP":"10.96.0.134","selector":{"app":"falco-example"},"ports":[{"protocol":"TCP","port":8765,"targetPort":8765}]}}"#;
+/// The Service of Falco's Helm chart with the k8saudit plugin (release `falco`).
+const CHART_SERVICE: &str = r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"falco-k8saudit-webhook","namespace":"falco","labels":{"app.kubernetes.io/name":"falco","app.kubernetes.io/instance":"falco"}},"spec":{"type":"NodePort","clusterIP":"10.96.0.77","selector":{"app.kubernetes.io/name":"falco","app.kubernetes.io/instance":"falco"},"ports":[{"name":"k8saudit-webhook","protocol":"TCP","port":9765,"targetPort":9765,"nodePort":30007}]}}"#;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -78,6 +80,43 @@ async fn record_api() -> Result<()> {
         &out.join("service-falco-not-found.json"),
     )
     .await?;
+    // Discovery: the chart's Service beside the seed's, listed in every namespace and in each.
+    save(
+        &client,
+        "POST",
+        "/api/v1/namespaces",
+        Some(r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"falco"}}"#),
+        201,
+        &out.join("namespace-falco-created.json"),
+    )
+    .await?;
+    save(
+        &client,
+        "POST",
+        "/api/v1/namespaces/falco/services",
+        Some(CHART_SERVICE),
+        201,
+        &out.join("service-chart-created.json"),
+    )
+    .await?;
+    save(
+        &client,
+        "GET",
+        "/api/v1/services",
+        None,
+        200,
+        &out.join("services-all.json"),
+    )
+    .await?;
+    save(
+        &client,
+        "GET",
+        "/api/v1/namespaces/default/services",
+        None,
+        200,
+        &out.join("services-default.json"),
+    )
+    .await?;
     save(
         &client,
         "GET",
@@ -108,6 +147,32 @@ async fn record_api() -> Result<()> {
         None,
         401,
         &out.join("unauthorized.json"),
+    )
+    .await?;
+    // A user RBAC grants nothing: what discovery meets when it may not list every namespace.
+    let mut config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(kubelet.plane().kubeconfig())?,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
+    config.auth_info.impersonate = Some("falco-finder".to_string());
+    let limited = kube::Client::try_from(config)?;
+    save(
+        &limited,
+        "GET",
+        "/api/v1/services",
+        None,
+        403,
+        &out.join("services-all-forbidden.json"),
+    )
+    .await?;
+    save(
+        &limited,
+        "GET",
+        "/api/v1/namespaces/falco/services",
+        None,
+        403,
+        &out.join("services-falco-forbidden.json"),
     )
     .await?;
     println!("recorded into {}", out.display());

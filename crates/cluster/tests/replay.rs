@@ -2,7 +2,7 @@
 //! v1.20.2 were recorded from the real kube-apiserver with `cargo xtask record-api`; the
 //! AuditSink ones cannot be (the API went away in 1.19) and follow the v1alpha1 schema.
 
-use cluster::{Applied, Cluster, ClusterError, ClusterOptions, Readiness};
+use cluster::{Applied, Cluster, ClusterError, ClusterOptions, FalcoQuery, Readiness};
 use testkit::replay::{ReplayServer, Reply};
 
 fn recorded(name: &str) -> String {
@@ -78,6 +78,67 @@ async fn falco_service_lookup() {
         "{err:?}"
     );
     assert!(err.to_string().contains("--falco-url"), "{err}");
+}
+
+/// Discovery over the recorded lists: the chart's and the seed's Service together are listed,
+/// not picked; the `kubernetes` Service (443) is never a candidate.
+#[tokio::test]
+async fn discovery_lists_every_candidate() {
+    let server = ReplayServer::start();
+    server.route(
+        "GET",
+        "/api/v1/services",
+        [Reply::json(200, recorded("services-all.json"))],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = connect(&server, &dir).await;
+    let err = cluster
+        .find_falco(&FalcoQuery::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "several Services expose Falco's audit port (9765 or 8765), and choosing one would be a guess; name one with --falco-service and --falco-namespace:\n  falco/falco-k8saudit-webhook (NodePort, ports 9765→30007/TCP, Falco labels)\n  default/falco-service (ClusterIP, ports 8765/TCP)"
+    );
+}
+
+/// Forbidden to list every namespace, discovery lists `default` and `falco` one by one; a
+/// namespace it may not list either is skipped, and what remains is enough.
+#[tokio::test]
+async fn discovery_falls_back_to_default_and_falco_on_403() {
+    let server = ReplayServer::start();
+    server.route(
+        "GET",
+        "/api/v1/services",
+        [Reply::json(403, recorded("services-all-forbidden.json"))],
+    );
+    server.route(
+        "GET",
+        "/api/v1/namespaces/default/services",
+        [Reply::json(200, recorded("services-default.json"))],
+    );
+    server.route(
+        "GET",
+        "/api/v1/namespaces/falco/services",
+        [Reply::json(403, recorded("services-falco-forbidden.json"))],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = connect(&server, &dir).await;
+    let endpoint = cluster.find_falco(&FalcoQuery::default()).await.unwrap();
+    assert_eq!(endpoint.url(), "http://10.96.0.134:8765/k8s_audit");
+    assert_eq!(
+        endpoint.reason,
+        "found by discovery in namespace default (listing every namespace is forbidden); Service default/falco-service: port 8765 is the classic Falco webserver"
+    );
+    let paths: Vec<String> = server.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(
+        paths,
+        [
+            "/api/v1/services",
+            "/api/v1/namespaces/default/services",
+            "/api/v1/namespaces/falco/services"
+        ]
+    );
 }
 
 #[tokio::test]
