@@ -304,15 +304,14 @@ fn split_host_port(authority: &str) -> Result<(&str, Option<&str>), String> {
     if host.is_empty() {
         return Err("the host is empty".into());
     }
-    if !host.starts_with('[') {
-        if let Some(c) = host
+    if !host.starts_with('[')
+        && let Some(c) = host
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '.'))
-        {
-            return Err(format!(
-                "{c:?} is not allowed in a host name (letters, digits, - and . are)"
-            ));
-        }
+    {
+        return Err(format!(
+            "{c:?} is not allowed in a host name (letters, digits, - and . are)"
+        ));
     }
     Ok((host, port))
 }
