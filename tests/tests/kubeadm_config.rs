@@ -53,9 +53,15 @@ fn is_root() -> bool {
 fn regenerate(kubeadm: &Path, cluster_configuration: &str) -> String {
     let root = tempfile::tempdir().expect("scratch root");
     std::fs::create_dir(root.path().join("kubeadm")).expect("mkdir");
+    // The node's document in the ClusterConfiguration's own API version.
+    let api = patch_apiserver::inspect_cluster_config(cluster_configuration)
+        .expect("a ClusterConfiguration")
+        .api
+        .api_version();
+    let init = INIT_CONFIGURATION.replace("kubeadm.k8s.io/v1beta2", api);
     std::fs::write(
         root.path().join("kubeadm/config.yaml"),
-        format!("{INIT_CONFIGURATION}---\n{cluster_configuration}"),
+        format!("{init}---\n{cluster_configuration}"),
     )
     .expect("write config");
     // `--rootfs` chroots before the config is read, so the config's path is inside the root.
@@ -281,4 +287,40 @@ async fn the_real_kubeadm_regenerates_our_flags_from_kubeadm_config_and_none_aft
         log.contains(name.as_str()),
         "the log backend wrote the event too"
     );
+}
+
+/// The other texts kubeadm 1.20 reads: v1beta1 (with a control plane it deploys, 1.19 or
+/// newer) and a v1beta2 text with comments, quoted values and an extraVolume of the user's.
+/// v1beta3 and v1beta4 are newer than kubeadm 1.20; the fixture tests cover them.
+#[test]
+fn the_real_kubeadm_reads_our_edit_of_every_format_it_knows() {
+    let kubeadm = kubeadm();
+    let opts = PatchOptions::new(Mode::Static);
+    for (fixture, version) in [
+        ("fixtures/kubeadm-config/kubeadm-v1beta1.yaml", "v1.14.10"),
+        (
+            "fixtures/kubeadm-config/v1beta1-feature-gates.yaml",
+            "v1.13.12",
+        ),
+        (
+            "fixtures/kubeadm-config/v1beta2-extra-volumes-comments.yaml",
+            "v1.19.7",
+        ),
+    ] {
+        let original = real::render_fixture(fixture, &[]).replace(
+            &format!("kubernetesVersion: {version}"),
+            "kubernetesVersion: v1.20.2",
+        );
+        let patched = patch_cluster_config(&original, &opts).unwrap().text;
+        let manifest = regenerate(&kubeadm, &patched);
+        assert_eq!(check(&manifest, &opts), Ok(true), "{fixture}:\n{manifest}");
+        assert!(our_mount(&manifest).is_some(), "{fixture}:\n{manifest}");
+        let back = revert_cluster_config(&patched, &opts).unwrap().text;
+        assert_eq!(back, original, "{fixture}");
+        assert_eq!(
+            regenerate(&kubeadm, &back),
+            regenerate(&kubeadm, &original),
+            "{fixture}"
+        );
+    }
 }
