@@ -8,7 +8,7 @@ use crate::cluster_args::Kube;
 use crate::error::{Result, bail};
 use crate::node::Node;
 use crate::report::Steps;
-use crate::wait::{self, Expect, RestartArgs, Restarted};
+use crate::wait::{self, CrashWatch, Expect, PodLogs, RestartArgs, Restarted};
 
 /// A manifest change the kubelet is about to act on.
 pub struct ManifestChange<'a> {
@@ -44,9 +44,26 @@ pub fn wait_or_roll_back(
         (Expect::NoFlags(change.flags), Expect::Flags(change.flags))
     };
     let timeout = Duration::from_secs(args.timeout);
+    let watch = CrashWatch {
+        node: change.node,
+        manifest_path: change.manifest_path,
+        old_hash: change.old_hash,
+    };
+    let watch = match watch.look() {
+        PodLogs::Unavailable => {
+            steps.info(format!(
+                "{} keeps no /var/log/pods: an API server that fails to start is noticed only after --timeout ({}s)",
+                change.node.describe(),
+                args.timeout
+            ));
+            None
+        }
+        _ => Some(&watch),
+    };
     let waited = steps.run("wait", || {
         let restarted = Restarted::HashChangedFrom(change.old_hash);
-        wait::wait_ready(kube, node_name, restarted, after, timeout).map(|summary| ((), summary))
+        wait::wait_ready(kube, node_name, restarted, after, timeout, watch)
+            .map(|summary| ((), summary))
     });
     let Err(failure) = waited else {
         return Ok(());
@@ -70,6 +87,7 @@ pub fn wait_or_roll_back(
             Restarted::HashIs(change.old_hash),
             before,
             timeout,
+            None,
         )?;
         Ok(((), format!("previous manifest restored; {summary}")))
     })?;

@@ -9,6 +9,7 @@ use cluster::Readiness;
 
 use crate::cluster_args::Kube;
 use crate::error::{Result, bail};
+use crate::node::Node;
 
 /// How enable and disable wait for the API server, and whether they undo a change it does not survive.
 #[derive(Debug, Clone, clap::Args)]
@@ -47,13 +48,89 @@ pub fn mirror_hash(kube: &Kube, node_name: Option<&str>) -> Option<String> {
         .and_then(|pod| pod.config_hash)
 }
 
-/// Polls until the API server is back as expected; the error says what was last seen.
+/// Lists, for each kube-apiserver pod log under /var/log/pods written since the manifest
+/// changed (`$1`) and not of the old pod (`$2`, its UID is the config hash), the log file
+/// (`N.log`, N the restart count) and its last fatal line: cobra's `Error: ` or a klog `F`
+/// line on stderr. `none` when the node keeps no /var/log/pods.
+const CRASH_SCRIPT: &str = r#"m=$1 old=$2
+[ -d /var/log/pods ] || { echo none; exit 0; }
+find /var/log/pods -path '*/kube-system_kube-apiserver-*/kube-apiserver/*.log' -newer "$m" 2>/dev/null |
+while IFS= read -r f; do
+  pod=${f%/kube-apiserver/*}; uid=${pod##*_}
+  [ "$uid" = "$old" ] && continue
+  echo "log $uid ${f##*/}"
+  grep -E ' stderr F (Error: |F[0-9]{4} )' "$f" | tail -n 1 | sed 's/^/fatal /'
+done"#;
+
+/// Watches the node, through the same session, for the new API server dying before it is
+/// ready: the kubelet's pod log says so within a second, long before any timeout.
+pub struct CrashWatch<'a> {
+    pub node: &'a Node,
+    pub manifest_path: &'a str,
+    /// The config hash of the pod before the change: its logs are the old server's.
+    pub old_hash: Option<&'a str>,
+}
+
+/// What the node's pod logs say about the new API server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodLogs {
+    /// The node keeps no /var/log/pods (older kops): only the timeout can tell.
+    Unavailable,
+    /// Nothing says it died (yet).
+    Quiet,
+    /// It exited before it was ready; the reason from its log.
+    Died(String),
+}
+
+impl CrashWatch<'_> {
+    pub fn look(&self) -> PodLogs {
+        let manifest = self.node.path(self.manifest_path);
+        let Ok(ran) = self.node.run(&[
+            "sh",
+            "-c",
+            CRASH_SCRIPT,
+            "k8s-audit-watch",
+            &manifest,
+            self.old_hash.unwrap_or(""),
+        ]) else {
+            // A failed look is no evidence either way; the next one may work.
+            return PodLogs::Quiet;
+        };
+        read_pod_logs(&ran.stdout_text())
+    }
+}
+
+fn read_pod_logs(text: &str) -> PodLogs {
+    if text.trim() == "none" {
+        return PodLogs::Unavailable;
+    }
+    if let Some(fatal) = text.lines().find_map(|l| l.strip_prefix("fatal ")) {
+        // CRI log lines: `<time> stderr F <message>`.
+        let message = fatal.split_once(" F ").map_or(fatal, |(_, m)| m);
+        return PodLogs::Died(message.trim().to_string());
+    }
+    match text
+        .lines()
+        .filter_map(|l| l.strip_prefix("log "))
+        .find(|l| !l.ends_with(" 0.log"))
+    {
+        Some(restarted) => PodLogs::Died(format!(
+            "the kubelet restarted it (pod {restarted} under /var/log/pods)"
+        )),
+        None => PodLogs::Quiet,
+    }
+}
+
+/// Polls until the API server is back as expected; the error says what was last seen. With
+/// `watch`, the node's pod logs are read at least once a second too, and a new API server that
+/// died ends the wait at once.
 pub fn wait_ready(
     kube: &Kube,
     node_name: Option<&str>,
     restarted: Restarted,
     expect: Expect,
     timeout: Duration,
+    watch: Option<&CrashWatch>,
 ) -> Result<String> {
     let started = Instant::now();
     let mut last = String::from("nothing yet");
@@ -67,12 +144,38 @@ pub fn wait_ready(
             }
             Err(state) => last = state,
         }
+        if let Some(PodLogs::Died(reason)) = watch.map(CrashWatch::look) {
+            bail!(
+                "the new API server exited {:.1}s after the change, before it was ready: {reason}",
+                started.elapsed().as_secs_f64()
+            );
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
     bail!(
         "the API server was not back within {}s; last seen: {last}",
         timeout.as_secs()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_logs_say_when_the_new_server_died() {
+        assert_eq!(read_pod_logs("none\n"), PodLogs::Unavailable);
+        assert_eq!(read_pod_logs(""), PodLogs::Quiet);
+        assert_eq!(read_pod_logs("log 3f2a 0.log\n"), PodLogs::Quiet);
+        assert_eq!(
+            read_pod_logs("log 3f2a 0.log\nfatal 2026-12-01T12:00:00.1Z stderr F Error: invalid argument \"5\" for \"--audit-webhook-batch-max-wait\" flag: time: missing unit\n"),
+            PodLogs::Died("Error: invalid argument \"5\" for \"--audit-webhook-batch-max-wait\" flag: time: missing unit".into())
+        );
+        assert_eq!(
+            read_pod_logs("log 3f2a 1.log\n"),
+            PodLogs::Died("the kubelet restarted it (pod 3f2a 1.log under /var/log/pods)".into())
+        );
+    }
 }
 
 fn check_once(
