@@ -37,8 +37,8 @@ pub const FALCO_LABELS: [(&str, &str); 2] = [("app.kubernetes.io/name", "falco")
 /// namespace and the chart's usual one.
 pub const FALLBACK_NAMESPACES: [&str; 2] = ["default", "falco"];
 
-/// One address the API server could send the events to: always an IP, never a cluster DNS
-/// name, because the API server's host network cannot resolve those.
+/// One address the API server could send the events to: always an IP (IPv6 in brackets), never
+/// a cluster DNS name, because the API server's host network cannot resolve those.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     pub host: String,
@@ -305,7 +305,12 @@ pub(crate) fn endpoint_of(
     let mut candidates = Vec::new();
     if !via_node_port && let Some(ip) = &cluster_ip {
         candidates.push(Candidate {
-            host: ip.clone(),
+            // A URL's IPv6 host goes in brackets (a dual-stack or IPv6-only cluster).
+            host: if ip.contains(':') {
+                format!("[{ip}]")
+            } else {
+                ip.clone()
+            },
             port: flavour.port(),
             path: flavour.path().into(),
             why: format!("the ClusterIP of Service {namespace}/{name}"),
@@ -432,6 +437,16 @@ mod tests {
         let forced = endpoint_of(&svc, "falco", "falco-k8saudit-webhook", true).unwrap();
         assert_eq!(forced.candidates.len(), 1);
         assert_eq!(forced.url(), "http://127.0.0.1:30007/k8s-audit");
+    }
+
+    #[test]
+    fn ipv6_cluster_ip_is_bracketed() {
+        let svc = service(serde_json::json!({
+            "spec": {"clusterIP": "fd00:10:96::a", "ports": [{"port": 9765}]}
+        }));
+        let ep = endpoint_of(&svc, "falco", "falco", false).unwrap();
+        assert_eq!(ep.candidates[0].host, "[fd00:10:96::a]");
+        assert_eq!(ep.url(), "http://[fd00:10:96::a]:9765/k8s-audit");
     }
 
     #[test]
