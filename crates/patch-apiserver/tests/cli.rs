@@ -330,11 +330,20 @@ fn in_place_refuses_what_is_not_a_regular_file() {
         ),
         (dangling.clone(), "No such file or directory"),
     ] {
-        // A FIFO must be refused, not read: the read would wait for a writer forever.
-        let o = run(
-            &["--in-place", path.to_str().unwrap(), "--backup-dir", b],
-            None,
-        );
+        // A FIFO must be refused, not read: the read would wait for a writer forever (so
+        // the run is bounded, and a regression fails rather than hangs).
+        let o = Command::new("timeout")
+            .args([
+                "20",
+                BIN,
+                "--in-place",
+                path.to_str().unwrap(),
+                "--backup-dir",
+                b,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
         assert_eq!(o.status.code(), Some(2), "{path:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(message), "{path:?}: {}", stderr(&o));
         assert!(!backups.exists(), "{path:?}");
