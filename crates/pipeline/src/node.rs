@@ -54,6 +54,9 @@ const READ_SCRIPT: &str = r#"for f; do
   else printf -- '-\n'; fi
 done"#;
 
+/// What a read gives back for each path: its bytes, or `None` when it is not a regular file.
+pub type Files = Vec<Option<Vec<u8>>>;
+
 /// Every node command runs as root: `sudo -n` over SSH (the local variant needs root already).
 const SUDO: ship::ExecOptions = ship::ExecOptions {
     sudo: ship::Sudo::Yes,
@@ -127,7 +130,7 @@ impl Node {
     }
 
     /// Reads several files in one command; `None` for a file that does not exist.
-    pub fn read_many(&self, node_paths: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+    pub fn read_many(&self, node_paths: &[&str]) -> Result<Files> {
         let paths: Vec<String> = node_paths.iter().map(|p| self.path(p)).collect();
         let mut argv = vec!["sh", "-c", READ_SCRIPT, "node-read"];
         argv.extend(paths.iter().map(String::as_str));
@@ -160,7 +163,7 @@ impl Node {
         node_paths: &[&str],
         candidates: &[FalcoUrl],
         ca: Option<&str>,
-    ) -> Result<(Vec<Option<Vec<u8>>>, Vec<Probed>)> {
+    ) -> Result<(Files, Vec<Probed>)> {
         let lock_dir = self.path(lock_dir);
         let paths: Vec<String> = node_paths.iter().map(|p| self.path(p)).collect();
         let (from, marker) = (lock::this_host(), lock::marker());
@@ -402,13 +405,13 @@ impl Drop for Node {
 }
 
 /// Exactly `count` files, nothing after them.
-fn parse_read_output(out: &[u8], count: usize) -> Option<Vec<Option<Vec<u8>>>> {
+fn parse_read_output(out: &[u8], count: usize) -> Option<Files> {
     let (files, rest) = parse_files(out, count)?;
     rest.is_empty().then_some(files)
 }
 
 /// `count` files as the read script prints them, and what follows.
-fn parse_files(mut out: &[u8], count: usize) -> Option<(Vec<Option<Vec<u8>>>, &[u8])> {
+fn parse_files(mut out: &[u8], count: usize) -> Option<(Files, &[u8])> {
     let mut files = Vec::with_capacity(count);
     for _ in 0..count {
         let newline = out.iter().position(|b| *b == b'\n')?;

@@ -158,26 +158,6 @@ pub fn wait_ready(
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pod_logs_say_when_the_new_server_died() {
-        assert_eq!(read_pod_logs("none\n"), PodLogs::Unavailable);
-        assert_eq!(read_pod_logs(""), PodLogs::Quiet);
-        assert_eq!(read_pod_logs("log 3f2a 0.log\n"), PodLogs::Quiet);
-        assert_eq!(
-            read_pod_logs("log 3f2a 0.log\nfatal 2026-12-01T12:00:00.1Z stderr F Error: invalid argument \"5\" for \"--audit-webhook-batch-max-wait\" flag: time: missing unit\n"),
-            PodLogs::Died("Error: invalid argument \"5\" for \"--audit-webhook-batch-max-wait\" flag: time: missing unit".into())
-        );
-        assert_eq!(
-            read_pod_logs("log 3f2a 1.log\n"),
-            PodLogs::Died("the kubelet restarted it (pod 3f2a 1.log under /var/log/pods)".into())
-        );
-    }
-}
-
 fn check_once(
     kube: &Kube,
     node_name: Option<&str>,
@@ -225,4 +205,24 @@ fn check_once(
         pod.name,
         hash.unwrap_or("-")
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_logs_say_when_the_new_server_died() {
+        assert_eq!(read_pod_logs("none\n"), PodLogs::Unavailable);
+        assert_eq!(read_pod_logs(""), PodLogs::Quiet);
+        assert_eq!(read_pod_logs("log 3f2a 0.log\n"), PodLogs::Quiet);
+        assert_eq!(
+            read_pod_logs("log 3f2a 0.log\nfatal 2026-12-01T12:00:00.1Z stderr F Error: invalid argument \"5\" for \"--audit-webhook-batch-max-wait\" flag: time: missing unit\n"),
+            PodLogs::Died("Error: invalid argument \"5\" for \"--audit-webhook-batch-max-wait\" flag: time: missing unit".into())
+        );
+        assert_eq!(
+            read_pod_logs("log 3f2a 1.log\n"),
+            PodLogs::Died("the kubelet restarted it (pod 3f2a 1.log under /var/log/pods)".into())
+        );
+    }
 }
