@@ -78,12 +78,18 @@ impl Cluster {
     /// Replaces the ClusterConfiguration key (and nothing else: a merge patch keeps the
     /// other keys) if the ConfigMap is still at `resource_version`; returns the new
     /// resourceVersion. A change in between is [`ClusterError::KubeadmConfigConflict`]:
-    /// read again, redo the edit, and try once more.
+    /// read again, redo the edit, and try once more. `resource_version` must be the one
+    /// read: an empty one would make the write unconditional, so it is refused as a conflict.
     pub async fn update_kubeadm_config(
         &self,
         cluster_configuration: &str,
         resource_version: &str,
     ) -> Result<String, ClusterError> {
+        if resource_version.is_empty() {
+            return Err(ClusterError::KubeadmConfigConflict {
+                message: "no resourceVersion to compare with; read the ConfigMap first".into(),
+            });
+        }
         // The resourceVersion in a patch makes the API server compare it: 409 on a mismatch.
         let patch = serde_json::json!({
             "metadata": { "resourceVersion": resource_version },

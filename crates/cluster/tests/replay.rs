@@ -498,6 +498,12 @@ async fn kubeadm_config_without_rbac_is_forbidden_with_the_fix() {
         shown.contains("RBAC permission to get and patch ConfigMaps in kube-system"),
         "{shown}"
     );
+    let err = cluster.update_kubeadm_config("x", "").await.unwrap_err();
+    assert!(
+        matches!(err, ClusterError::KubeadmConfigConflict { .. }),
+        "an unconditional write is never sent: {err:?}"
+    );
+    assert!(!server.seen().iter().any(|s| s.method == "PATCH"));
     let err = cluster.update_kubeadm_config("x", "1").await.unwrap_err();
     assert!(
         matches!(

@@ -109,7 +109,12 @@ fn minikube(opts: &PatchOptions, contents: &[(AuditFile, &str)]) -> String {
                 let _ = write!(out, "cat > {target} <<'{end}'\n{text}{nl}{end}\n");
             }
             None => {
-                let _ = writeln!(out, "minikube ssh -- sudo cat {} > {target}", f.path(opts));
+                // `minikube ssh` may run the command on a terminal, which ends lines with CRLF.
+                let _ = writeln!(
+                    out,
+                    "minikube ssh -- sudo cat {} | tr -d '\\r' > {target}",
+                    f.path(opts)
+                );
             }
         }
     }
