@@ -439,6 +439,8 @@ mod generated {
         volume_picks: Vec<usize>,
         cert_sans: bool,
         api_server_last: bool,
+        /// `---` before the document and `...` after it.
+        markers: bool,
     }
 
     fn container() -> impl Strategy<Value = Container> {
@@ -471,6 +473,7 @@ mod generated {
                 any::<bool>(),
                 any::<bool>(),
             ),
+            any::<bool>(),
         )
             .prop_map(
                 |(
@@ -478,6 +481,7 @@ mod generated {
                     (crlf, final_newline, comments),
                     (api_server, args, arg_picks, quoting),
                     (volumes, volume_picks, cert_sans, api_server_last),
+                    markers,
                 )| Gen {
                     api,
                     version,
@@ -494,6 +498,7 @@ mod generated {
                     volume_picks,
                     cert_sans,
                     api_server_last,
+                    markers,
                 },
             )
     }
@@ -654,6 +659,9 @@ mod generated {
             if self.comments {
                 lines.push("# generated".to_string());
             }
+            if self.markers {
+                lines.push("---".to_string());
+            }
             let server = self.api_server_lines();
             if !self.api_server_last {
                 lines.extend(server.iter().cloned());
@@ -668,6 +676,9 @@ mod generated {
             }
             if self.api_server_last {
                 lines.extend(server);
+            }
+            if self.markers {
+                lines.push("...".to_string());
             }
             let eol = if self.crlf { "\r\n" } else { "\n" };
             let mut text = lines.join(eol);
