@@ -7,6 +7,7 @@ use crate::error::{Context, Result};
 pub const WEBHOOK_CONFIG: &[u8] = include_bytes!("../assets/webhook-config.yaml.in");
 pub const WEBHOOK_CONFIG_TLS: &[u8] = include_bytes!("../assets/webhook-config-tls.yaml.in");
 pub const AUDIT_SINK: &[u8] = include_bytes!("../assets/audit-sink.yaml.in");
+pub const AUDIT_SINK_TLS: &[u8] = include_bytes!("../assets/audit-sink-tls.yaml.in");
 pub const AUDIT_POLICY: &[u8] = include_bytes!("../assets/audit-policy.yaml.in");
 pub const AUDIT_POLICY_SEED: &[u8] = include_bytes!("../assets/audit-policy-seed.yaml.in");
 
@@ -57,15 +58,23 @@ pub fn webhook_config(falco: &FalcoUrl) -> Result<Vec<u8>> {
     render_strict("webhook-config-tls.yaml.in", WEBHOOK_CONFIG_TLS, &vars)
 }
 
-/// The AuditSink object. Its webhook has no place for a CA or a client certificate in
-/// what this template writes, so TLS files are refused rather than dropped.
+/// The AuditSink object. Its webhook verifies Falco with `caBundle`, but has no place for a
+/// client certificate, so one is refused rather than dropped.
 pub fn audit_sink(falco: &FalcoUrl) -> Result<Vec<u8>> {
-    if falco.tls.is_some() {
+    let Some(tls) = &falco.tls else {
+        return render_strict("audit-sink.yaml.in", AUDIT_SINK, &vars(falco));
+    };
+    if tls.client.is_some() {
         crate::error::bail!(
-            "--falco-ca-file, --falco-client-cert and --falco-client-key work in static mode only: the dynamic modes' AuditSink does not carry them"
+            "--falco-client-cert and --falco-client-key work in static mode only: the dynamic modes' AuditSink cannot carry a client certificate"
         );
     }
-    render_strict("audit-sink.yaml.in", AUDIT_SINK, &vars(falco))
+    let Some(ca) = &tls.ca_pem else {
+        return render_strict("audit-sink.yaml.in", AUDIT_SINK, &vars(falco));
+    };
+    let mut vars = vars(falco);
+    vars.set("FALCO_CA_BUNDLE", FalcoTls::data(ca));
+    render_strict("audit-sink-tls.yaml.in", AUDIT_SINK_TLS, &vars)
 }
 
 /// `audit.k8s.io/v1` from 1.12 on; 1.11 only knows v1beta1 (removed in 1.24, so never later).
