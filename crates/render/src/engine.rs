@@ -56,6 +56,19 @@ impl Operator {
     }
 }
 
+/// Where rendered bytes go. The stream's output passes them on as they grow, so that one chunk
+/// of references to a large value cannot pile up gigabytes before the chunk ends.
+pub(crate) trait Out {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Out for Vec<u8> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
 enum State {
     Unset,
     Empty,
@@ -103,7 +116,7 @@ impl<'a> Engine<'a> {
     /// Renders as much of `chunk` as can be decided and returns how many bytes that was. The
     /// rest (an unfinished reference) must be passed again at the start of the next chunk.
     /// With `eof`, everything is decided and the whole chunk is consumed.
-    pub(crate) fn feed(&mut self, chunk: &[u8], eof: bool, out: &mut Vec<u8>) -> usize {
+    pub(crate) fn feed<O: Out>(&mut self, chunk: &[u8], eof: bool, out: &mut O) -> usize {
         // A new chunk may sit in the same buffer as the last one: index it afresh.
         self.braces = None;
         let consumed = self.expand(chunk, 0, chunk.len(), eof, 0, out);
@@ -127,38 +140,38 @@ impl<'a> Engine<'a> {
     }
 
     /// Renders `input[from..to]`; `to` acts as end of input when `eof` is set.
-    fn expand(
+    fn expand<O: Out>(
         &mut self,
         input: &[u8],
         from: usize,
         to: usize,
         eof: bool,
         depth: u8,
-        out: &mut Vec<u8>,
+        out: &mut O,
     ) -> usize {
         let mut i = from;
         while let Some(k) = memchr(b'$', &input[i..to]) {
             let dollar = i + k;
-            out.extend_from_slice(&input[i..dollar]);
+            out.put(&input[i..dollar]);
             match self.reference(input, dollar, to, eof, depth, out) {
                 Some(next) => i = next,
                 None => return dollar,
             }
         }
-        out.extend_from_slice(&input[i..to]);
+        out.put(&input[i..to]);
         to
     }
 
     /// Handles the `$` at `input[dollar]`: returns where scanning resumes, or `None` if the
     /// reference is not finished before `to` and more input may follow.
-    fn reference(
+    fn reference<O: Out>(
         &mut self,
         input: &[u8],
         dollar: usize,
         to: usize,
         eof: bool,
         depth: u8,
-        out: &mut Vec<u8>,
+        out: &mut O,
     ) -> Option<usize> {
         let s = &input[dollar..to];
         let braced = s.get(1) == Some(&b'{');
@@ -167,12 +180,12 @@ impl<'a> Engine<'a> {
             if !eof {
                 return None;
             }
-            out.extend_from_slice(s);
+            out.put(s);
             return Some(to);
         };
         if !is_name_start(first) {
             // GNU emits `$` (or `${`) and rescans the next byte, which may be another `$`.
-            out.extend_from_slice(&s[..name_start]);
+            out.put(&s[..name_start]);
             return Some(dollar + name_start);
         }
         let name_end = s[name_start + 1..]
@@ -197,29 +210,29 @@ impl<'a> Engine<'a> {
             }
             _ => {
                 // Unclosed, or `${NAME` followed by anything else: as written, then rescan.
-                out.extend_from_slice(&s[..name_end]);
+                out.put(&s[..name_end]);
                 Some(dollar + name_end)
             }
         }
     }
 
     #[inline]
-    fn substitute(
+    fn substitute<O: Out>(
         &mut self,
         input: &[u8],
         dollar: usize,
         name: &[u8],
         as_written: &[u8],
-        out: &mut Vec<u8>,
+        out: &mut O,
     ) {
         if self.only.as_ref().is_some_and(|only| !only.contains(name)) {
-            out.extend_from_slice(as_written);
+            out.put(as_written);
             return;
         }
         let reason = match self.lookup(name) {
             Some([]) => Reason::Empty,
             Some(value) => {
-                out.extend_from_slice(value);
+                out.put(value);
                 return;
             }
             None => Reason::Unset,
@@ -235,7 +248,7 @@ impl<'a> Engine<'a> {
 
     /// `${NAME<op>word}` under `--defaults`; `name` indexes `input[dollar..]`.
     #[allow(clippy::too_many_arguments)]
-    fn operator(
+    fn operator<O: Out>(
         &mut self,
         input: &[u8],
         dollar: usize,
@@ -243,11 +256,11 @@ impl<'a> Engine<'a> {
         eof: bool,
         depth: u8,
         name: std::ops::Range<usize>,
-        out: &mut Vec<u8>,
+        out: &mut O,
     ) -> Option<usize> {
         let s = &input[dollar..to];
-        let as_written = |out: &mut Vec<u8>| {
-            out.extend_from_slice(&s[..name.end]);
+        let as_written = |out: &mut O| {
+            out.put(&s[..name.end]);
             Some(dollar + name.end)
         };
         let colon = s[name.end] == b':';
@@ -278,7 +291,7 @@ impl<'a> Engine<'a> {
             .as_ref()
             .is_some_and(|only| !only.contains(name_bytes))
         {
-            out.extend_from_slice(&s[..=close]);
+            out.put(&s[..=close]);
             return Some(end);
         }
         let word = (dollar + word_start, dollar + close);
@@ -297,7 +310,7 @@ impl<'a> Engine<'a> {
         match op {
             Operator::UseDefault | Operator::AssignDefault | Operator::Require if !absent => {
                 if let Some(value) = self.lookup(name_bytes) {
-                    out.extend_from_slice(value);
+                    out.put(value);
                 }
             }
             Operator::UseDefault => {
@@ -306,7 +319,7 @@ impl<'a> Engine<'a> {
             Operator::AssignDefault => {
                 let mut value = Vec::new();
                 self.expand(input, word.0, word.1, true, depth, &mut value);
-                out.extend_from_slice(&value);
+                out.put(&value);
                 self.assigned.insert(name_bytes.into(), value);
             }
             Operator::Require => {

@@ -2,7 +2,7 @@
 
 use std::io::{ErrorKind, Read, Seek, Write};
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Out};
 use crate::error::{Origin, RenderError};
 use crate::{Options, Vars};
 
@@ -32,7 +32,11 @@ pub fn render_stream<R: Read, W: Write>(
 ) -> Result<(), RenderError> {
     let mut engine = Engine::new(vars, opts);
     let mut buf = vec![0u8; CHUNK];
-    let mut out = Vec::with_capacity(CHUNK + FLUSH_AT);
+    let mut out = Spill {
+        buf: Vec::with_capacity(2 * FLUSH_AT),
+        writer: &mut output,
+        error: None,
+    };
     // buf[..end] holds bytes read and not yet consumed (an unfinished reference at its start).
     let mut end = 0;
     let mut unfinished = false;
@@ -45,7 +49,8 @@ pub fn render_stream<R: Read, W: Write>(
             Ok(n) => n,
             Err(error) => {
                 // Best effort: GNU also flushes what it has before exiting on a read error.
-                let _ = output.write_all(&out).and_then(|()| output.flush());
+                out.pass_on();
+                let _ = out.writer.flush();
                 return Err(RenderError::Read {
                     origin: origin.clone(),
                     error,
@@ -63,9 +68,11 @@ pub fn render_stream<R: Read, W: Write>(
         buf.copy_within(consumed..end, 0);
         end -= consumed;
         unfinished = end > 0;
-        if out.len() >= FLUSH_AT || eof {
-            output.write_all(&out).map_err(RenderError::Write)?;
-            out.clear();
+        if eof {
+            out.pass_on();
+        }
+        if let Some(error) = out.error.take() {
+            return Err(RenderError::Write(error));
         }
         if eof {
             break;
@@ -73,6 +80,45 @@ pub fn render_stream<R: Read, W: Write>(
     }
     output.flush().map_err(RenderError::Write)?;
     engine.finish(origin)
+}
+
+/// The engine's output on its way to the writer, passed on in blocks of about [`FLUSH_AT`]
+/// bytes even in the middle of a chunk: a chunk of references to a large value would
+/// otherwise pile up its whole expansion (gigabytes) in memory. The first write error stops
+/// the writing, and the stream reports it after the chunk.
+struct Spill<W: Write> {
+    buf: Vec<u8>,
+    writer: W,
+    error: Option<std::io::Error>,
+}
+
+impl<W: Write> Spill<W> {
+    fn pass_on(&mut self) {
+        if self.error.is_none()
+            && let Err(error) = self.writer.write_all(&self.buf)
+        {
+            self.error = Some(error);
+        }
+        self.buf.clear();
+    }
+}
+
+impl<W: Write> Out for Spill<W> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        if self.buf.len() + bytes.len() < FLUSH_AT {
+            self.buf.extend_from_slice(bytes);
+            return;
+        }
+        self.pass_on();
+        if bytes.len() < FLUSH_AT {
+            self.buf.extend_from_slice(bytes);
+        } else if self.error.is_none()
+            && let Err(error) = self.writer.write_all(bytes)
+        {
+            self.error = Some(error);
+        }
+    }
 }
 
 /// Like [`render_stream`], but `output` receives nothing unless the whole render succeeds.
