@@ -88,12 +88,25 @@ pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
             "API server {} reports {served}",
             kube.cluster.server()
         ));
-        if let (Ok(served), Some(manifest)) = (served.parse::<KubeVersion>(), &version)
-            && (served.major, served.minor) != (manifest.major, manifest.minor)
+        if let (Ok(served), Some(image)) = (served.parse::<KubeVersion>(), &inspection.version)
+            && (served.major, served.minor) != (image.major, image.minor)
         {
-            warnings.push(format!(
-                "the API server runs {served} but the manifest's image is {manifest}: the flags follow the manifest, which is what the kubelet will start"
-            ));
+            // The dynamic modes exist only in 1.13-1.18, and a 1.19+ server refuses their flags
+            // and does not start: which version is right decides whether the node survives.
+            match args.kube_version {
+                None if args.mode != Mode::Static => {
+                    return Err(PipelineError::failed(format!(
+                        "{on_node}: the manifest's image says {image} but the API server reports {served}; {} mode depends on the version (1.13-1.18 only), so nothing was written. Pass --kube-version with the version the node really runs (--force does not decide this)",
+                        args.mode
+                    )));
+                }
+                None => warnings.push(format!(
+                    "the API server runs {served} but the manifest's image is {image}: the flags follow the manifest, which is what the kubelet will start"
+                )),
+                Some(chosen) => warnings.push(format!(
+                    "the API server runs {served} and the manifest's image is {image}; --kube-version {chosen} decides the flags"
+                )),
+            }
         }
     }
 

@@ -1428,3 +1428,59 @@ fn tls_kubeconfig_is_redacted_in_dry_run_and_private_on_the_node() {
     );
     assert!(!node.path(AUDIT_DIR).exists());
 }
+
+/// A manifest whose image tag claims another minor version than the server runs: the dynamic
+/// modes depend on the version, so they are refused before anything is written, naming both;
+/// --kube-version decides, --force does not.
+#[test]
+fn dynamic_modes_are_refused_when_the_image_tag_and_the_server_disagree() {
+    let fixture = "minikube-v1.18.yaml";
+    let node = TestNode::with_manifest(fixture, "/etc/kubernetes/manifests/kube-apiserver.yaml");
+    let cluster = ReplayServer::start();
+    cluster.route("GET", "/version", [version_1_28()]);
+    let kubeconfig = cluster.write_kubeconfig(node.home.path());
+    let kube = kubeconfig.to_str().unwrap();
+    for extra in [&[][..], &["--force"][..]] {
+        let mut args = vec!["--falco-url", FALCO_URL, "--no-wait", "--kubeconfig", kube];
+        args.extend(extra);
+        let out = node.xtask("enable", Some("dynamic"), &args);
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("the manifest's image says v1.18.") && err.contains("reports v1.28.3"),
+            "{err}"
+        );
+        assert!(err.contains("--kube-version"), "{err}");
+    }
+    assert_eq!(node.manifest_bytes(), fixture_bytes(fixture));
+    assert!(!node.path(AUDIT_DIR).exists());
+}
+
+/// The AuditSink's policy has one level and no rules: the dynamic modes say that Secret values
+/// reach Falco, whatever the policy file says.
+#[test]
+fn dynamic_modes_warn_that_the_audit_sink_sends_secret_values() {
+    let node = TestNode::with_manifest("minikube-v1.18.yaml", MINIKUBE.1);
+    let cluster = dynamic_cluster();
+    let kubeconfig = cluster.write_kubeconfig(node.home.path());
+    let out = node.xtask(
+        "enable",
+        Some("dynamic"),
+        &[
+            "--falco-url",
+            FALCO_URL,
+            "--no-wait",
+            "--dry-run",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+    );
+    assert_ok(&out);
+    let text = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains(&format!(
+            "so Secret values reach {FALCO_URL} whatever the policy file says"
+        )),
+        "{text}"
+    );
+}

@@ -179,3 +179,44 @@ fn a_failed_enable_is_rolled_back_within_seconds_on_a_real_node() {
         ready && pod.config_hash == before.config_hash
     });
 }
+
+/// --kube-version v1.16.15 on the real v1.20.2 server: the pipeline writes the dynamic flags,
+/// the server refuses them at startup, and the pipeline rolls back as soon as the pod's log
+/// says so.
+#[test]
+fn a_wrong_kube_version_is_rolled_back_fast_on_a_real_node() {
+    let Some(node) = RealNode::start() else {
+        return;
+    };
+    node.bring_up();
+    let home = tempfile::tempdir().unwrap();
+    let original = std::fs::read(node.apiserver_manifest()).unwrap();
+    node.wait_for(Duration::from_secs(60), |pod, ready| {
+        ready && pod.config_hash.is_some()
+    });
+    let (falco_url, _events) = node.receiver();
+    let started = Instant::now();
+    let out = k8s_audit(
+        &node,
+        home.path(),
+        &[
+            "enable",
+            "dynamic",
+            "--falco-url",
+            &falco_url,
+            "--kube-version",
+            "v1.16.15",
+        ],
+    );
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("real node: dynamic flags on 1.20 rolled back in {took:.1?}\n{text}");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("unknown flag: --audit-dynamic-configuration"),
+        "{text}"
+    );
+    assert!(text.contains("✓ rollback"), "{text}");
+    assert!(took < Duration::from_secs(60), "{took:?}\n{text}");
+    assert_eq!(std::fs::read(node.apiserver_manifest()).unwrap(), original);
+}
