@@ -472,7 +472,9 @@ fn plain_ok(v: &str, flow: bool) -> bool {
     let numeric = v
         .bytes()
         .all(|b| b.is_ascii_digit() || b"._+-:".contains(&b))
-        || (v.len() > 2 && v[..2].eq_ignore_ascii_case("0x"));
+        || v.as_bytes()
+            .get(..2)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"0x"));
     let reserved = [
         "true", "false", "yes", "no", "on", "off", "y", "n", "null", "~",
     ]
@@ -1561,6 +1563,9 @@ mod tests {
             ("", false),
             ("-x", false),
             ("a: b", false),
+            ("éa", false),
+            ("0xé", false),
+            ("€a", false),
         ] {
             assert_eq!(plain_ok(v, false), plain, "{v}");
         }

@@ -689,8 +689,57 @@ mod generated {
         }
     }
 
+    /// Pieces of YAML, valid or not, that texts are made of for the no-panic test.
+    const PIECES: &[&str] = &[
+        "apiVersion: kubeadm.k8s.io/v1beta2\n",
+        "apiVersion: kubeadm.k8s.io/v1beta4\n",
+        "kind: ClusterConfiguration\n",
+        "apiServer:",
+        " {}",
+        " []",
+        "\n  extraArgs:",
+        "\n  extraVolumes:",
+        "\n    a: b",
+        "\n  - name: x",
+        "\n    value: é",
+        "\n  - {name: k8s-audit, hostPath: /x}",
+        " [{name: v, value: \"2\"}]",
+        " {feature-gates: A=true}",
+        "\r\n",
+        "\n",
+        " # c",
+        "'",
+        "\"",
+        ":",
+        "- ",
+        "\u{feff}",
+        "€",
+        "é",
+        "\t",
+        "---\n",
+        "...\n",
+        "&a ",
+        "*a",
+        "!t ",
+        "? ",
+        "|\n  x",
+        "kubernetesVersion: v1.14.0\n",
+    ];
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// Whatever the text, an answer and no panic.
+        #[test]
+        fn no_text_makes_it_panic(pieces in proptest::collection::vec(0..PIECES.len(), 0..24), mode in 0usize..3) {
+            let text: String = pieces.iter().map(|&i| PIECES[i]).collect();
+            let o = opts(Mode::ALL[mode]);
+            if let Ok(p) = patch_cluster_config(&text, &o) {
+                let _ = revert_cluster_config(&p.text, &o);
+            }
+            let _ = revert_cluster_config(&text, &o);
+            let _ = inspect_cluster_config(&text);
+        }
 
         #[test]
         fn properties_hold_on_generated_cluster_configurations(g in gens()) {
