@@ -43,6 +43,12 @@ pub fn run(mode: Mode, policy: &PolicyArgs, plan: &Plan, steps: &Steps) -> Resul
     }
     if mode != Mode::Static {
         files.push((AUDIT_SINK, templates::audit_sink(falco()?)?));
+        // An AuditSink's policy is one level for every request, with no rules: the Secrets
+        // the policy file keeps at Metadata reach the webhook with their values.
+        steps.warn(format!(
+            "the dynamic modes' AuditSink sends every request at RequestResponse (its policy has one level and no rules), so Secret values reach {} whatever the policy file says; static mode applies the policy to the webhook too",
+            falco()?
+        ));
     }
     let summary = files
         .iter()
