@@ -23,6 +23,13 @@ const SHORT_WORD: usize = 256;
 /// buffer is larger, so it always sees far enough to decide.
 pub(crate) const MAX_REFERENCE: usize = 64 * 1024;
 
+/// What `${VAR:=word}` may hold in all (names and values): the values live until the end of
+/// the render, so without a bound a template of distinct assignments would fill memory.
+pub(crate) const MAX_ASSIGNED: usize = 1024 * 1024;
+
+/// A `${VAR:?message}` message is cut after this many bytes.
+const MAX_MESSAGE: usize = 4096;
+
 /// Problems reported one by one; the rest are only counted, so that a template of millions of
 /// unset references cannot fill memory with reports.
 pub(crate) const MAX_REPORTED: usize = 1000;
@@ -69,6 +76,35 @@ impl Out for Vec<u8> {
     }
 }
 
+/// Keeps the first `limit` bytes put, and whether more came: an assigned value or a message,
+/// whose expansion (a word of references to large values) could otherwise be gigabytes.
+struct Capped {
+    bytes: Vec<u8>,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl Capped {
+    fn new(limit: usize) -> Capped {
+        Capped {
+            bytes: Vec::new(),
+            limit,
+            overflowed: false,
+        }
+    }
+}
+
+impl Out for Capped {
+    fn put(&mut self, bytes: &[u8]) {
+        let room = self.limit.saturating_sub(self.bytes.len());
+        if bytes.len() > room {
+            self.overflowed = true;
+        }
+        self.bytes
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+}
+
 enum State {
     Unset,
     Empty,
@@ -83,6 +119,8 @@ pub(crate) struct Engine<'a> {
     defaults: bool,
     /// Values given by `${VAR:=word}`; they shadow `vars` for the rest of the render.
     assigned: NameMap<Vec<u8>>,
+    /// Bytes of names and values in `assigned`, at most [`MAX_ASSIGNED`].
+    assigned_bytes: usize,
     missing: Vec<Missing>,
     /// Problems beyond the first [`MAX_REPORTED`].
     unreported: u64,
@@ -106,6 +144,7 @@ impl<'a> Engine<'a> {
             no_empty: opts.no_empty,
             defaults: opts.defaults,
             assigned: NameMap::default(),
+            assigned_bytes: 0,
             missing: Vec::new(),
             unreported: 0,
             tracker: opts.can_fail().then(Tracker::new),
@@ -317,19 +356,32 @@ impl<'a> Engine<'a> {
                 self.expand(input, word.0, word.1, true, depth, out);
             }
             Operator::AssignDefault => {
-                let mut value = Vec::new();
+                let position = self.position(input, dollar);
+                let mut value = Capped::new(MAX_ASSIGNED);
                 self.expand(input, word.0, word.1, true, depth, &mut value);
-                out.put(&value);
-                self.assigned.insert(name_bytes.into(), value);
+                out.put(&value.bytes);
+                let old = self
+                    .assigned
+                    .get(name_bytes)
+                    .map_or(0, |v| name_bytes.len() + v.len());
+                let total = self.assigned_bytes - old + name_bytes.len() + value.bytes.len();
+                if value.overflowed || total > MAX_ASSIGNED {
+                    self.push(position, name_bytes, Reason::TooMuchAssigned);
+                } else {
+                    self.assigned_bytes = total;
+                    self.assigned.insert(name_bytes.into(), value.bytes);
+                }
             }
             Operator::Require => {
                 // Position first: expanding the message moves the tracker past the `$`.
                 let position = self.position(input, dollar);
                 // Expanded even when it will not be reported: `${B:=x}` in it still assigns.
-                let mut message = Vec::new();
+                let mut message = Capped::new(MAX_MESSAGE);
                 self.expand(input, word.0, word.1, true, depth, &mut message);
-                let message = if !message.is_empty() {
-                    String::from_utf8_lossy(&message).into_owned()
+                let message = if message.overflowed {
+                    String::from_utf8_lossy(&message.bytes).into_owned() + "..."
+                } else if !message.bytes.is_empty() {
+                    String::from_utf8_lossy(&message.bytes).into_owned()
                 } else if colon {
                     "parameter null or not set".to_owned()
                 } else {

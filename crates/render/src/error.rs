@@ -28,8 +28,11 @@ pub enum Reason {
     Unset,
     /// Set to the empty string, under `no_empty`.
     Empty,
-    /// `${VAR:?message}` or `${VAR?message}` fired; holds the expanded message.
+    /// `${VAR:?message}` or `${VAR?message}` fired; holds the expanded message (cut after
+    /// 4 KiB).
     Required(String),
+    /// `${VAR:=word}` would make the assigned values exceed 1 MiB in all; not assigned.
+    TooMuchAssigned,
 }
 
 /// One reference that could not be rendered. `line` and `column` are 1-based and point at the
@@ -49,6 +52,9 @@ impl fmt::Display for Missing {
             Reason::Unset => f.write_str(" is not set"),
             Reason::Empty => f.write_str(" is set but empty"),
             Reason::Required(message) => write!(f, ": {message}"),
+            Reason::TooMuchAssigned => {
+                f.write_str(": the values assigned with := would exceed 1 MiB in all")
+            }
         }
     }
 }

@@ -201,3 +201,42 @@ fn a_word_is_bounded_whatever_the_chunks() {
         );
     }
 }
+
+#[test]
+fn assignments_and_messages_are_bounded() {
+    let mut vars = vars();
+    vars.set("BIG", "b".repeat(600 * 1024));
+    let fails = |template: &str| match render(template.as_bytes(), &vars, &defaults()) {
+        Err(RenderError::Missing { missing, .. }) => missing,
+        other => panic!("{template:.40}: {other:?}"),
+    };
+    // One value over the budget, through references to a large value.
+    let missing = fails("${A1:=x} ${A2:=$BIG$BIG} $A2");
+    assert_eq!(missing.len(), 1);
+    assert_eq!((missing[0].name.as_str(), missing[0].column), ("A2", 10));
+    assert_eq!(missing[0].reason, Reason::TooMuchAssigned);
+    assert_eq!(
+        missing[0].to_string(),
+        "1:10: A2: the values assigned with := would exceed 1 MiB in all"
+    );
+    // Many distinct assignments, each small, add up.
+    let many: String = (0..40_000)
+        .map(|i| format!("${{V{i}:=0123456789abcdef0123456789}}"))
+        .collect();
+    let missing = fails(&many);
+    assert!(
+        missing.iter().all(|m| m.reason == Reason::TooMuchAssigned),
+        "{:?}",
+        &missing[0]
+    );
+    // Under the budget, and reassigning one name, is fine.
+    let fine: String = (0..1000).map(|_| "${E:=0123456789}${E:+x}").collect();
+    assert!(render(fine.as_bytes(), &vars, &defaults()).is_ok());
+    // A message is cut.
+    let missing = fails("${U:?$BIG}");
+    let Reason::Required(message) = &missing[0].reason else {
+        panic!("{missing:?}");
+    };
+    assert_eq!(message.len(), 4096 + 3);
+    assert!(message.ends_with("bbb..."));
+}
