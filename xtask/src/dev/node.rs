@@ -157,8 +157,10 @@ fn restart(node: &Node) -> anyhow::Result<()> {
         std::fs::write(&tmp, text)?;
         let started = Instant::now();
         std::fs::rename(&tmp, &manifest)?;
-        let (mut hash_at, mut ready_at) = (None, None);
-        while ready_at.is_none() {
+        // The mirror pod can change before the old server stops, and the old one answers
+        // /readyz until then: the new one is ready only after a refusal (both bind :6443).
+        let (mut hash_at, mut down_at, mut ready_at) = (None, None, None);
+        while hash_at.is_none() || ready_at.is_none() {
             if started.elapsed() > Duration::from_secs(120) {
                 bail!(
                     "not ready again 120 s after the {what}\n{}",
@@ -172,14 +174,20 @@ fn restart(node: &Node) -> anyhow::Result<()> {
                 if hash.is_some_and(|h| h != before) {
                     hash_at = Some(started.elapsed());
                 }
-            } else if node.readyz() {
+            }
+            let ready = node.readyz();
+            if down_at.is_none() && !ready {
+                down_at = Some(started.elapsed());
+            } else if down_at.is_some() && ready {
                 ready_at = Some(started.elapsed());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         eprintln!(
-            "node: {what}: new config.hash after {:.1?}, /readyz ok after {:.1?}",
+            "node: {what}: new config.hash after {:.1?}, old server gone after {:.1?}, \
+             /readyz ok again after {:.1?}",
             hash_at.unwrap_or_default(),
+            down_at.unwrap_or_default(),
             ready_at.unwrap_or_default()
         );
     }
