@@ -132,9 +132,19 @@ extern "C" fn main(
 fn real_main() -> std::ffi::c_int {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
+        Err(e) if e.use_stderr() => {
             let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
+            return 2;
+        }
+        // --help and --version: their text must not vanish into a closed stdout either.
+        Err(e) => {
+            return match print(&e.render().to_string()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    say(format_args!("{e:#}"));
+                    2
+                }
+            };
         }
     };
     match run(&cli) {

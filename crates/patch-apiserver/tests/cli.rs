@@ -437,13 +437,13 @@ fn stdout_errors_are_errors() {
             "writing standard output: No space left on device",
         ),
     ] {
-        let o = shell(&format!(r#""$0" {file} {redirect}; echo "status $?" >&2"#));
-        assert!(
-            stderr(&o).ends_with("status 2\n"),
-            "{redirect}: {}",
-            stderr(&o)
-        );
-        assert!(stderr(&o).contains(message), "{redirect}: {}", stderr(&o));
+        let diff = format!("--diff {file}");
+        for args in [file.as_str(), &diff, "--help", "--version"] {
+            let o = shell(&format!(r#""$0" {args} {redirect}; echo "status $?" >&2"#));
+            let err = stderr(&o);
+            assert!(err.ends_with("status 2\n"), "{args} {redirect}: {err}");
+            assert!(err.contains(message), "{args} {redirect}: {err}");
+        }
     }
     // The reader of the pipe goes away: killed by SIGPIPE, as other filters are. The
     // manifest is larger than a pipe's buffer, so that the write cannot finish first.
