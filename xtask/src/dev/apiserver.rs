@@ -13,7 +13,7 @@ use xshell::{Shell, cmd};
 
 // Shared by path with the test harness, which xtask may not depend on (see the file).
 #[path = "../../../crates/testkit/src/apiserver_cache.rs"]
-mod apiserver_cache;
+pub mod apiserver_cache;
 use apiserver_cache::DEBIAN_VERSION;
 
 /// What the tree really is, so `/version` reports it (Debian's version string is misleading).

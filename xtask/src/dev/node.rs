@@ -9,14 +9,12 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use xshell::Shell;
 
-#[path = "../../../crates/testkit/src/apiserver_cache.rs"]
-#[allow(dead_code)]
-mod apiserver_cache;
 // Shared by path with the tests' harness, which xtask may not depend on.
 #[path = "../../../crates/testkit/src/node.rs"]
 #[allow(dead_code)]
 mod harness;
 
+use super::apiserver::apiserver_cache;
 use harness::{Node, NodeSpec};
 
 /// The node's name: its mirror pods are `kube-system/etcd-k8s-audit-node` and
