@@ -27,6 +27,9 @@ pub(crate) const MAX_REFERENCE: usize = 64 * 1024;
 /// the render, so without a bound a template of distinct assignments would fill memory.
 pub(crate) const MAX_ASSIGNED: usize = 1024 * 1024;
 
+/// A name in a report is cut after this many bytes.
+const MAX_REPORTED_NAME: usize = 256;
+
 /// A `${VAR:?message}` message is cut after this many bytes.
 const MAX_MESSAGE: usize = 4096;
 
@@ -448,8 +451,15 @@ impl<'a> Engine<'a> {
             self.unreported += 1;
             return;
         }
+        // A thousand reports of names as long as the buffer would be hundreds of MB.
+        let name = match name.get(..MAX_REPORTED_NAME) {
+            Some(head) if name.len() > MAX_REPORTED_NAME => {
+                String::from_utf8_lossy(head).into_owned() + "..."
+            }
+            _ => String::from_utf8_lossy(name).into_owned(),
+        };
         self.missing.push(Missing {
-            name: String::from_utf8_lossy(name).into_owned(),
+            name,
             line,
             column,
             reason,

@@ -208,7 +208,7 @@ fn assignments_and_messages_are_bounded() {
     vars.set("BIG", "b".repeat(600 * 1024));
     let fails = |template: &str| match render(template.as_bytes(), &vars, &defaults()) {
         Err(RenderError::Missing { missing, .. }) => missing,
-        other => panic!("{template:.40}: {other:?}"),
+        other => panic!("{template:.40}: {:?}", other.map(|out| out.len())),
     };
     // One value over the budget, through references to a large value.
     let missing = fails("${A1:=x} ${A2:=$BIG$BIG} $A2");
@@ -232,6 +232,10 @@ fn assignments_and_messages_are_bounded() {
     // Under the budget, and reassigning one name, is fine.
     let fine: String = (0..1000).map(|_| "${E:=0123456789}${E:+x}").collect();
     assert!(render(fine.as_bytes(), &vars, &defaults()).is_ok());
+    // A name in a report is cut too.
+    let long = "N".repeat(1000);
+    let missing = fails(&format!("${{{long}:?}}"));
+    assert_eq!(missing[0].name, "N".repeat(256) + "...");
     // A message is cut.
     let missing = fails("${U:?$BIG}");
     let Reason::Required(message) = &missing[0].reason else {
