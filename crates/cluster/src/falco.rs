@@ -33,6 +33,14 @@ impl FalcoFlavour {
 /// its Services.
 pub const FALCO_LABELS: [(&str, &str); 2] = [("app.kubernetes.io/name", "falco"), ("app", "falco")];
 
+/// The label selectors that find Falco's pods: the chart's (`app.kubernetes.io/name`) and the
+/// older manifests' (`app`, the seed's `falco-example` included). A selector cannot say "this
+/// key or that one", so a caller lists the pods of each and merges them.
+pub const FALCO_POD_SELECTORS: [&str; 2] = [
+    "app.kubernetes.io/name=falco",
+    "app in (falco, falco-example)",
+];
+
 /// Where discovery looks when the user may not list Services in every namespace: the seed's
 /// namespace and the chart's usual one.
 pub const FALLBACK_NAMESPACES: [&str; 2] = ["default", "falco"];

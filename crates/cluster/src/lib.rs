@@ -17,7 +17,8 @@ pub use connect::{Cluster, ClusterOptions};
 pub use dynamic_sink::{AUDIT_SINK_NAME, Applied};
 pub use error::ClusterError;
 pub use falco::{
-    Candidate, FALCO_LABELS, FALLBACK_NAMESPACES, FalcoEndpoint, FalcoFlavour, FalcoQuery,
+    Candidate, FALCO_LABELS, FALCO_POD_SELECTORS, FALLBACK_NAMESPACES, FalcoEndpoint, FalcoFlavour,
+    FalcoQuery,
 };
 pub use health::Readiness;
 pub use kubeadm_config::{

@@ -306,4 +306,36 @@ async fn logs_of_a_chart_falco_pod_come_from_its_falco_container() {
         .unwrap();
     assert_eq!(logs.len(), 1);
     assert_eq!(logs[0].pod, "falco-x7k2q");
+
+    // The default selectors find the chart's pod and the seed's, and nothing else.
+    for (name, labels) in [
+        (
+            "falco-example-5d9f",
+            serde_json::json!({"app": "falco-example"}),
+        ),
+        (
+            "falcosidekick-7c4b",
+            serde_json::json!({"app.kubernetes.io/name": "falcosidekick"}),
+        ),
+    ] {
+        let pod = serde_json::json!({
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"automountServiceAccountToken": false,
+                     "containers": [{"name": "c", "image": "busybox"}]}
+        });
+        pods.create(
+            &PostParams::default(),
+            &serde_json::from_value(pod).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let mut found = Vec::new();
+    for selector in cluster::FALCO_POD_SELECTORS {
+        for log in cluster.recent_logs(selector, 60).await.unwrap() {
+            found.push(log.pod);
+        }
+    }
+    found.sort();
+    assert_eq!(found, ["falco-example-5d9f", "falco-x7k2q"]);
 }

@@ -50,12 +50,8 @@ pub struct VerifyArgs {
     pub timeout: u64,
 }
 
-/// The selectors that find Falco's pods when `-l` is not given. A label selector cannot say
-/// "this key or that one", so each is listed and their pods are merged.
-pub const FALCO_POD_SELECTORS: [&str; 2] = [
-    "app.kubernetes.io/name=falco",
-    "app in (falco, falco-example)",
-];
+/// The selectors that find Falco's pods when `-l` is not given.
+pub use cluster::FALCO_POD_SELECTORS;
 
 /// Runs `verify`; its findings go to `reporter` as output.
 pub fn run(args: VerifyArgs, reporter: &dyn Reporter) -> Result<()> {
