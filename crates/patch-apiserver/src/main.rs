@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -166,9 +167,13 @@ fn run(cli: &Cli) -> anyhow::Result<std::ffi::c_int> {
     let (name, text) = match &cli.in_place {
         Some(path) => (path.display().to_string(), read_manifest(path)?),
         None if cli.file == "-" => {
+            // Through a duplicate of descriptor 0: std's stdin reads a closed one as empty.
             let mut s = String::new();
             io::stdin()
-                .read_to_string(&mut s)
+                .as_fd()
+                .try_clone_to_owned()
+                .map(fs::File::from)
+                .and_then(|mut stdin| stdin.read_to_string(&mut s))
                 .context("reading standard input")?;
             ("<stdin>".to_string(), s)
         }

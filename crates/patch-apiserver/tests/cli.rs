@@ -459,6 +459,17 @@ fn stdout_errors_are_errors() {
 }
 
 #[test]
+fn a_closed_stdin_is_an_error_not_an_empty_manifest() {
+    let o = shell(r#""$0" - <&-; echo "status $?" >&2"#);
+    let err = stderr(&o);
+    assert!(
+        err.contains("reading standard input: Bad file descriptor"),
+        "{err}"
+    );
+    assert!(err.ends_with("status 2\n"), "{err}");
+}
+
+#[test]
 fn a_full_stderr_is_not_a_crash() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::create_dir(tmp.path().join("manifests")).unwrap();
