@@ -34,6 +34,7 @@ pub fn run(args: &EnableArgs, plan: &Plan, files: &Files) -> Result<(usize, Stri
     let backup = state::backup_path(dir, &plan.manifest_path);
     let backup_dir = state::backup_dir(dir);
     let state_path = state::state_path(dir);
+    let durable_original = crate::durable::original_path(dir);
     let this = Enabled::from_options(&plan.options);
     // The first backup stays the one disable restores: a later enable (a mode change) backs
     // up a manifest that already carries our flags.
@@ -50,6 +51,16 @@ pub fn run(args: &EnableArgs, plan: &Plan, files: &Files) -> Result<(usize, Stri
         },
     }
     .to_text();
+    // The ClusterConfiguration before the first enable, for disable; a later enable keeps it.
+    if let Some(durable) = &plan.durable
+        && !(plan.record.is_some() && plan.durable_original_kept)
+    {
+        changes.push(Change::File {
+            path: &durable_original,
+            bytes: durable.read.cluster_configuration.as_bytes(),
+            mode: 0o600,
+        });
+    }
     if plan.patched.changed {
         changes.extend([
             Change::PrivateDir(&backup_dir),

@@ -10,7 +10,7 @@ use crate::rollback::{self, ManifestChange};
 use crate::state::{self, State};
 use crate::target::TargetArgs;
 use crate::wait::{self, RestartArgs};
-use crate::{auditsink, node::Node};
+use crate::{auditsink, durable, node::Node};
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "Examples:
@@ -34,16 +34,18 @@ pub struct DisableArgs {
 pub fn run(args: DisableArgs, reporter: &dyn Reporter) -> Result<()> {
     let steps = Steps::new(reporter);
     let audit_dir = args.target.audit_dir()?;
-    let (node, manifest_path, current, restored, record) = steps.run("preflight", || {
+    let (node, manifest_path, current, restored, record, kept) = steps.run("preflight", || {
         let node = args.target.connect()?;
         let manifest_path = args.target.manifest();
         let state_path = state::state_path(audit_dir);
+        let durable_original = durable::original_path(audit_dir);
         let (mut read, _) = node.lock_and_read(
             &crate::lock::dir_for(&manifest_path),
-            &[&manifest_path, &state_path],
+            &[&manifest_path, &state_path, &durable_original],
             &[],
             None,
         )?;
+        let kept = read.pop().flatten().map(String::from_utf8).transpose()?;
         let record = read
             .pop()
             .flatten()
@@ -53,14 +55,18 @@ pub fn run(args: DisableArgs, reporter: &dyn Reporter) -> Result<()> {
         let (restored, how) =
             restored_manifest(&node, &manifest_path, &current, record.as_ref(), audit_dir)?;
         let summary = format!("{}: {manifest_path}: {how}", node.describe());
-        Ok(((node, manifest_path, current, restored, record), summary))
+        Ok((
+            (node, manifest_path, current, restored, record, kept),
+            summary,
+        ))
     })?;
 
     // Any dynamic enable on the way (a mode change) left an AuditSink.
     let dynamic = record
         .as_ref()
         .is_some_and(|r| r.enables.iter().any(|e| e.mode != Mode::Static));
-    let needs_cluster = !args.restart.no_wait || dynamic;
+    // An enable that edited kube-system/kubeadm-config kept its original text on the node.
+    let needs_cluster = !args.restart.no_wait || dynamic || kept.is_some();
     let kube = args.cluster.connect(needs_cluster)?;
     if restored == current {
         steps.output(format!(
@@ -98,11 +104,27 @@ pub fn run(args: DisableArgs, reporter: &dyn Reporter) -> Result<()> {
     {
         auditsink::delete(kube, &steps)?;
     }
+    if let Some(kube) = &kube {
+        restore_kubeadm_config(
+            kube,
+            kept.as_deref(),
+            &enables(record.as_ref(), audit_dir),
+            &steps,
+        )?;
+    } else if kept.is_some() {
+        steps.warn("kube-system/kubeadm-config still carries the audit settings (no kubeconfig): the next `kubeadm upgrade` would turn audit on again; run disable with --kubeconfig");
+    }
     steps.run("files", || {
         // The record describes an enabled node; once reverted it would mislead status and disable.
         let state = state::state_path(audit_dir);
+        // The original ClusterConfiguration goes once the ConfigMap was handled (with a cluster).
+        let original = durable::original_path(audit_dir);
+        let mut records = vec![state.as_str()];
+        if kube.is_some() {
+            records.push(original.as_str());
+        }
         if !args.purge {
-            node.remove(&[&state])?;
+            node.remove(&records)?;
             return Ok((
                 (),
                 format!("{audit_dir} kept (--purge deletes the policy and webhook config)"),
@@ -113,7 +135,7 @@ pub fn run(args: DisableArgs, reporter: &dyn Reporter) -> Result<()> {
             .filter(|file| file.uploaded())
             .map(|file| format!("{audit_dir}/{}", file.file_name()))
             .collect();
-        let mut paths = vec![state.as_str()];
+        let mut paths = records;
         paths.extend(uploaded.iter().map(String::as_str));
         node.remove(&paths)?;
         Ok((
@@ -123,6 +145,40 @@ pub fn run(args: DisableArgs, reporter: &dyn Reporter) -> Result<()> {
     })?;
     node.unlock()?;
     Ok(())
+}
+
+/// After the manifest is back: kube-system/kubeadm-config without our settings, as the
+/// original text while the ConfigMap is still exactly our edit of it. Nothing when the
+/// cluster has no such ConfigMap or it carries nothing of ours.
+fn restore_kubeadm_config(
+    kube: &crate::cluster_args::Kube,
+    original: Option<&str>,
+    enables: &[PatchOptions],
+    steps: &Steps,
+) -> Result<()> {
+    let Some(read) = kube.block_on(kube.cluster.read_kubeadm_config())? else {
+        return Ok(());
+    };
+    let restored = durable::restored(&read.cluster_configuration, original, enables)?;
+    if restored == read.cluster_configuration {
+        return Ok(());
+    }
+    steps.run("durable", || {
+        durable::write(kube, &read, |text| durable::restored(text, original, enables)).map_err(
+            |e| {
+                PipelineError::failed(format!(
+                    "the manifest is reverted, but kube-system/kubeadm-config still carries the audit settings ({}): the next `kubeadm upgrade` would turn audit on again; run disable again, or remove them from ClusterConfiguration.apiServer by hand",
+                    e.report()
+                ))
+            },
+        )?;
+        let how = if original.is_some_and(|o| o == restored) {
+            "restored byte for byte"
+        } else {
+            "our entries removed"
+        };
+        Ok(((), format!("kube-system/kubeadm-config: {how}")))
+    })
 }
 
 /// The options of every enable the record lists, or, without a record, the defaults for

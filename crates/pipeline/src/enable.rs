@@ -8,7 +8,7 @@ use crate::report::{Reporter, Steps};
 use crate::rollback::{self, ManifestChange};
 use crate::target::TargetArgs;
 use crate::wait::RestartArgs;
-use crate::{apply, auditsink, preflight, rendering};
+use crate::{apply, auditsink, durable, preflight, rendering};
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "Examples:
@@ -38,6 +38,10 @@ pub struct EnableArgs {
     /// Write the webhook without first checking, from the node, that Falco answers there.
     #[arg(long)]
     pub skip_reachability: bool,
+    /// Change only the manifest, not kube-system/kubeadm-config (the next kubeadm upgrade
+    /// then regenerates the manifest without audit).
+    #[arg(long)]
+    pub no_durable: bool,
     /// Replace audit flags the manifest already has with other values.
     #[arg(long)]
     pub force: bool,
@@ -115,6 +119,18 @@ pub fn enable(args: EnableArgs, reporter: &dyn Reporter) -> Result<Option<ship::
                 &plan.manifest_path,
             ),
         );
+        if let Some(durable) = &plan.durable {
+            let name = "kube-system/kubeadm-config ClusterConfiguration";
+            output_text(
+                &steps,
+                &patch_apiserver::unified_diff(
+                    &durable.read.cluster_configuration,
+                    &durable.patched,
+                    name,
+                    name,
+                ),
+            );
+        }
         steps.output(format!(
             "dry run: nothing was changed on {}",
             plan.node.describe()
@@ -132,9 +148,6 @@ pub fn enable(args: EnableArgs, reporter: &dyn Reporter) -> Result<Option<ship::
             steps.warn("the audit files changed; the API server reads them only at startup, so restart it to use them");
         }
     } else {
-        if let Some(manager) = crate::manager::Manager::detect(&plan.original) {
-            steps.warn(manager.durable_alternative());
-        }
         let flags = patch_apiserver::audit_flags(&plan.options, plan.options.kube_version.as_ref());
         let change = ManifestChange {
             node: &plan.node,
@@ -160,6 +173,10 @@ pub fn enable(args: EnableArgs, reporter: &dyn Reporter) -> Result<Option<ship::
             .context("dynamic modes need the cluster")?;
         auditsink::apply(kube, &files, &steps)?;
     }
+    match (&plan.durable, &plan.kube) {
+        (Some(durable), Some(kube)) => durable::apply(kube, durable, &plan.options, &steps)?,
+        _ => durable_advice(&plan, &files, args.verbose, &steps),
+    }
     plan.node.unlock()?;
     let stats = plan.node.stats();
     if let Some(stats) = &stats {
@@ -182,6 +199,47 @@ pub fn enable(args: EnableArgs, reporter: &dyn Reporter) -> Result<Option<ship::
         ));
     }
     Ok(stats)
+}
+
+/// For a manifest whose owner is not kubeadm-config's (or with --no-durable): the owner's own
+/// durable setting for our flags, as text to paste.
+fn durable_advice(plan: &preflight::Plan, files: &rendering::Files, verbose: bool, steps: &Steps) {
+    use crate::manager::Manager;
+    use patch_apiserver::{AuditFile, DurableTarget};
+    let target = match plan.manager {
+        Some(Manager::Minikube) => DurableTarget::Minikube,
+        Some(Manager::Kops) => DurableTarget::Kops,
+        Some(Manager::Rke2) => DurableTarget::Rke2,
+        Some(Manager::Kubeadm) => {
+            if plan.patched.changed {
+                steps.warn(
+                    "kube-system/kubeadm-config was not updated (--no-durable, no kubeconfig, or no such ConfigMap): the next `kubeadm upgrade` regenerates this manifest without audit; add the flags and the k8s-audit volume to ClusterConfiguration.apiServer.extraArgs/extraVolumes",
+                );
+            }
+            return;
+        }
+        None => return,
+    };
+    if !plan.patched.changed {
+        return;
+    }
+    // The settings, not the files' contents: those are on the node already, and inline they
+    // would make every run's output pages long. `--verbose` shows them inline.
+    let contents: Vec<(AuditFile, &str)> = files
+        .iter()
+        .filter(|_| verbose)
+        .filter_map(|(name, bytes)| {
+            let file = AuditFile::ALL
+                .into_iter()
+                .find(|f| f.file_name() == *name)?;
+            Some((file, std::str::from_utf8(bytes).ok()?))
+        })
+        .collect();
+    steps.warn(plan.manager.map_or("", |m| m.durable_alternative()));
+    output_text(
+        steps,
+        &patch_apiserver::durable_settings(target, &plan.options, &contents),
+    );
 }
 
 /// Text that carries its own final newline, passed on as output lines.

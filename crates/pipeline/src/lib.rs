@@ -15,6 +15,7 @@ pub mod auditsink;
 pub mod cli;
 pub mod cluster_args;
 pub mod disable;
+pub mod durable;
 pub mod enable;
 mod error;
 pub mod falco_url;

@@ -276,13 +276,20 @@ pub fn check(text: &str, version: Option<&KubeVersion>) -> Result<Policy, Policy
         }
         for url in &rule.non_resource_urls {
             let star = url.find('*');
-            if !url.starts_with('/') || star.is_some_and(|i| i != url.len() - 1) {
+            // "*" alone matches every URL, as the API server allows.
+            if url != "*" && (!url.starts_with('/') || star.is_some_and(|i| i != url.len() - 1)) {
                 return Err(refuse(format!(
                     "nonResourceURL {url:?} must start with / and may hold * only at its end"
                 )));
             }
         }
         for group in &rule.resources {
+            if !group.group.is_empty() && !is_dns_subdomain(&group.group) {
+                return Err(refuse(format!(
+                    "group {:?} is not a lower-case DNS subdomain (\"\" is the core group)",
+                    group.group
+                )));
+            }
             if !group.resource_names.is_empty() && group.resources.is_empty() {
                 return Err(refuse(
                     "resourceNames needs at least one resource in the same entry".into(),
@@ -291,6 +298,20 @@ pub fn check(text: &str, version: Option<&KubeVersion>) -> Result<Policy, Policy
         }
     }
     Ok(policy)
+}
+
+/// A DNS-1123 subdomain, as API group names are: lower-case labels of letters, digits and `-`.
+fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// Where the `nth` occurrence of `key:` as a mapping key starts (1:1 when not found, e.g. in
@@ -460,6 +481,22 @@ mod tests {
         assert!(
             err(&MINIMAL.replace("kind: Policy", "kind: Pod"), None)
                 .starts_with("2:7: kind: unknown variant")
+        );
+    }
+
+    /// The API server's own rules: `*` alone is a valid nonResourceURL; a group is a
+    /// lower-case DNS subdomain.
+    #[test]
+    fn server_side_rules_are_mirrored() {
+        assert!(check(&format!("{MINIMAL}  nonResourceURLs: [\"*\"]\n"), None).is_ok());
+        let e = check(
+            &format!("{MINIMAL}  resources: [{{group: RBAC.authorization.k8s.io}}]\n"),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            format!("{}: {}", e.at, e.message),
+            "4:3: rule 1: group \"RBAC.authorization.k8s.io\" is not a lower-case DNS subdomain (\"\" is the core group)"
         );
     }
 

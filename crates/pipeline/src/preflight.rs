@@ -6,6 +6,7 @@
 use patch_apiserver::{KubeVersion, Mode, PatchOptions};
 
 use crate::cluster_args::Kube;
+use crate::durable::{self, DurablePlan};
 use crate::enable::EnableArgs;
 use crate::error::{Context, PipelineError, Result};
 use crate::node::Node;
@@ -33,6 +34,12 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// Which Falco endpoint was chosen, and why.
     pub falco_reason: Option<String>,
+    /// Which tool owns the manifest (it may rewrite it).
+    pub manager: Option<crate::manager::Manager>,
+    /// Our edit of kube-system/kubeadm-config, on a kubeadm cluster (not with --no-durable).
+    pub durable: Option<DurablePlan>,
+    /// Whether the node already keeps the original ClusterConfiguration (from an earlier enable).
+    pub durable_original_kept: bool,
 }
 
 /// The files a mode puts on the node, from patch-apiserver's one list.
@@ -54,7 +61,11 @@ pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
     let (candidates, falco_reason) = resolve_falco(args, kube.as_ref())?;
     let manifest_path = args.target.manifest();
     let names = uploads(args.mode);
-    let mut paths = vec![manifest_path.clone(), state::state_path(dir)];
+    let mut paths = vec![
+        manifest_path.clone(),
+        state::state_path(dir),
+        durable::original_path(dir),
+    ];
     paths.extend(names.iter().map(|name| format!("{dir}/{name}")));
     let probe: &[FalcoUrl] = if args.skip_reachability {
         &[]
@@ -69,7 +80,8 @@ pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
     )?;
     let mut warnings = Vec::new();
     let falco = choose_falco(args, candidates, &probed, steps, &mut warnings)?;
-    let existing = names.iter().copied().zip(read.split_off(2)).collect();
+    let existing = names.iter().copied().zip(read.split_off(3)).collect();
+    let durable_original_kept = read.pop().flatten().is_some();
     let record_bytes = read.pop().flatten();
     let original = manifest_text(&node, &manifest_path, read.pop().flatten())?;
     let on_node = format!("{} on {}", manifest_path, node.describe());
@@ -139,6 +151,13 @@ pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
         &inspection,
         &mut warnings,
     );
+    let manager = crate::manager::Manager::detect(&original);
+    let durable = match (&kube, manager) {
+        (Some(kube), Some(crate::manager::Manager::Kubeadm)) if !args.no_durable => {
+            durable::plan(kube, &options)?
+        }
+        _ => None,
+    };
     if let Some(url) = falco.as_ref().filter(|url| url.is_cluster_dns_name()) {
         warnings.push(format!(
             "{} is a cluster DNS name: the API server runs in the host's network with the host's resolver, which does not know cluster names; use the Service's ClusterIP or a NodePort on 127.0.0.1",
@@ -172,6 +191,9 @@ pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
         old_hash,
         warnings,
         falco_reason,
+        manager,
+        durable,
+        durable_original_kept,
     };
     Ok((plan, summary))
 }
