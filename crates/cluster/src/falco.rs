@@ -118,6 +118,22 @@ impl Cluster {
             .collect();
         // Falco's own labels first, so the list shows the likeliest ones on top.
         found.sort_by_key(|s| (!has_falco_labels(s), namespace_of(s), name_of(s)));
+        // A Service named by the user but without the port: say what it exposes instead.
+        if found.is_empty()
+            && query.name.is_some()
+            && let [named] = services
+                .iter()
+                .filter(|s| s.metadata.name == query.name)
+                .collect::<Vec<_>>()
+                .as_slice()
+        {
+            return endpoint_of(
+                named,
+                &namespace_of(named),
+                &name_of(named),
+                query.via_node_port,
+            );
+        }
         match found.as_slice() {
             [] => Err(ClusterError::NoFalcoService {
                 searched: match &query.name {

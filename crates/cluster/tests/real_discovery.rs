@@ -123,6 +123,19 @@ async fn discovery_finds_the_chart_and_the_seed_service_with_no_flags() {
     assert!(matches!(err, ClusterError::NoFalcoService { .. }), "{err}");
     assert!(err.to_string().contains("in every namespace"), "{err}");
 
+    // Named but portless: what it exposes instead.
+    let err = cluster
+        .find_falco(&FalcoQuery {
+            name: Some("web".into()),
+            ..FalcoQuery::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Service falco/web exposes no Falco audit port (8765 for the Falco webserver, 9765 for the k8saudit plugin); its ports are: 80/http, 443/https"
+    );
+
     // The chart's Service alone: its ClusterIP, then its nodePort on loopback.
     create(&client, &chart_service()).await;
     let chart = cluster.find_falco(&none).await.unwrap();
