@@ -61,9 +61,11 @@ pub fn run(args: StatusArgs, reporter: &dyn Reporter) -> Result<()> {
         };
         out.output(format!("  file     {audit_dir}/{name}: {line}"));
     }
-    if let Ok(bytes) = node.read(&state::state_path(audit_dir))
-        && let Ok(record) = State::parse(&String::from_utf8_lossy(&bytes), audit_dir)
-    {
+    let record = node
+        .read(&state::state_path(audit_dir))
+        .ok()
+        .and_then(|bytes| State::parse(&String::from_utf8_lossy(&bytes), audit_dir).ok());
+    if let Some(record) = &record {
         out.output(format!(
             "backup     {} (enabled in {} mode)",
             record.backup,
@@ -93,6 +95,31 @@ pub fn run(args: StatusArgs, reporter: &dyn Reporter) -> Result<()> {
                 "pod        {} runs with {running} audit flag(s), config hash {}",
                 pod.name,
                 pod.config_hash.unwrap_or_default()
+            ));
+        }
+        if let Some(config) = kube.block_on(kube.cluster.read_kubeadm_config())? {
+            let mut options = record.as_ref().and_then(|r| r.enables.last()).map_or_else(
+                || patch_apiserver::PatchOptions::new(inspection.patched.unwrap_or(Mode::Static)),
+                |e| e.options(),
+            );
+            options.audit_dir = audit_dir.to_string();
+            let durable =
+                patch_apiserver::check_cluster_config(&config.cluster_configuration, &options)
+                    .unwrap_or(false);
+            let agree = durable == inspection.patched.is_some();
+            out.output(format!(
+                "kubeadm    kube-system/kubeadm-config {} the audit settings; the manifest {}: {}",
+                if durable { "carries" } else { "lacks" },
+                if inspection.patched.is_some() {
+                    "has them"
+                } else {
+                    "has not"
+                },
+                if agree {
+                    "they agree"
+                } else {
+                    "DRIFT: the next kubeadm upgrade will change the manifest's audit settings"
+                }
             ));
         }
         match kube.block_on(kube.cluster.audit_sink_exists(cluster::AUDIT_SINK_NAME))? {

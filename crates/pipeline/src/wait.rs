@@ -50,7 +50,7 @@ pub fn mirror_hash(kube: &Kube, node_name: Option<&str>) -> Option<String> {
 
 /// Lists, for each kube-apiserver pod log under /var/log/pods written since the manifest
 /// changed (`$1`) and not of the old pod (`$2`, its UID is the config hash), the log file
-/// (`N.log`, N the restart count) and its last fatal line: cobra's `Error: ` or a klog `F`
+/// (`N.log`, one per container instance) and its last fatal line: cobra's `Error: ` or a klog `F`
 /// line on stderr. `none` when the node keeps no /var/log/pods.
 const CRASH_SCRIPT: &str = r#"m=$1 old=$2
 [ -d /var/log/pods ] || { echo none; exit 0; }
@@ -109,13 +109,18 @@ fn read_pod_logs(text: &str) -> PodLogs {
         let message = fatal.split_once(" F ").map_or(fatal, |(_, m)| m);
         return PodLogs::Died(message.trim().to_string());
     }
-    match text
+    // One log file per container instance: two written since the change mean it died and
+    // was restarted (a pod UID seen before, as a restored manifest's is, starts at N.log).
+    let mut started: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("log "))
-        .find(|l| !l.ends_with(" 0.log"))
-    {
-        Some(restarted) => PodLogs::Died(format!(
-            "the kubelet restarted it (pod {restarted} under /var/log/pods)"
+        .filter_map(|l| l.split_once(' ').map(|(uid, _)| uid))
+        .collect();
+    started.sort_unstable();
+    match started.windows(2).find(|w| w[0] == w[1]) {
+        Some(pair) => PodLogs::Died(format!(
+            "the kubelet restarted it (pod {} under /var/log/pods)",
+            pair[0]
         )),
         None => PodLogs::Quiet,
     }
@@ -220,9 +225,11 @@ mod tests {
             read_pod_logs("log 3f2a 0.log\nfatal 2026-12-01T12:00:00.1Z stderr F Error: invalid argument \"5\" for \"--audit-webhook-batch-max-wait\" flag: time: missing unit\n"),
             PodLogs::Died("Error: invalid argument \"5\" for \"--audit-webhook-batch-max-wait\" flag: time: missing unit".into())
         );
+        // A restored manifest's pod UID was seen before: its first new log is not 0.log.
+        assert_eq!(read_pod_logs("log 3f2a 1.log\n"), PodLogs::Quiet);
         assert_eq!(
-            read_pod_logs("log 3f2a 1.log\n"),
-            PodLogs::Died("the kubelet restarted it (pod 3f2a 1.log under /var/log/pods)".into())
+            read_pod_logs("log 3f2a 1.log\nlog 3f2a 2.log\n"),
+            PodLogs::Died("the kubelet restarted it (pod 3f2a under /var/log/pods)".into())
         );
     }
 }

@@ -220,3 +220,64 @@ fn a_wrong_kube_version_is_rolled_back_fast_on_a_real_node() {
     assert!(took < Duration::from_secs(60), "{took:?}\n{text}");
     assert_eq!(std::fs::read(node.apiserver_manifest()).unwrap(), original);
 }
+
+/// On a kubeadm node whose cluster has kube-system/kubeadm-config, enable also puts the
+/// settings there, so that `kubeadm upgrade` keeps them; status sees both agree; disable gives
+/// the ClusterConfiguration back byte for byte.
+#[test]
+fn enable_is_made_durable_in_kubeadm_config_on_a_real_node() {
+    let Some(node) = RealNode::start() else {
+        return;
+    };
+    node.bring_up();
+    node.wait_for(Duration::from_secs(60), |pod, ready| {
+        ready && pod.config_hash.is_some()
+    });
+    let original = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/kubeadm-config/kubeadm-v1beta2.yaml"),
+    )
+    .unwrap();
+    testkit::kubeadm_config::create(&node.kubeconfig(), &original);
+    let home = tempfile::tempdir().unwrap();
+    let (falco_url, _events) = node.receiver();
+    let enabled = k8s_audit(
+        &node,
+        home.path(),
+        &[
+            "enable",
+            "static",
+            "--falco-url",
+            &falco_url,
+            "--timeout",
+            "120",
+        ],
+    );
+    assert_ok(&enabled);
+    let text = String::from_utf8_lossy(&enabled.stdout);
+    assert!(text.contains("✓ durable"), "{text}");
+    let durable = testkit::kubeadm_config::read(&node.kubeconfig());
+    assert!(
+        durable.contains("audit-webhook-config-file: /var/lib/k8s_audit/webhook-config.yaml"),
+        "{durable}"
+    );
+    assert!(durable.contains("name: k8s-audit"), "{durable}");
+
+    let status = k8s_audit(&node, home.path(), &["status"]);
+    assert_ok(&status);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("kubeadm-config carries the audit settings"),
+        "{text}"
+    );
+    assert!(text.contains("they agree"), "{text}");
+
+    let disabled = k8s_audit(&node, home.path(), &["disable", "--timeout", "120"]);
+    assert_ok(&disabled);
+    let text = String::from_utf8_lossy(&disabled.stdout);
+    assert!(
+        text.contains("kubeadm-config: restored byte for byte"),
+        "{text}"
+    );
+    assert_eq!(testkit::kubeadm_config::read(&node.kubeconfig()), original);
+}
