@@ -391,6 +391,7 @@ impl Node {
         let started = Instant::now();
         self.start_kubelet(spec)?;
         let deadline = started + timeout;
+        self.add_apiserver_after_etcd(deadline)?;
         let mut ready = None;
         loop {
             if ready.is_none() && self.readyz() {
@@ -694,11 +695,39 @@ imageGCLowThresholdPercent: 99
     fn write_manifests(&self) -> Result<()> {
         let dir = self.host_path("/etc/kubernetes/manifests");
         fs::create_dir_all(&dir).map_err(io_context(format!("creating {}", dir.display())))?;
-        write(&dir.join("etcd.yaml"), &etcd_manifest(&self.name))?;
-        write(
-            &dir.join("kube-apiserver.yaml"),
-            &apiserver_manifest(&self.ip()),
-        )
+        write(&dir.join("etcd.yaml"), &etcd_manifest(&self.name))
+    }
+
+    /// The API server's manifest goes in once etcd answers. Placed together, as kubeadm does,
+    /// the API server often exits before etcd is up; that restart starts the kubelet's back-off
+    /// for the pod's UID, which comes from the manifest's content, so every later restore of
+    /// these exact bytes (a disable, a rollback) would wait 10-20 s for a back-off that a node
+    /// whose API server has run for a while does not have.
+    fn add_apiserver_after_etcd(&self, deadline: Instant) -> Result<()> {
+        loop {
+            let health = self
+                .command("curl")
+                .args(["-s", "--max-time", "1", "http://127.0.0.1:2379/health"])
+                .stderr(Stdio::null())
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            if health.contains("\"health\":\"true\"") {
+                break;
+            }
+            if Instant::now() > deadline {
+                return err(format!(
+                    "etcd was not healthy in time (last answer: {health:?})"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Renamed in, so the kubelet never reads half a manifest.
+        let tmp = self.dir.join("kube-apiserver.yaml.tmp");
+        write(&tmp, &apiserver_manifest(&self.ip()))?;
+        let manifest = self.manifest("kube-apiserver");
+        fs::rename(&tmp, &manifest)
+            .map_err(io_context(format!("renaming to {}", manifest.display())))
     }
 
     fn create_cgroup_root(&self) -> Result<()> {
