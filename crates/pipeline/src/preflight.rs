@@ -72,11 +72,18 @@ pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
     } else {
         &candidates
     };
+    // The probe verifies an https Falco with the same CA the webhook will use. (A client
+    // certificate is not offered: its key would have to reach the node for the probe alone.)
+    let ca = candidates
+        .first()
+        .and_then(|url| url.tls.as_ref())
+        .and_then(|tls| tls.ca_pem.as_deref())
+        .map(String::from_utf8_lossy);
     let (mut read, probed) = node.lock_and_read(
         &crate::lock::dir_for(&manifest_path),
         &paths.iter().map(String::as_str).collect::<Vec<_>>(),
         probe,
-        None,
+        ca.as_deref(),
     )?;
     let mut warnings = Vec::new();
     let falco = choose_falco(args, candidates, &probed, steps, &mut warnings)?;

@@ -172,3 +172,78 @@ fn a_probe_of_a_cluster_ip_outside_a_namespace_of_our_own_is_refused() {
     assert!(refused.is_err());
     testkit::netns::assert_probe_allowed(&["http://127.0.0.1:30007/k8s-audit"]);
 }
+
+/// An https Falco is probed with the CA the webhook will carry: the right CA passes, another
+/// CA makes the probe, and so the enable, refuse.
+#[test]
+#[ignore = "run by an_https_falco_is_probed_with_its_ca inside its own network namespace"]
+fn inner_an_https_falco_is_probed_with_its_ca() {
+    let pki = tempfile::tempdir().unwrap();
+    let (ca, _) = testkit::pki::certificate(pki.path(), "ca", None, "");
+    let (other_ca, _) = testkit::pki::certificate(pki.path(), "other", None, "");
+    let (cert, key) = testkit::pki::certificate(
+        pki.path(),
+        "falco",
+        Some("ca"),
+        "subjectAltName=IP:127.0.0.1",
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = Config {
+        tls: Some(audit_sink::TlsConfig::from_pem_files(&cert, &key, None).unwrap()),
+        ..Config::default()
+    };
+    let server = runtime
+        .block_on(Server::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            config,
+            Collector::new(),
+        ))
+        .unwrap();
+    let url = server.url();
+    assert!(url.starts_with("https://"), "{url}");
+    let enable_with = |ca: &Path| {
+        let root = sandbox();
+        testkit::netns::assert_probe_allowed(&[&url]);
+        let out = Command::new(env!("CARGO_BIN_EXE_k8s-audit"))
+            .args([
+                "enable",
+                "local",
+                "static",
+                "--no-wait",
+                "--falco-url",
+                &url,
+            ])
+            .arg("--falco-ca-file")
+            .arg(ca)
+            .arg("--root")
+            .arg(root.path())
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        (root, out)
+    };
+    let (_root, ok) = enable_with(&ca);
+    let text = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        text.contains("reachable from the node: https://127.0.0.1:"),
+        "{text}"
+    );
+    let (root, refused) = enable_with(&other_ca);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no Falco endpoint answered from the node"),
+        "{err}"
+    );
+    assert!(!root.path().join("var/lib/k8s_audit").exists());
+}
+
+#[test]
+fn an_https_falco_is_probed_with_its_ca() {
+    testkit::netns::run_isolated("inner_an_https_falco_is_probed_with_its_ca");
+}

@@ -12,6 +12,7 @@ pub mod kubeadm_config;
 pub mod kubelet;
 pub mod netns;
 pub mod node;
+pub mod pki;
 pub mod real_node;
 
 /// Deterministic bytes that look random (xorshift), so no layer (compression, caches) can make a

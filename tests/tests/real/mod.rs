@@ -24,12 +24,8 @@ pub fn render_fixture(relative: &str, vars: &[(&str, &str)]) -> String {
 
 /// The bundled Falco policy and a webhook kubeconfig for `url`, written into `dir`.
 pub fn write_audit_files(dir: &Path, url: &str) -> (PathBuf, PathBuf) {
-    let (base, path) = url.rsplit_once('/').expect("URL with a path");
-    let (scheme_host, port) = base.rsplit_once(':').expect("URL with a port");
-    let host = scheme_host.trim_start_matches("http://");
     let policy = dir.join("audit-policy.yaml");
     let webhook = dir.join("webhook-config.yaml");
-    let audit_path = format!("/{path}");
     std::fs::write(
         &policy,
         render_fixture(
@@ -42,11 +38,7 @@ pub fn write_audit_files(dir: &Path, url: &str) -> (PathBuf, PathBuf) {
         &webhook,
         render_fixture(
             "crates/pipeline/assets/webhook-config.yaml.in",
-            &[
-                ("FALCO_SERVICE_CLUSTERIP", host),
-                ("FALCO_SERVICE_PORT", port),
-                ("FALCO_AUDIT_PATH", &audit_path),
-            ],
+            &[("FALCO_URL", url)],
         ),
     )
     .expect("write webhook config");
