@@ -9,23 +9,28 @@ use crate::report::Reporter;
 pub struct ObserveArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
-    /// The Falco pods' label selector.
-    #[arg(short = 'l', long, default_value = "app=falco-example")]
-    pub selector: String,
+    /// The Falco pods' label selector (default: Falco's chart, `app.kubernetes.io/name=falco`,
+    /// then `app in (falco, falco-example)`).
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
 }
 
 /// Follows the log; each line goes to `reporter` as output, the end as a note.
 pub fn run(args: ObserveArgs, reporter: &dyn Reporter) -> Result<()> {
     let kube = args.cluster.connect_required()?;
-    let followed = kube.block_on(
-        kube.cluster
-            .follow_logs(&args.selector, |line| reporter.output(line)),
-    )?;
-    match followed {
-        Some((namespace, pod)) => {
+    let selectors: Vec<&str> = match &args.selector {
+        Some(selector) => vec![selector.as_str()],
+        None => cluster::FALCO_POD_SELECTORS.to_vec(),
+    };
+    for selector in &selectors {
+        let followed = kube.block_on(
+            kube.cluster
+                .follow_logs(selector, |line| reporter.output(line)),
+        )?;
+        if let Some((namespace, pod)) = followed {
             reporter.info(&format!("the log of {namespace}/{pod} ended"));
-            Ok(())
+            return Ok(());
         }
-        None => bail!("no pod matches the selector {}", args.selector),
     }
+    bail!("no pod matches {}", selectors.join(" or "))
 }
