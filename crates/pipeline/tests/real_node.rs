@@ -115,6 +115,21 @@ fn static_enable_then_disable_on_a_real_node() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // verify: a probe ConfigMap's events show up in the node's audit.log, read through SSH.
+    let verified = k8s_audit(
+        &node,
+        home.path(),
+        &["verify", "--via", "node-log", "--timeout", "60"],
+    );
+    assert_ok(&verified);
+    let text = String::from_utf8_lossy(&verified.stdout);
+    assert!(text.contains("✓ NodeLog"), "{text}");
+    let status = k8s_audit(&node, home.path(), &["status"]);
+    assert_ok(&status);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("audit      static mode"), "{text}");
+    assert!(text.contains("runs with 4 audit flag(s)"), "{text}");
+
     let started = Instant::now();
     let disabled = k8s_audit(&node, home.path(), &["disable", "--timeout", "120"]);
     assert_ok(&disabled);
@@ -133,13 +148,11 @@ fn static_enable_then_disable_on_a_real_node() {
     );
 }
 
-/// A flag the real API server refuses: the kubelet crash-loops it within a second, and enable
-/// rolls back as soon as the pod's log says so, not after --timeout (180 s by default).
-#[test]
-fn a_failed_enable_is_rolled_back_within_seconds_on_a_real_node() {
-    let Some(node) = RealNode::start() else {
-        return;
-    };
+/// Starts a ready node, runs `enable` with `args` (plus a Falco inside the node), which must
+/// fail, and checks that the original manifest is back and ready; returns what it printed and
+/// how long it took.
+fn enable_rolled_back(label: &str, args: &[&str]) -> Option<(String, Duration)> {
+    let node = RealNode::start()?;
     node.bring_up();
     let home = tempfile::tempdir().unwrap();
     let original = std::fs::read(node.apiserver_manifest()).unwrap();
@@ -147,37 +160,41 @@ fn a_failed_enable_is_rolled_back_within_seconds_on_a_real_node() {
         ready && pod.config_hash.is_some()
     });
     let (falco_url, _events) = node.receiver();
+    let mut argv = vec!["enable"];
+    argv.extend_from_slice(args);
+    argv.extend(["--falco-url", &falco_url]);
     let started = Instant::now();
-    let out = k8s_audit(
-        &node,
-        home.path(),
-        &[
-            "enable",
-            "static",
-            "--falco-url",
-            &falco_url,
-            "--test-only-batch-max-wait",
-            "5",
-        ],
-    );
+    let out = k8s_audit(&node, home.path(), &argv);
     let took = started.elapsed();
-    let text = String::from_utf8_lossy(&out.stdout);
-    eprintln!("real node: failed enable, rolled back, in {took:.1?}\n{text}");
-
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("real node: {label}, rolled back in {took:.1?}\n{text}");
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("✗ wait"), "{text}");
     assert!(text.contains("the new API server exited"), "{text}");
-    assert!(text.contains("--audit-webhook-batch-max-wait"), "{text}");
     assert!(text.contains("✓ rollback"), "{text}");
+    assert_eq!(std::fs::read(node.apiserver_manifest()).unwrap(), original);
+    node.wait_for(Duration::from_secs(60), |pod, ready| {
+        ready && pod.config_hash == before.config_hash
+    });
+    Some((text, took))
+}
+
+/// A flag the real API server refuses: the kubelet crash-loops it within a second, and enable
+/// rolls back as soon as the pod's log says so, not after --timeout (180 s by default).
+#[test]
+fn a_failed_enable_is_rolled_back_within_seconds_on_a_real_node() {
+    let Some((text, took)) = enable_rolled_back(
+        "a refused flag",
+        &["static", "--test-only-batch-max-wait", "5"],
+    ) else {
+        return;
+    };
+    assert!(text.contains("--audit-webhook-batch-max-wait"), "{text}");
     // Preflight and apply included; the API server's own downtime is within this. The death is
     // seen within a second; the restore then takes the kubelet 9 to 30 s here (it must finish
     // killing the crashed pod and, at times, wait out the old pod's termination). Without the
     // watch it was the whole --timeout, 180 s.
     assert!(took < Duration::from_secs(60), "{took:?}\n{text}");
-    assert_eq!(std::fs::read(node.apiserver_manifest()).unwrap(), original);
-    node.wait_for(Duration::from_secs(60), |pod, ready| {
-        ready && pod.config_hash == before.config_hash
-    });
 }
 
 /// --kube-version v1.16.15 on the real v1.20.2 server: the pipeline writes the dynamic flags,
@@ -185,40 +202,17 @@ fn a_failed_enable_is_rolled_back_within_seconds_on_a_real_node() {
 /// says so.
 #[test]
 fn a_wrong_kube_version_is_rolled_back_fast_on_a_real_node() {
-    let Some(node) = RealNode::start() else {
+    let Some((text, took)) = enable_rolled_back(
+        "dynamic flags on 1.20",
+        &["dynamic", "--kube-version", "v1.16.15"],
+    ) else {
         return;
     };
-    node.bring_up();
-    let home = tempfile::tempdir().unwrap();
-    let original = std::fs::read(node.apiserver_manifest()).unwrap();
-    node.wait_for(Duration::from_secs(60), |pod, ready| {
-        ready && pod.config_hash.is_some()
-    });
-    let (falco_url, _events) = node.receiver();
-    let started = Instant::now();
-    let out = k8s_audit(
-        &node,
-        home.path(),
-        &[
-            "enable",
-            "dynamic",
-            "--falco-url",
-            &falco_url,
-            "--kube-version",
-            "v1.16.15",
-        ],
-    );
-    let took = started.elapsed();
-    let text = String::from_utf8_lossy(&out.stdout);
-    eprintln!("real node: dynamic flags on 1.20 rolled back in {took:.1?}\n{text}");
-    assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
         text.contains("unknown flag: --audit-dynamic-configuration"),
         "{text}"
     );
-    assert!(text.contains("✓ rollback"), "{text}");
     assert!(took < Duration::from_secs(60), "{took:?}\n{text}");
-    assert_eq!(std::fs::read(node.apiserver_manifest()).unwrap(), original);
 }
 
 /// On a kubeadm node whose cluster has kube-system/kubeadm-config, enable also puts the

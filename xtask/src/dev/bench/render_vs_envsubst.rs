@@ -129,6 +129,14 @@ pub fn run(sh: &xshell::Shell, args: Args) -> anyhow::Result<()> {
         ratio(medians[0], medians[1]),
         ratio(medians[0], medians[2])
     );
+    // Peak memory of every mode, on 200 MB (10 MB of hostile input), each child measured with
+    // wait4: the same test that fails above 16 MiB, run in release so it takes seconds.
+    println!("\npeak RSS of each mode (crates/render/tests/memory.rs):");
+    cmd!(
+        sh,
+        "cargo test --release --quiet -p render --test memory -- --nocapture --test-threads 1"
+    )
+    .run()?;
     Ok(())
 }
 
