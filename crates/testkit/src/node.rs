@@ -49,6 +49,20 @@ const API_PORT: u16 = 6443;
 const STATE_FILE: &str = "node.state";
 /// One file per node that is up, named after it, holding its state directory.
 const REGISTRY: &str = "/run/k8s-audit-tools/nodes";
+/// The host mount points some node created, one a line: the last node down removes them,
+/// whichever node created them.
+const MOUNT_POINTS: &str = "/run/k8s-audit-tools/mount-points";
+
+fn remember_mount_point(dir: &Path) {
+    // One short append per line, so that two nodes starting at once do not mix lines.
+    let _ = fs::create_dir_all("/run/k8s-audit-tools").and_then(|()| {
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(MOUNT_POINTS)?
+            .write_all(format!("{}\n", dir.display()).as_bytes())
+    });
+}
 
 /// Takes down the nodes of test processes that died without doing so (killed, or aborted):
 /// those named `<prefix><pid>-...` whose pid is gone. Returns their names.
@@ -506,6 +520,7 @@ impl Node {
                 fs::create_dir_all(target)
                     .map_err(io_context(format!("creating mount point {path}")))?;
                 self.created.push(target.to_path_buf());
+                remember_mount_point(target);
             }
             let source = self.host_path(path);
             fs::create_dir_all(&source)
@@ -927,9 +942,18 @@ imageGCLowThresholdPercent: 99
         // Removing a directory that is a mount point in another namespace unmounts it there,
         // so the host's mount points go only when no other node is up.
         if !other_nodes_up(&ns) {
-            for dir in self.created.iter().rev() {
+            // Also those another node created and left to the last one.
+            let mut dirs = self.created.clone();
+            dirs.extend(
+                fs::read_to_string(MOUNT_POINTS)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(PathBuf::from),
+            );
+            for dir in dirs.iter().rev() {
                 let _ = fs::remove_dir(dir);
             }
+            let _ = fs::remove_file(MOUNT_POINTS);
         }
         if mounted_under(&self.dir) {
             problems.push(format!(
