@@ -1611,6 +1611,32 @@ mod tests {
     }
 
     #[test]
+    fn the_last_node_down_removes_mount_points_another_node_created() {
+        if !is_root() || other_nodes_up("") {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // Created by a node that went down while this one was up, so not in `created`.
+        let mount_point = dir.path().join("var-log-pods");
+        fs::create_dir(&mount_point).unwrap();
+        remember_mount_point(&mount_point);
+        let state = dir.path().join("node");
+        fs::create_dir(&state).unwrap();
+        let last = Node {
+            name: format!("mountpointtest-{}", std::process::id()),
+            dir: state.clone(),
+            subnet: 0,
+            holder: 0,
+            mnt_ns: 0,
+            net_ns: 0,
+            created: Vec::new(),
+        };
+        last.down().unwrap();
+        assert!(!mount_point.exists());
+        assert!(!state.exists());
+    }
+
+    #[test]
     fn a_zombie_is_not_alive() {
         let mut child = Command::new("true").spawn().unwrap();
         let pid = child.id();
