@@ -60,7 +60,7 @@ fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
-fn normal<'a>(dependencies: &'a [Dependency]) -> impl Iterator<Item = &'a str> {
+fn normal(dependencies: &[Dependency]) -> impl Iterator<Item = &str> {
     dependencies
         .iter()
         .filter(|d| !d.dev)
