@@ -66,10 +66,10 @@ fn dispatch(sh: &xshell::Shell, cli: Cli) -> anyhow::Result<()> {
 
 /// A product command, exactly as the `k8s-audit` binary runs it.
 pub fn run_product(command: pipeline::Command) -> anyhow::Result<()> {
-    let terminal = Terminal {
-        verbose: command.verbose(),
-    };
-    pipeline::run(command, &terminal).map_err(|e| anyhow::anyhow!(e.report()))
+    let terminal = Terminal::new(command.verbose());
+    pipeline::run(command, &terminal).map_err(|e| anyhow::anyhow!(e.report()))?;
+    anyhow::ensure!(!terminal.output_failed(), "writing standard output failed");
+    Ok(())
 }
 
 /// The checkout's root, so that `cargo xtask` works from any directory in it.

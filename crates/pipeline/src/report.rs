@@ -22,36 +22,67 @@ pub trait Reporter {
 }
 
 /// The reporter of both command lines (`cargo xtask` and `k8s-audit`): one line per step with
-/// ✓ or ✗ and the time it took, details with `-v`.
+/// ✓ or ✗ and the time it took, details with `-v`. A closed or full standard output does not
+/// stop the run half way (a node change must finish or roll back); it is remembered, and the
+/// command line exits non-zero for it ([`Terminal::output_failed`]).
+#[derive(Default)]
 pub struct Terminal {
     pub verbose: bool,
+    failed: std::cell::Cell<bool>,
+}
+
+impl Terminal {
+    pub fn new(verbose: bool) -> Terminal {
+        Terminal {
+            verbose,
+            failed: std::cell::Cell::new(false),
+        }
+    }
+
+    /// Whether some line could not be written to standard output.
+    pub fn output_failed(&self) -> bool {
+        self.failed.get()
+    }
+
+    /// Standard output was closed before the run began: whatever it shows is lost.
+    pub fn lost_output(&self) {
+        self.failed.set(true);
+    }
+
+    fn line(&self, text: std::fmt::Arguments) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "{text}").and_then(|()| out.flush()).is_err() {
+            self.failed.set(true);
+        }
+    }
 }
 
 impl Reporter for Terminal {
     fn step(&self, name: &str, elapsed: Duration, outcome: Result<&str, &str>) {
         let elapsed = elapsed.as_secs_f64();
         match outcome {
-            Ok(summary) => println!("✓ {name:<9} ({elapsed:.2}s) {summary}"),
-            Err(error) => println!("✗ {name:<9} ({elapsed:.2}s) {error}"),
+            Ok(summary) => self.line(format_args!("✓ {name:<9} ({elapsed:.2}s) {summary}")),
+            Err(error) => self.line(format_args!("✗ {name:<9} ({elapsed:.2}s) {error}")),
         }
     }
 
     fn warn(&self, message: &str) {
-        println!("  ! {message}");
+        self.line(format_args!("  ! {message}"));
     }
 
     fn info(&self, message: &str) {
-        println!("  · {message}");
+        self.line(format_args!("  · {message}"));
     }
 
     fn detail(&self, message: &str) {
         if self.verbose {
-            println!("    {message}");
+            self.line(format_args!("    {message}"));
         }
     }
 
     fn output(&self, text: &str) {
-        println!("{text}");
+        self.line(format_args!("{text}"));
     }
 }
 

@@ -1484,3 +1484,40 @@ fn dynamic_modes_warn_that_the_audit_sink_sends_secret_values() {
         "{text}"
     );
 }
+
+/// A full or closed standard output is an error (exit 1), never a panic, and the run itself
+/// goes on to its end.
+#[test]
+fn a_full_or_closed_stdout_is_an_error_not_a_panic() {
+    let root = tempfile::tempdir().unwrap();
+    let manifest = root.path().join(MINIKUBE.1.trim_start_matches('/'));
+    std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
+    std::fs::write(&manifest, fixture_bytes(MINIKUBE.0)).unwrap();
+    let status = |stdout: std::process::Stdio, closed: bool| {
+        let mut cmd = if closed {
+            let mut sh = Command::new("sh");
+            sh.args([
+                "-c",
+                "exec \"$0\" \"$@\" >&-",
+                env!("CARGO_BIN_EXE_k8s-audit"),
+            ]);
+            sh
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_k8s-audit"))
+        };
+        cmd.args(["status", "local", "--root"])
+            .arg(root.path())
+            .env_remove("KUBECONFIG")
+            .stdout(stdout)
+            .output()
+            .unwrap()
+    };
+    let full = status(std::fs::File::create("/dev/full").unwrap().into(), false);
+    let closed = status(std::process::Stdio::inherit(), true);
+    for out in [full, closed] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("writing standard output failed"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
