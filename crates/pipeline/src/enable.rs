@@ -235,7 +235,7 @@ fn durable_advice(plan: &preflight::Plan, files: &rendering::Files, verbose: boo
             Some((file, std::str::from_utf8(bytes).ok()?))
         })
         .collect();
-    steps.warn(plan.manager.map_or("", |m| m.durable_alternative()));
+    steps.warn(plan.manager.map_or("", |m| m.rewrites()));
     output_text(
         steps,
         &patch_apiserver::durable_settings(target, &plan.options, &contents),

@@ -26,19 +26,20 @@ impl Manager {
         }
     }
 
-    pub fn durable_alternative(self) -> &'static str {
+    /// The warning above the durable settings `enable` prints for this manager.
+    pub fn rewrites(self) -> &'static str {
         match self {
             Manager::Minikube => {
-                "minikube start rewrites this manifest; make the change durable with `minikube start --extra-config=apiserver.audit-policy-file=... --extra-config=apiserver.audit-webhook-config-file=...` (and mount the files)"
+                "minikube start rewrites this manifest and audit will be off after it; to keep it, do this once:"
             }
             Manager::Kops => {
-                "kops nodeup rewrites this manifest on every update; make the change durable in the cluster spec (kubeAPIServer.auditPolicyFile, kubeAPIServer.auditWebhookConfigFile) with `kops edit cluster`"
+                "kops nodeup rewrites this manifest on every update and audit will be off after it; to keep it, put this in the cluster spec:"
             }
             Manager::Rke2 => {
-                "RKE2 rewrites this manifest at every start; make the change durable with kube-apiserver-arg (and kube-apiserver-extra-mount) in /etc/rancher/rke2/config.yaml"
+                "RKE2 rewrites this manifest at every start and audit will be off after it; to keep it, put this in /etc/rancher/rke2/config.yaml:"
             }
             Manager::Kubeadm => {
-                "kubeadm upgrade rewrites this manifest; make the change durable in ClusterConfiguration.apiServer.extraArgs and extraVolumes"
+                "kubeadm upgrade rewrites this manifest; kube-system/kubeadm-config keeps the settings (see the durable step)"
             }
         }
     }
