@@ -4,32 +4,19 @@
 //! directory and /var/log/pods are the node's own. Skipped, with the reason on stderr, where
 //! the machine cannot run containers.
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use testkit::real_node::RealNode;
 
 fn k8s_audit(node: &RealNode, home: &std::path::Path, args: &[&str]) -> Output {
-    let sshd = node.sshd();
-    let (command, rest) = args.split_first().expect("a command");
-    Command::new(env!("CARGO_BIN_EXE_k8s-audit"))
-        .arg(command)
-        .arg("ssh")
-        .args(rest)
-        .args(["--host", "127.0.0.1", "--user", "root"])
-        .args(["--port", &sshd.port().to_string()])
-        .arg("-i")
-        .arg(sshd.client_key())
-        .arg("--known-hosts")
-        .arg(sshd.known_hosts_file())
-        .args(["--node", node.name()])
-        .arg("--kubeconfig")
-        .arg(node.kubeconfig())
-        .env("HOME", home)
-        .env_remove("KUBECONFIG")
-        .env_remove("SSH_AUTH_SOCK")
-        .output()
-        .expect("run k8s-audit")
+    node.k8s_audit(
+        std::path::Path::new(env!("CARGO_BIN_EXE_k8s-audit")),
+        home,
+        args,
+    )
+    .output()
+    .expect("run k8s-audit")
 }
 
 fn assert_ok(out: &Output) {

@@ -122,6 +122,31 @@ impl RealNode {
         &self.node.name
     }
 
+    /// `BINARY COMMAND ssh REST...` (the `k8s-audit` binary) against this node through its sshd,
+    /// with its kubeconfig and node name, a clean `home`, and no agent or KUBECONFIG of the
+    /// caller's.
+    pub fn k8s_audit(&self, binary: &Path, home: &Path, args: &[&str]) -> std::process::Command {
+        let sshd = self.sshd();
+        let (command, rest) = args.split_first().expect("a command");
+        let mut cmd = std::process::Command::new(binary);
+        cmd.arg(command)
+            .arg("ssh")
+            .args(rest)
+            .args(["--host", "127.0.0.1", "--user", "root"])
+            .args(["--port", &sshd.port().to_string()])
+            .arg("-i")
+            .arg(sshd.client_key())
+            .arg("--known-hosts")
+            .arg(sshd.known_hosts_file())
+            .args(["--node", self.name()])
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .env("HOME", home)
+            .env_remove("KUBECONFIG")
+            .env_remove("SSH_AUTH_SOCK");
+        cmd
+    }
+
     pub fn kubeconfig(&self) -> PathBuf {
         self.node.kubeconfig()
     }

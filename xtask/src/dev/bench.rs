@@ -19,6 +19,9 @@ pub enum Bench {
     Enable(Passed),
     /// audit-sink under bursts of large EventLists.
     Sink(sink_bursts::Args),
+    /// The API server's downtime for a failed and a successful enable, on the real node
+    /// (crates/pipeline/benches/rollback.rs; root, containerd and runc needed).
+    Rollback(Passed),
 }
 
 /// Arguments handed to a crate's benchmark as they are.
@@ -41,6 +44,17 @@ impl Bench {
             Bench::Ship(passed) => crate_bench(sh, "ship", "ship", &passed.args),
             Bench::Enable(passed) => crate_bench(sh, "pipeline", "enable", &passed.args),
             Bench::Sink(args) => sink_bursts::run(sh, args),
+            // The downtime is the kubelet's and the API server's; a release build adds minutes
+            // of compiling and changes nothing measured.
+            Bench::Rollback(passed) => {
+                let args = &passed.args;
+                cmd!(
+                    sh,
+                    "cargo bench --quiet --profile dev -p pipeline --bench rollback -- {args...}"
+                )
+                .run()?;
+                Ok(())
+            }
         }
     }
 }
