@@ -262,3 +262,62 @@ fn enable_is_made_durable_in_kubeadm_config_on_a_real_node() {
     );
     assert_eq!(testkit::kubeadm_config::read(&node.kubeconfig()), original);
 }
+
+/// A slow but healthy start must not be rolled back early: the API server is held to a small
+/// CPU limit, so it takes long to get ready, without crashing or restarting; the enable waits
+/// for it and succeeds.
+#[test]
+fn a_slow_but_healthy_start_is_waited_for_on_a_real_node() {
+    let Some(node) = RealNode::start() else {
+        return;
+    };
+    node.bring_up();
+    let before = node.wait_for(Duration::from_secs(60), |pod, ready| {
+        ready && pod.config_hash.is_some()
+    });
+    // A tight CFS quota: the server needs many seconds of CPU to start.
+    let manifest = node.apiserver_manifest();
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let slow = text.replace(
+        "    resources:\n      requests:\n        cpu: 250m\n",
+        "    resources:\n      limits:\n        cpu: 150m\n      requests:\n        cpu: 150m\n",
+    );
+    assert_ne!(slow, text, "the manifest's resources are as expected");
+    std::fs::write(&manifest, &slow).unwrap();
+    let started = Instant::now();
+    let limited = node.wait_for(Duration::from_secs(240), |pod, ready| {
+        ready && pod.config_hash != before.config_hash
+    });
+    eprintln!(
+        "real node: the CPU-limited server was ready {:.1?} after its manifest changed",
+        started.elapsed()
+    );
+    assert!(limited.config_hash.is_some());
+
+    let home = tempfile::tempdir().unwrap();
+    let (falco_url, _events) = node.receiver();
+    let out = k8s_audit(
+        &node,
+        home.path(),
+        &[
+            "enable",
+            "static",
+            "--falco-url",
+            &falco_url,
+            "--timeout",
+            "240",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("real node: enable of a slow server\n{text}");
+    assert_ok(&out);
+    assert!(!text.contains("rollback"), "{text}");
+    let waited = text
+        .lines()
+        .find_map(|l| l.strip_prefix("✓ wait")?.trim_start().strip_prefix('('))
+        .and_then(|rest| rest.split_once("s)"))
+        .and_then(|(secs, _)| secs.parse::<f64>().ok())
+        .expect("a wait line");
+    // Slower than the 4.6-5.1 s a manifest edit takes without the limit, and no rollback.
+    assert!(waited > 8.0, "the start was not slow ({waited} s): {text}");
+}
