@@ -158,7 +158,10 @@ pub fn unsupported_reason() -> Option<String> {
     if !memory.is_dir() {
         return Some("no cgroup v1 memory hierarchy at /sys/fs/cgroup/memory".into());
     }
-    let probe = memory.join(format!("{PREFIX}probe-{}", std::process::id()));
+    // One name per call: the tests of one binary probe from several threads at once.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = memory.join(format!("{PREFIX}probe-{}-{n}", std::process::id()));
     if let Err(e) = fs::create_dir(&probe) {
         return Some(format!("cannot create a cgroup ({}): {e}", probe.display()));
     }
