@@ -19,7 +19,7 @@ use crate::flags::{self, DYNAMIC_REMOVED, DYNAMIC_SINCE, FlagSpec, Want};
 use crate::locate;
 use crate::mounts::norm;
 use crate::ours::claim;
-use crate::patch::{entries, keeping_bom};
+use crate::patch::{EntryState, entries, entry_state, keeping_bom};
 use crate::yaml::{Kind, Node, Style, col, line_start};
 use crate::{KubeVersion, Note, Outcome, PatchOptions, VOLUME_NAME};
 
@@ -906,18 +906,14 @@ fn patch_body(text: &str, opts: &PatchOptions) -> Result<Outcome, PatchError> {
                 for a in &existing {
                     let list = a.value_str();
                     let items = entries(list);
-                    if !items.iter().any(|(k, _)| k == key) {
-                        continue;
-                    }
-                    if items.iter().all(|(k, v)| k != key || v == value) {
-                        present = true;
-                        continue;
-                    }
-                    let have = items
-                        .iter()
-                        .find(|(k, v)| k == key && v != value)
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .unwrap_or_default();
+                    let have = match entry_state(&items, key, value) {
+                        EntryState::Absent => continue,
+                        EntryState::Ours => {
+                            present = true;
+                            continue;
+                        }
+                        EntryState::Other(have) => have,
+                    };
                     if !opts.force {
                         return Err(conflict(a, have));
                     }

@@ -24,6 +24,7 @@ mod files;
 mod flags;
 mod in_place;
 mod locate;
+pub use locate::without_locations;
 mod mounts;
 mod options;
 mod ours;

@@ -140,8 +140,9 @@ pub(crate) fn load(text: &str) -> Result<Node, PatchError> {
     yaml::parse(text)
 }
 
-/// serde's message without its ` at line L column C` parts (we print positions first).
-fn without_locations(message: &str) -> String {
+/// serde's message without its ` at line L column C` parts, for callers that print the
+/// position first (this crate, and the pipeline's policy check).
+pub fn without_locations(message: &str) -> String {
     let mut out = String::new();
     let mut rest = message;
     while let Some(i) = rest.find(" at line ") {

@@ -114,6 +114,25 @@ fn patched_mode(site: &Site<'_>) -> Option<Mode> {
 }
 
 /// `key=value` entries of a comma list, empty pieces skipped as the flag parser does.
+/// What a `key=value,...` list holds for our entry `key=value`.
+pub(crate) enum EntryState {
+    Absent,
+    /// Every entry for the key has our value.
+    Ours,
+    /// Another value, as `key=value`.
+    Other(String),
+}
+
+pub(crate) fn entry_state(items: &[(&str, &str)], key: &str, value: &str) -> EntryState {
+    if !items.iter().any(|(k, _)| *k == key) {
+        return EntryState::Absent;
+    }
+    match items.iter().find(|(k, v)| *k == key && *v != value) {
+        None => EntryState::Ours,
+        Some((k, v)) => EntryState::Other(format!("{k}={v}")),
+    }
+}
+
 pub(crate) fn entries(value: &str) -> Vec<(&str, &str)> {
     value
         .split(',')
@@ -349,18 +368,14 @@ fn plan_flag(
                     return Err(conflict(f, "(no value)".into(), spec.shown()));
                 };
                 let items = entries(list);
-                if !items.iter().any(|(k, _)| k == key) {
-                    continue;
-                }
-                if items.iter().all(|(k, v)| k != key || v == value) {
-                    present = true;
-                    continue;
-                }
-                let have = items
-                    .iter()
-                    .find(|(k, v)| k == key && v != value)
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .unwrap_or_default();
+                let have = match entry_state(&items, key, value) {
+                    EntryState::Absent => continue,
+                    EntryState::Ours => {
+                        present = true;
+                        continue;
+                    }
+                    EntryState::Other(have) => have,
+                };
                 if !force {
                     return Err(conflict(f, have, spec.shown()));
                 }

@@ -231,7 +231,7 @@ pub fn check(text: &str, version: Option<&KubeVersion>) -> Result<Policy, Policy
         });
         PolicyError {
             at,
-            message: without_location(&e.to_string()),
+            message: patch_apiserver::without_locations(&e.to_string()),
         }
     })?;
     let at_key = |key: &str, nth: usize| key_position(text, key, nth);
@@ -335,27 +335,6 @@ fn key_position(text: &str, key: &str, nth: usize) -> Pos {
         offset += line.len();
     }
     Pos { line: 1, column: 1 }
-}
-
-/// serde's message without its ` at line L column C` parts (the position comes first).
-fn without_location(message: &str) -> String {
-    let mut out = String::new();
-    let mut rest = message;
-    while let Some(i) = rest.find(" at line ") {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i + " at line ".len()..];
-        let digits = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
-        let n = digits(tail);
-        match tail[n..].strip_prefix(" column ") {
-            Some(after) if n > 0 => rest = &after[digits(after)..],
-            _ => {
-                out.push_str(" at line ");
-                rest = tail;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 #[cfg(test)]

@@ -19,6 +19,13 @@ fn k8s_audit(node: &RealNode, home: &std::path::Path, args: &[&str]) -> Output {
     .expect("run k8s-audit")
 }
 
+/// The API server's mirror pod once it is ready with a config hash.
+fn ready(node: &RealNode) -> testkit::node::MirrorPod {
+    node.wait_for(Duration::from_secs(60), |pod, ready| {
+        ready && pod.config_hash.is_some()
+    })
+}
+
 fn assert_ok(out: &Output) {
     assert!(
         out.status.success(),
@@ -41,9 +48,7 @@ fn static_enable_then_disable_on_a_real_node() {
     );
     let home = tempfile::tempdir().unwrap();
     let original = std::fs::read(node.apiserver_manifest()).unwrap();
-    let before = node.wait_for(Duration::from_secs(60), |pod, ready| {
-        ready && pod.config_hash.is_some()
-    });
+    let before = ready(&node);
     assert!(before.is_mirror, "{before:?}");
     let (falco_url, events) = node.receiver();
 
@@ -143,9 +148,7 @@ fn enable_rolled_back(label: &str, args: &[&str]) -> Option<(String, Duration)> 
     node.bring_up();
     let home = tempfile::tempdir().unwrap();
     let original = std::fs::read(node.apiserver_manifest()).unwrap();
-    let before = node.wait_for(Duration::from_secs(60), |pod, ready| {
-        ready && pod.config_hash.is_some()
-    });
+    let before = ready(&node);
     let (falco_url, _events) = node.receiver();
     let mut argv = vec!["enable"];
     argv.extend_from_slice(args);
@@ -211,9 +214,7 @@ fn enable_is_made_durable_in_kubeadm_config_on_a_real_node() {
         return;
     };
     node.bring_up();
-    node.wait_for(Duration::from_secs(60), |pod, ready| {
-        ready && pod.config_hash.is_some()
-    });
+    ready(&node);
     let original = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../fixtures/kubeadm-config/kubeadm-v1beta2.yaml"),
@@ -272,9 +273,7 @@ fn a_slow_but_healthy_start_is_waited_for_on_a_real_node() {
         return;
     };
     node.bring_up();
-    let before = node.wait_for(Duration::from_secs(60), |pod, ready| {
-        ready && pod.config_hash.is_some()
-    });
+    let before = ready(&node);
     // A tight CFS quota: the server needs many seconds of CPU to start.
     let manifest = node.apiserver_manifest();
     let text = std::fs::read_to_string(&manifest).unwrap();
