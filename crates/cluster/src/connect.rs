@@ -17,6 +17,9 @@ pub struct ClusterOptions {
 #[derive(Clone)]
 pub struct Cluster {
     pub(crate) client: kube::Client,
+    /// Kept for the per-node probes, which need the same TLS settings and credentials at
+    /// other addresses than the kubeconfig's server.
+    pub(crate) config: kube::Config,
     server: String,
 }
 
@@ -43,11 +46,16 @@ impl Cluster {
                 source: Box::new(e),
             })?;
         let server = config.cluster_url.to_string();
-        let client = kube::Client::try_from(config).map_err(|e| ClusterError::Unreachable {
-            server: server.clone(),
-            source: e,
-        })?;
-        Ok(Cluster { client, server })
+        let client =
+            kube::Client::try_from(config.clone()).map_err(|e| ClusterError::Unreachable {
+                server: server.clone(),
+                source: e,
+            })?;
+        Ok(Cluster {
+            client,
+            config,
+            server,
+        })
     }
 
     /// The API server's URL, for messages.

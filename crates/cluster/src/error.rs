@@ -71,6 +71,20 @@ pub enum ClusterError {
         "ConfigMap kube-system/kubeadm-config has no ClusterConfiguration key (its keys: {keys}); expected the one kubeadm writes"
     )]
     KubeadmConfigWithoutKey { keys: String },
+    #[error(
+        "cannot set up TLS for the nodes' API servers from the kubeconfig of {server}: {source}"
+    )]
+    NodeProbeTls {
+        server: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot read the kubeconfig's token file {}: {source}", path.display())]
+    TokenFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the AuditSink manifest is not valid YAML: {0}")]
     AuditSinkManifest(#[from] serde_norway::Error),
 }

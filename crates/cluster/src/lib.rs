@@ -4,6 +4,7 @@
 //! server that replays recorded API responses.
 
 mod connect;
+mod control_plane;
 mod dynamic_sink;
 mod error;
 mod falco;
@@ -11,9 +12,14 @@ mod health;
 mod kubeadm_config;
 mod logs;
 mod mirror_pod;
+mod node_probe;
 mod probe;
 
 pub use connect::{Cluster, ClusterOptions};
+pub use control_plane::{
+    APISERVER_POD_SELECTORS, ApiServerPod, CONTROL_PLANE_NODE_LABELS, ControlPlaneNodes,
+    DEFAULT_SECURE_PORT,
+};
 pub use dynamic_sink::{AUDIT_SINK_NAME, Applied};
 pub use error::ClusterError;
 pub use falco::{
@@ -26,4 +32,5 @@ pub use kubeadm_config::{
 };
 pub use logs::PodLog;
 pub use mirror_pod::MirrorPod;
+pub use node_probe::NodeProbe;
 pub use probe::ProbeConfigMap;

@@ -51,7 +51,7 @@ impl Cluster {
     }
 }
 
-fn mirror_pod_of(pod: &Pod) -> Option<MirrorPod> {
+pub(crate) fn mirror_pod_of(pod: &Pod) -> Option<MirrorPod> {
     let annotations = pod.metadata.annotations.as_ref()?;
     if !annotations.contains_key(CONFIG_MIRROR) {
         return None;
