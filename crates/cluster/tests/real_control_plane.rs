@@ -1,0 +1,282 @@
+//! Control-plane discovery and the per-node readiness probe against the real kube-apiserver
+//! v1.20.2 (`cargo xtask apiserver build`). Without the cached binary these tests fail, saying
+//! how to build it.
+//!
+//! The Nodes and mirror pods are objects written with the admin credentials, shaped as
+//! kubeadm's, an older kubeadm's and kops' kubelets publish them; no kubelet runs.
+
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use cluster::{ApiServerPod, Cluster, ClusterOptions, ControlPlaneNodes, Readiness};
+use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use testkit::apiserver::{ApiServer, exclusive};
+
+fn words(text: &str) -> Vec<String> {
+    text.split_whitespace().map(str::to_string).collect()
+}
+
+fn node(name: &str, role: Option<&str>) -> Node {
+    let labels = match role {
+        Some(label) => serde_json::json!({ label: "", "kubernetes.io/hostname": name }),
+        None => serde_json::json!({ "kubernetes.io/hostname": name }),
+    };
+    serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": labels}}))
+        .unwrap()
+}
+
+/// A pod as a kubelet mirrors a static pod: the mirror annotation, the manifest's hash and the
+/// node it runs on.
+fn mirror_pod(
+    name: &str,
+    node: &str,
+    labels: serde_json::Value,
+    hash: &str,
+    command: &[String],
+    args: &[String],
+) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "name": name,
+            "namespace": "kube-system",
+            "labels": labels,
+            "annotations": {
+                "kubernetes.io/config.mirror": hash,
+                "kubernetes.io/config.hash": hash,
+                "kubernetes.io/config.source": "file",
+            },
+        },
+        "spec": {
+            "nodeName": node,
+            "hostNetwork": true,
+            "priorityClassName": "system-node-critical",
+            "containers": [{
+                "name": "kube-apiserver",
+                "image": "k8s.gcr.io/kube-apiserver:v1.20.2",
+                "command": command,
+                "args": args,
+            }],
+        },
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_is_the_mirror_pods_checked_against_the_node_labels() {
+    let _one_at_a_time = exclusive().await;
+    let server = ApiServer::start(&[]).await.unwrap();
+    let client = server.plane().client().await.unwrap();
+    let cluster = Cluster::connect(&ClusterOptions {
+        kubeconfig: Some(server.plane().kubeconfig().to_path_buf()),
+        context: None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        cluster.control_plane().await.unwrap(),
+        ControlPlaneNodes::default()
+    );
+
+    let nodes: Api<Node> = Api::all(client.clone());
+    for (name, role) in [
+        ("cp-a", Some("node-role.kubernetes.io/control-plane")),
+        // Labelled as kubeadm did before 1.20.
+        ("cp-b", Some("node-role.kubernetes.io/master")),
+        ("cp-c", Some("node-role.kubernetes.io/control-plane")),
+        // Its kubelet never published a mirror pod.
+        ("cp-d", Some("node-role.kubernetes.io/control-plane")),
+        ("worker-1", None),
+    ] {
+        nodes
+            .create(&PostParams::default(), &node(name, role))
+            .await
+            .unwrap();
+    }
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
+    let kubeadm_command = words(
+        "kube-apiserver --advertise-address=10.0.0.1 --secure-port=8443 --etcd-servers=https://127.0.0.1:2379",
+    );
+    // Some distributions label the pod both ways: it must still be listed once.
+    let both = serde_json::json!({"component": "kube-apiserver", "tier": "control-plane", "k8s-app": "kube-apiserver"});
+    pods.create(
+        &PostParams::default(),
+        &mirror_pod(
+            "kube-apiserver-cp-a",
+            "cp-a",
+            both,
+            "hash-a",
+            &kubeadm_command,
+            &[],
+        ),
+    )
+    .await
+    .unwrap();
+    let old_args = words("--advertise-address=10.0.0.2 --allow-privileged=true");
+    pods.create(
+        &PostParams::default(),
+        &mirror_pod(
+            "kube-apiserver-cp-b",
+            "cp-b",
+            serde_json::json!({"component": "kube-apiserver", "tier": "control-plane"}),
+            "hash-b",
+            &["kube-apiserver".to_string()],
+            &old_args,
+        ),
+    )
+    .await
+    .unwrap();
+    // kops: go-runner in front, the flag as an argument of its own.
+    let kops_command = words("/go-runner");
+    let kops_args = words(
+        "--log-file=/var/log/kube-apiserver.log --also-stdout /usr/local/bin/kube-apiserver --secure-port 443 --insecure-port=0",
+    );
+    pods.create(
+        &PostParams::default(),
+        &mirror_pod(
+            "kube-apiserver-cp-c",
+            "cp-c",
+            serde_json::json!({"k8s-app": "kube-apiserver"}),
+            "hash-c",
+            &kops_command,
+            &kops_args,
+        ),
+    )
+    .await
+    .unwrap();
+    // An ordinary pod with the component label is not a static pod, so not a control plane.
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "kube-system");
+    accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let impostor: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "kube-apiserver-worker-1", "namespace": "kube-system",
+                     "labels": {"component": "kube-apiserver"}},
+        "spec": {"nodeName": "worker-1", "automountServiceAccountToken": false,
+                 "containers": [{"name": "kube-apiserver", "image": "k8s.gcr.io/kube-apiserver:v1.20.2"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &impostor)
+        .await
+        .unwrap();
+
+    // hostIP is status, which only the status subresource takes (the kubelet's write).
+    for (pod, ip) in [
+        ("kube-apiserver-cp-a", "10.0.0.1"),
+        ("kube-apiserver-cp-c", "10.0.0.3"),
+    ] {
+        pods.patch_status(
+            pod,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"hostIP": ip, "phase": "Running"}})),
+        )
+        .await
+        .unwrap();
+    }
+
+    let found = cluster.control_plane().await.unwrap();
+    assert_eq!(
+        found,
+        ControlPlaneNodes {
+            apiservers: vec![
+                ApiServerPod {
+                    node_name: "cp-a".into(),
+                    pod_name: "kube-apiserver-cp-a".into(),
+                    host_ip: Some("10.0.0.1".into()),
+                    secure_port: 8443,
+                    config_hash: Some("hash-a".into()),
+                    command: kubeadm_command,
+                },
+                ApiServerPod {
+                    node_name: "cp-b".into(),
+                    pod_name: "kube-apiserver-cp-b".into(),
+                    host_ip: None,
+                    secure_port: 6443,
+                    config_hash: Some("hash-b".into()),
+                    command: [vec!["kube-apiserver".to_string()], old_args].concat(),
+                },
+                ApiServerPod {
+                    node_name: "cp-c".into(),
+                    pod_name: "kube-apiserver-cp-c".into(),
+                    host_ip: Some("10.0.0.3".into()),
+                    secure_port: 443,
+                    config_hash: Some("hash-c".into()),
+                    command: [kops_command, kops_args].concat(),
+                },
+            ],
+            labelled_without_pod: vec!["cp-d".into()],
+        }
+    );
+}
+
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+fn tcp(port: u16) -> impl FnMut() -> std::io::Result<TcpStream> {
+    move || {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(stream)
+    }
+}
+
+/// The probe over a plain TCP stream, as the pipeline runs it over an SSH channel: the test
+/// server's kubeconfig skips verification, as its serving certificate is self-signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_probe_asks_the_real_server_over_a_stream() {
+    let _one_at_a_time = exclusive().await;
+    let server = ApiServer::start(&[]).await.unwrap();
+    let port = port_of(&server.plane().url());
+    let cluster = Cluster::connect(&ClusterOptions {
+        kubeconfig: Some(server.plane().kubeconfig().to_path_buf()),
+        context: None,
+    })
+    .await
+    .unwrap();
+    let probe = cluster.node_probe().unwrap();
+    assert_eq!(probe.readiness("127.0.0.1", tcp(port)), Readiness::Ready);
+
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let readiness = probe.readiness("127.0.0.1", tcp(closed));
+    assert!(
+        matches!(&readiness, Readiness::Unreachable(reason) if reason.contains("Connection refused")),
+        "{readiness:?}"
+    );
+
+    // A token the server does not know: 401, and the message does not carry it.
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = "wrong-token-0123456789";
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(server.plane().kubeconfig())
+            .unwrap()
+            .replace(server.plane().token(), wrong),
+    )
+    .unwrap();
+    let stranger = Cluster::connect(&ClusterOptions {
+        kubeconfig: Some(path),
+        context: None,
+    })
+    .await
+    .unwrap();
+    let readiness = stranger
+        .node_probe()
+        .unwrap()
+        .readiness("127.0.0.1", tcp(port));
+    assert_eq!(
+        readiness,
+        Readiness::NotReady("HTTP 401: Unauthorized".into())
+    );
+}
