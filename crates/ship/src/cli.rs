@@ -17,10 +17,14 @@ Examples:
   ship cp audit-policy.yaml webhook-config.yaml admin@node:/var/lib/k8s_audit/
   ship exec --sudo admin@node -- mkdir -p -m 0700 /var/lib/k8s_audit
   ship --accept-new exec node -- uname -a
+  ship --jump admin@bastion.example.com,10.0.0.2:2222 exec --sudo node -- crictl ps
 
-Host keys are always verified against known_hosts; --accept-new records the key of a host
-seen for the first time (never a changed one). Exit status: the remote command's for exec,
-255 for connection and authentication failures, 1 for anything else.";
+--jump (or ProxyJump in the ssh config) reaches the node through jump hosts, as ssh -J does;
+each jump host uses its own user, port and identity from the ssh config.
+Host keys are always verified against known_hosts, for every jump host as for the node;
+--accept-new records the key of a host seen for the first time (never a changed one).
+Exit status: the remote command's for exec, 255 for connection and authentication failures,
+1 for anything else.";
 
 #[derive(Parser)]
 #[command(name = "ship", version, about = "Copy files and run sudo commands on a node over one verified SSH session", after_help = EXAMPLES)]
@@ -42,6 +46,14 @@ pub struct Args {
     /// Seconds to wait for the TCP connection and the SSH handshake.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0, global = true)]
     connect_timeout: f64,
+    /// Jump hosts to go through, in order, like `ssh -J` (default: ProxyJump from the ssh config).
+    #[arg(
+        short = 'J',
+        long,
+        value_name = "[USER@]HOST[:PORT],...",
+        global = true
+    )]
+    jump: Option<String>,
     /// ssh config file (default: ~/.ssh/config when present).
     #[arg(short = 'F', long = "config", value_name = "FILE", global = true)]
     ssh_config: Option<PathBuf>,
@@ -101,6 +113,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         accept_new: args.accept_new,
         connect_timeout: Duration::from_secs_f64(args.connect_timeout),
         ssh_config: args.ssh_config.clone(),
+        jump: match &args.jump {
+            Some(list) => Destination::parse_jump(list)?,
+            None => Vec::new(),
+        },
         use_agent: !args.no_agent,
         ask_passphrase: Some(ask_passphrase),
         ..ConnectOptions::default()

@@ -1,8 +1,9 @@
 //! The subset of ~/.ssh/config that ship honours, read with the `ssh2-config` parser.
 //!
 //! Honoured: Host patterns, HostName, User, Port, IdentityFile, IdentitiesOnly,
-//! UserKnownHostsFile, ConnectTimeout. Keywords that would change where or how we connect
-//! (ProxyJump, ProxyCommand, HostKeyAlias, ...) and `Match` blocks are refused, never ignored.
+//! UserKnownHostsFile, ConnectTimeout, ProxyJump. Keywords that would change where or how we
+//! connect in ways ship does not implement (ProxyCommand, HostKeyAlias, ...) and `Match` blocks
+//! are refused, never ignored.
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -22,11 +23,12 @@ pub struct HostConfig {
     pub identities_only: bool,
     pub user_known_hosts: Vec<PathBuf>,
     pub connect_timeout: Option<Duration>,
+    /// The ProxyJump hops as written (`[user@]host[:port]` each); empty for none or `none`.
+    pub proxy_jump: Vec<String>,
 }
 
 /// Keywords we cannot honour and must not ignore: each changes the connection itself.
 const REFUSED: &[&str] = &[
-    "proxyjump",
     "proxycommand",
     "hostkeyalias",
     "knownhostscommand",
@@ -96,9 +98,6 @@ fn resolve_text(alias: &str, path: &Path, text: &str) -> Result<HostConfig, Ship
         .keys()
         .chain(params.ignored_fields.keys())
         .find(|k| REFUSED.contains(&k.as_str()));
-    let refused = refused
-        .map(String::as_str)
-        .or(params.proxy_jump.as_ref().map(|_| "proxyjump"));
     if let Some(keyword) = refused {
         return Err(config_error(
             keyword_line(text, keyword).unwrap_or(0),
@@ -128,6 +127,13 @@ fn resolve_text(alias: &str, path: &Path, text: &str) -> Result<HostConfig, Ship
         identities_only,
         user_known_hosts,
         connect_timeout: params.connect_timeout,
+        proxy_jump: params
+            .proxy_jump
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|hop| !hop.eq_ignore_ascii_case("none"))
+            .collect(),
     })
 }
 
@@ -167,7 +173,13 @@ Host node
     ConnectTimeout 3
 
 Host jumpy
-    ProxyJump bastion
+    ProxyJump admin@bastion:2200,inner
+
+Host direct
+    ProxyJump none
+
+Host direct jumpy
+    ProxyCommand nc %h %p
 
 Host *
     IdentityFile /keys/default
@@ -201,10 +213,21 @@ Host *
     }
 
     #[test]
-    fn proxies_are_refused_with_the_line() {
+    fn proxy_jump_is_read_and_none_means_none() {
+        let text = CONFIG.replace("Host direct jumpy\n    ProxyCommand nc %h %p\n", "");
+        let c = resolve_text("jumpy", Path::new("/cfg"), &text).unwrap();
+        assert_eq!(c.proxy_jump, ["admin@bastion:2200", "inner"]);
+        let c = resolve_text("direct", Path::new("/cfg"), &text).unwrap();
+        assert_eq!(c.proxy_jump, Vec::<String>::new());
+        assert_eq!(resolve("node").unwrap().proxy_jump, Vec::<String>::new());
+    }
+
+    #[test]
+    fn proxy_command_and_match_are_refused_with_the_line() {
+        // A ProxyJump beside it does not make a ProxyCommand acceptable.
         let err = resolve("jumpy").unwrap_err().to_string();
         assert!(
-            err.starts_with("/cfg:11: proxyjump applies to jumpy"),
+            err.starts_with("/cfg:17: proxycommand applies to jumpy"),
             "{err}"
         );
         let err = resolve_text("x", Path::new("/cfg"), "Host x\n  ProxyCommand nc %h %p\n")

@@ -21,6 +21,23 @@ impl Destination {
             port: None,
         }
     }
+
+    /// Reads a jump list, `[user@]host[:port],...` as `ssh -J` takes it: the hops in the
+    /// order they are connected.
+    pub fn parse_jump(list: &str) -> Result<Vec<Destination>, ShipError> {
+        if list.trim().is_empty() {
+            return Err(invalid(list, "expected at least one jump host"));
+        }
+        list.split(',')
+            .map(|hop| {
+                if hop.is_empty() {
+                    Err(invalid(list, "an empty jump host between commas"))
+                } else {
+                    hop.parse()
+                }
+            })
+            .collect()
+    }
 }
 
 impl std::fmt::Display for Destination {
@@ -207,6 +224,25 @@ mod tests {
             ("[::1", "missing ']'"),
         ] {
             let err = input.parse::<Destination>().expect_err(input).to_string();
+            assert!(err.contains(want), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn jump_lists() {
+        let hops = Destination::parse_jump("admin@bastion:2200,inner,[::1]:22").unwrap();
+        assert_eq!(
+            hops.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["admin@bastion:2200", "inner", "[::1]:22"]
+        );
+        for (input, want) in [
+            ("", "at least one"),
+            ("a,,b", "empty jump host"),
+            ("a,", "empty jump host"),
+            ("a,b:0", "1 to 65535"),
+            ("a,-oProxyCommand=x", "cannot have"),
+        ] {
+            let err = Destination::parse_jump(input).expect_err(input).to_string();
             assert!(err.contains(want), "{input}: {err}");
         }
     }

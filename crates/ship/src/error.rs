@@ -235,6 +235,28 @@ pub enum ShipError {
         during: String,
         message: String,
     },
+
+    /// A jump host could not carry a connection to `target`, or is gone.
+    #[error("through jump host {jump}: cannot reach {target}: {message}")]
+    JumpChannel {
+        jump: String,
+        target: String,
+        message: String,
+    },
+
+    #[error(
+        "{hop}: the ssh config gives this jump host a ProxyJump of its own; ship does not chain \
+         them (list every hop in ProxyJump or --jump, and give the jump host `ProxyJump none`)"
+    )]
+    NestedJump { hop: String },
+
+    /// The node refused or could not open a tunnel (a closed port, forwarding disabled).
+    #[error("{host}: cannot open a tunnel to {target} from the node: {message}")]
+    TunnelOpen {
+        host: String,
+        target: String,
+        message: String,
+    },
 }
 
 impl ShipError {
@@ -252,6 +274,8 @@ impl ShipError {
                 | ShipError::RevokedHostKey { .. }
                 | ShipError::AuthFailed { .. }
                 | ShipError::ConnectionLost { .. }
+                | ShipError::JumpChannel { .. }
+                | ShipError::NestedJump { .. }
         )
     }
 }

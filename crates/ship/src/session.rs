@@ -1,14 +1,17 @@
-//! One TCP connection, one SSH session: connecting (DNS, TCP, handshake, host key, auth) and
-//! running remote commands over channels of that session.
+//! One SSH session per node: connecting (DNS, TCP or a jump host's channel, handshake, host
+//! key, auth) and running remote commands over channels of that session.
 
 use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::{self, Passphrase};
 use crate::host_key::{host_key_preference, verify_host_key};
+use crate::jump::{Jump, Relay};
 use crate::{Destination, ShipError, config, known_hosts};
 
 /// How to connect. `Default` gives OpenSSH's behaviour: ~/.ssh/config, the default known_hosts
@@ -30,6 +33,10 @@ pub struct ConnectOptions {
     /// `None` reads ~/.ssh/config when it exists.
     pub ssh_config: Option<PathBuf>,
     pub use_agent: bool,
+    /// Jump hosts to go through, in order (`ssh -J a,b`). Empty means the ProxyJump the ssh
+    /// config gives the destination, if any. The user and port options above are the
+    /// destination's only: each hop takes its own from the jump list, then the ssh config.
+    pub jump: Vec<Destination>,
     /// The agent's socket; `None` means `SSH_AUTH_SOCK`.
     pub agent_socket: Option<PathBuf>,
     /// The passphrase for encrypted identity files.
@@ -49,6 +56,7 @@ impl Default for ConnectOptions {
             connect_timeout: Duration::from_secs(10),
             ssh_config: None,
             use_agent: true,
+            jump: Vec::new(),
             agent_socket: None,
             passphrase: None,
             ask_passphrase: None,
@@ -75,96 +83,82 @@ pub(crate) const KEEPALIVE_MAX_MISSED: u32 = 4;
 
 pub struct Session {
     pub(crate) ssh: ssh2::Session,
-    /// A second handle on the socket libssh2 owns, only for poll().
-    socket: TcpStream,
+    /// A second handle on the transport libssh2 owns (a TCP socket, or our end of a jump's
+    /// channel), only for poll().
+    socket: OwnedFd,
     host: String,
     stats: Cell<Stats>,
     /// Whether the node's `head -c` can cut a batch upload apart; unknown until asked.
     pub(crate) gnu_head: Cell<Option<bool>>,
+    /// Keeps the jump hosts' relays running while this session rides on them; dropped after
+    /// `ssh` (fields drop in order), so the session says goodbye before its carrier goes.
+    jump: Option<Arc<Jump>>,
+}
+
+// The pipeline runs node preflights on threads of their own.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<Session>();
+};
+
+/// Which end of a connection a host is: the target takes the caller's user and port options,
+/// a jump host only its own (`user@host:port` in the jump list, then the ssh config), as
+/// OpenSSH does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Target,
+    Hop,
+}
+
+/// A verified and authenticated libssh2 session, not yet wrapped.
+pub(crate) struct Established {
+    pub(crate) ssh: ssh2::Session,
+    pub(crate) socket: OwnedFd,
+    pub(crate) host: String,
 }
 
 impl Session {
+    /// Connects to `dest`: directly, or through the jump hosts of `opts.jump` (or, when that
+    /// is empty, the ProxyJump the ssh config gives the host).
     pub fn connect(dest: &Destination, opts: &ConnectOptions) -> Result<Session, ShipError> {
-        let config = config::resolve(&dest.host, opts.ssh_config.as_deref())?;
-        let host = config
-            .host_name
-            .clone()
-            .unwrap_or_else(|| dest.host.clone());
-        let port = dest.port.or(opts.port).or(config.port).unwrap_or(22);
-        let user = dest
-            .user
-            .clone()
-            .or_else(|| opts.user.clone())
-            .or_else(|| config.user.clone())
-            .unwrap_or_else(local_user);
-        let timeout = config
-            .connect_timeout
-            .map_or(opts.connect_timeout, |t| t.min(opts.connect_timeout));
-        let deadline = Instant::now() + timeout;
-
-        let files = known_hosts_files(opts, &config.user_known_hosts);
-        let entries = known_hosts::lookup(&files, &host, port)?;
-
-        let tcp = connect_tcp(&host, port, deadline, timeout)?;
-        let handshake_err = |message: String| ShipError::Handshake {
-            host: host.clone(),
-            port,
-            message,
+        let hops = if opts.jump.is_empty() {
+            crate::jump::jump_hops(&dest.host, opts.ssh_config.as_deref())?
+        } else {
+            opts.jump.clone()
         };
-        let socket = tcp.try_clone().map_err(|e| handshake_err(e.to_string()))?;
-        // Without it, every command round waits ~40 ms for delayed ACKs.
-        tcp.set_nodelay(true)
-            .map_err(|e| handshake_err(e.to_string()))?;
-        let mut ssh = ssh2::Session::new().map_err(|e| handshake_err(e.to_string()))?;
-        ssh.set_tcp_stream(tcp);
-        let remaining = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1));
-        ssh.set_timeout(millis(remaining));
-        let preferred = host_key_preference(&ssh, &entries);
-        if let Some(prefs) = &preferred {
-            ssh.method_pref(ssh2::MethodType::HostKey, prefs)
-                .map_err(|e| handshake_err(e.to_string()))?;
+        if hops.is_empty() {
+            let established = establish(dest, opts, Role::Target, None)?;
+            return Ok(Session::wrap(established, None));
         }
-        if let Err(e) = ssh.handshake() {
-            return Err(match e.code() {
-                ssh2::ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) => ShipError::ConnectTimeout {
-                    host,
-                    port,
-                    timeout,
-                },
-                ssh2::ErrorCode::Session(LIBSSH2_ERROR_KEX_FAILURE) if preferred.is_some() => {
-                    let mut known: Vec<&str> = entries
-                        .iter()
-                        .filter(|e| !e.revoked)
-                        .map(|e| e.key_type.as_str())
-                        .collect();
-                    known.dedup();
-                    ShipError::NoKnownHostKeyType {
-                        host,
-                        port,
-                        known: known.join(", "),
-                    }
-                }
-                _ => handshake_err(e.message().to_owned()),
-            });
-        }
-        verify_host_key(&ssh, &host, port, &entries, &files, opts.accept_new)?;
+        let jump = Jump::connect(&hops, opts)?;
+        Session::connect_via(dest, opts, &jump)
+    }
 
-        ssh.set_timeout(millis(REQUEST_TIMEOUT));
-        let keys = auth::keys(opts, &config.identity_files, config.identities_only);
-        auth::authenticate(&ssh, &host, &user, &keys, opts)?;
-        ssh.set_keepalive(true, KEEPALIVE.as_secs() as u32);
-        Ok(Session {
-            ssh,
-            socket,
-            host,
+    /// Like [`Session::connect`], through an existing jump (several sessions may share one,
+    /// from several threads). `opts.jump` and the ssh config's ProxyJump for `dest` are not
+    /// used: the jump given is the way in.
+    pub fn connect_via(
+        dest: &Destination,
+        opts: &ConnectOptions,
+        jump: &Arc<Jump>,
+    ) -> Result<Session, ShipError> {
+        let established = establish(dest, opts, Role::Target, Some(jump.carrier()))?;
+        Ok(Session::wrap(established, Some(Arc::clone(jump))))
+    }
+
+    fn wrap(established: Established, jump: Option<Arc<Jump>>) -> Session {
+        Session {
+            ssh: established.ssh,
+            socket: established.socket,
+            host: established.host,
             stats: Cell::new(Stats {
-                tcp_connections: 1,
+                // Through a jump, the transport is a channel of the jump host's connection.
+                tcp_connections: u32::from(jump.is_none()),
                 round_trips: 0,
             }),
             gnu_head: Cell::new(None),
-        })
+            jump,
+        }
     }
 
     /// The host name this session is connected to (after ~/.ssh/config's HostName).
@@ -183,11 +177,21 @@ impl Session {
     }
 
     pub(crate) fn lost(&self, during: &str, message: impl std::fmt::Display) -> ShipError {
+        let mut message = message.to_string();
+        // A session through a jump host loses its connection when the jump host's does; the
+        // jump's own error says why, which "socket disconnect" alone would not.
+        if let Some(why) = self.jump.as_ref().and_then(|j| j.failure()) {
+            message = format!("{message} (jump host {}: {why})", self.jump_description());
+        }
         ShipError::ConnectionLost {
             host: self.host.clone(),
             during: during.to_owned(),
-            message: message.to_string(),
+            message,
         }
+    }
+
+    fn jump_description(&self) -> String {
+        self.jump.as_ref().map(|j| j.describe()).unwrap_or_default()
     }
 
     /// Runs `command` (a remote shell line) on a new channel, feeding `stdin` and copying the
@@ -396,6 +400,109 @@ impl Drop for Session {
     }
 }
 
+/// Connects to `dest` (over TCP, or over a channel of `via`), checks its host key and
+/// authenticates.
+pub(crate) fn establish(
+    dest: &Destination,
+    opts: &ConnectOptions,
+    role: Role,
+    via: Option<&Relay>,
+) -> Result<Established, ShipError> {
+    let config = config::resolve(&dest.host, opts.ssh_config.as_deref())?;
+    if role == Role::Hop && !config.proxy_jump.is_empty() {
+        return Err(ShipError::NestedJump {
+            hop: dest.to_string(),
+        });
+    }
+    let (opt_user, opt_port) = match role {
+        Role::Target => (opts.user.clone(), opts.port),
+        Role::Hop => (None, None),
+    };
+    let host = config
+        .host_name
+        .clone()
+        .unwrap_or_else(|| dest.host.clone());
+    let port = dest.port.or(opt_port).or(config.port).unwrap_or(22);
+    let user = dest
+        .user
+        .clone()
+        .or(opt_user)
+        .or_else(|| config.user.clone())
+        .unwrap_or_else(local_user);
+    let timeout = config
+        .connect_timeout
+        .map_or(opts.connect_timeout, |t| t.min(opts.connect_timeout));
+    let deadline = Instant::now() + timeout;
+
+    let files = known_hosts_files(opts, &config.user_known_hosts);
+    let entries = known_hosts::lookup(&files, &host, port)?;
+
+    let handshake_err = |message: String| ShipError::Handshake {
+        host: host.clone(),
+        port,
+        message,
+    };
+    let mut ssh = ssh2::Session::new().map_err(|e| handshake_err(e.to_string()))?;
+    let socket = match via {
+        None => {
+            let tcp = connect_tcp(&host, port, deadline, timeout)?;
+            let socket = tcp.try_clone().map_err(|e| handshake_err(e.to_string()))?;
+            // Without it, every command round waits ~40 ms for delayed ACKs.
+            tcp.set_nodelay(true)
+                .map_err(|e| handshake_err(e.to_string()))?;
+            ssh.set_tcp_stream(tcp);
+            OwnedFd::from(socket)
+        }
+        Some(relay) => {
+            let stream = relay.open(&host, port, deadline)?;
+            let socket = stream
+                .try_clone()
+                .map_err(|e| handshake_err(e.to_string()))?;
+            ssh.set_tcp_stream(stream);
+            OwnedFd::from(socket)
+        }
+    };
+    let remaining = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    ssh.set_timeout(millis(remaining));
+    let preferred = host_key_preference(&ssh, &entries);
+    if let Some(prefs) = &preferred {
+        ssh.method_pref(ssh2::MethodType::HostKey, prefs)
+            .map_err(|e| handshake_err(e.to_string()))?;
+    }
+    if let Err(e) = ssh.handshake() {
+        return Err(match e.code() {
+            ssh2::ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) => ShipError::ConnectTimeout {
+                host,
+                port,
+                timeout,
+            },
+            ssh2::ErrorCode::Session(LIBSSH2_ERROR_KEX_FAILURE) if preferred.is_some() => {
+                let mut known: Vec<&str> = entries
+                    .iter()
+                    .filter(|e| !e.revoked)
+                    .map(|e| e.key_type.as_str())
+                    .collect();
+                known.dedup();
+                ShipError::NoKnownHostKeyType {
+                    host,
+                    port,
+                    known: known.join(", "),
+                }
+            }
+            _ => handshake_err(e.message().to_owned()),
+        });
+    }
+    verify_host_key(&ssh, &host, port, &entries, &files, opts.accept_new)?;
+
+    ssh.set_timeout(millis(REQUEST_TIMEOUT));
+    let keys = auth::keys(opts, &config.identity_files, config.identities_only);
+    auth::authenticate(&ssh, &host, &user, &keys, opts)?;
+    ssh.set_keepalive(true, KEEPALIVE.as_secs() as u32);
+    Ok(Established { ssh, socket, host })
+}
+
 /// A failed [`Session::run_tracked`].
 pub(crate) struct RunFailure {
     pub(crate) error: ShipError,
@@ -417,7 +524,7 @@ const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
 const LIBSSH2_ERROR_KEX_FAILURE: i32 = -5;
 const LIBSSH2_ERROR_EAGAIN: i32 = -37;
 
-fn would_block(e: &ssh2::Error) -> bool {
+pub(crate) fn would_block(e: &ssh2::Error) -> bool {
     e.code() == ssh2::ErrorCode::Session(LIBSSH2_ERROR_EAGAIN)
 }
 

@@ -194,3 +194,75 @@ fn help_shows_examples() {
         .unwrap();
     insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));
 }
+
+/// `--jump`: the node is reached through a bastion (its log shows the channel to the node),
+/// with -v reporting the one TCP connection; `--port` stays the node's.
+#[test]
+fn exec_and_cp_through_a_jump_host() {
+    let target = Sshd::start();
+    let bastion = Sshd::start_with(testkit::sshd::SshdOptions {
+        extra_config: vec!["Match all".to_owned(), "  LogLevel DEBUG1".to_owned()],
+        ..Default::default()
+    });
+    bastion.authorize("root", &target.client_keys()[0].public);
+    let jump = format!("root@127.0.0.1:{}", bastion.port());
+    let bastion_known = bastion.known_hosts_file();
+    let with_jump = |extra: &[&str], stdin: &[u8]| {
+        let mut args = vec![
+            "--known-hosts",
+            bastion_known.to_str().unwrap(),
+            "--jump",
+            &jump,
+            "-v",
+        ];
+        args.extend_from_slice(extra);
+        ship(&target, &args, stdin)
+    };
+    let out = with_jump(
+        &["exec", "root@127.0.0.1", "--", "echo", "via bastion"],
+        b"",
+    );
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).as_ref()
+        ),
+        (Some(0), "via bastion\n"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("ship: 0 TCP connection(s)"),
+        "the node's session rides on the bastion's connection: {}",
+        stderr(&out)
+    );
+    let wanted = format!("target 127.0.0.1 port {}", target.port());
+    assert!(bastion.log().contains(&wanted), "{}", bastion.log());
+
+    let file = target.root().join("via-jump");
+    let remote = format!("root@127.0.0.1:{}", file.display());
+    let out = with_jump(&["cp", "-", &remote], b"copied\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&file).unwrap(), b"copied\n");
+
+    // The bastion's key must be known too: without its known_hosts file, exit 255.
+    let out = ship(
+        &target,
+        &["--jump", &jump, "exec", "127.0.0.1", "--", "true"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("127.0.0.1:{}: unknown host key", bastion.port())),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = ship(
+        &target,
+        &["--jump", "a,,b", "exec", "127.0.0.1", "--", "true"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("empty jump host"), "{}", stderr(&out));
+}

@@ -440,13 +440,13 @@ fn silent_port_times_out_and_closed_port_is_refused() {
 }
 
 #[test]
-fn ssh_config_alias_and_refused_proxy() {
+fn ssh_config_alias_and_refused_proxy_command() {
     let sshd = Sshd::start();
     let config = sshd.root().join("ssh_config");
     std::fs::write(
         &config,
         format!(
-            "Host node\n  HostName 127.0.0.1\n  Port {}\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n\nHost hop\n  ProxyJump node\n",
+            "Host node\n  HostName 127.0.0.1\n  Port {}\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n\nHost hop\n  ProxyCommand nc %h %p\n",
             sshd.port(),
             sshd.client_key().display(),
             sshd.known_hosts_file().display()
@@ -463,9 +463,9 @@ fn ssh_config_alias_and_refused_proxy() {
     assert_eq!(whoami(&session), "root");
     let err = Session::connect(&ship::Destination::new("hop"), &o)
         .err()
-        .expect("ProxyJump must be refused");
+        .expect("ProxyCommand must be refused (ProxyJump is honoured: tests/jump.rs)");
     assert!(
-        err.to_string().contains("ssh_config:10: proxyjump"),
+        err.to_string().contains("ssh_config:10: proxycommand"),
         "{err}"
     );
 }
