@@ -535,3 +535,126 @@ async fn kubeadm_config_without_its_key_is_an_error() {
         "ConfigMap kube-system/kubeadm-config has no ClusterConfiguration key (its keys: ClusterStatus); expected the one kubeadm writes"
     );
 }
+
+/// `control_plane` over lists recorded from the real server (`record_control_plane_api`): the
+/// kubeadm pods, the kops pod by its own label, the ordinary pod with the apiserver's label left
+/// out, and the old `master` role label counted as a control plane.
+#[tokio::test]
+async fn control_plane_from_recorded_lists() {
+    let server = ReplayServer::start();
+    // The replay server ignores query strings, so each list answers in the order asked.
+    server.route(
+        "GET",
+        "/api/v1/namespaces/kube-system/pods",
+        [
+            Reply::json(200, recorded("control-plane-pods-component.json")),
+            Reply::json(200, recorded("control-plane-pods-k8s-app.json")),
+        ],
+    );
+    server.route(
+        "GET",
+        "/api/v1/nodes",
+        [
+            Reply::json(200, recorded("control-plane-nodes.json")),
+            Reply::json(200, recorded("control-plane-nodes-master.json")),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = connect(&server, &dir).await;
+    let found = cluster.control_plane().await.unwrap();
+    let summary: Vec<_> = found
+        .apiservers
+        .iter()
+        .map(|a| {
+            (
+                a.node_name.as_str(),
+                a.pod_name.as_str(),
+                a.host_ip.as_deref(),
+                a.secure_port,
+                a.config_hash.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "cp-a",
+                "kube-apiserver-cp-a",
+                Some("10.0.0.1"),
+                8443,
+                Some("kube-apiserver-cp-a-hash")
+            ),
+            (
+                "cp-b",
+                "kube-apiserver-cp-b",
+                None,
+                6443,
+                Some("kube-apiserver-cp-b-hash")
+            ),
+            (
+                "cp-c",
+                "kube-apiserver-cp-c",
+                Some("10.0.0.3"),
+                443,
+                Some("kube-apiserver-cp-c-hash")
+            ),
+        ]
+    );
+    assert_eq!(
+        found.apiservers[2].command,
+        [
+            "/go-runner",
+            "--log-file=/var/log/kube-apiserver.log",
+            "/usr/local/bin/kube-apiserver",
+            "--secure-port",
+            "443"
+        ]
+    );
+    assert_eq!(found.labelled_without_pod, ["cp-d"]);
+    let asked: Vec<_> = server.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(
+        asked,
+        [
+            "/api/v1/namespaces/kube-system/pods",
+            "/api/v1/namespaces/kube-system/pods",
+            "/api/v1/nodes",
+            "/api/v1/nodes"
+        ]
+    );
+}
+
+/// Listing Nodes needs a cluster-wide permission; without it the answer is an error that says
+/// what was being listed, not a control plane with every node missing.
+#[tokio::test]
+async fn control_plane_without_permission_to_list_nodes() {
+    let server = ReplayServer::start();
+    server.route(
+        "GET",
+        "/api/v1/namespaces/kube-system/pods",
+        [Reply::json(
+            200,
+            recorded("control-plane-pods-component.json"),
+        )],
+    );
+    server.route(
+        "GET",
+        "/api/v1/nodes",
+        [Reply::json(403, recorded("nodes-forbidden.json"))],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let err = connect(&server, &dir)
+        .await
+        .control_plane()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClusterError::Unauthorized { code: 403, .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("when listing Nodes labelled node-role.kubernetes.io/control-plane"),
+        "{err}"
+    );
+}
