@@ -8,7 +8,7 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -183,6 +183,36 @@ impl Drop for Process {
     }
 }
 
+/// Where one API server of a control plane serves, and where its output goes. The control
+/// plane's own ([`ControlPlane::endpoint`]) is 127.0.0.1 with a self-signed certificate; the HA
+/// harness gives each node's server its own address, certificate, log and kubeconfig.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub address: Ipv4Addr,
+    pub port: u16,
+    /// Also pass `--advertise-address`, as kubeadm does on each control-plane node. Off for the
+    /// single server, which keeps the default (the host's own address).
+    pub advertise: bool,
+    /// The serving certificate; `None`: the server makes a self-signed one in the plane's cert dir.
+    pub tls: Option<ServingCert>,
+    /// stdout and stderr of every start, appended.
+    pub log: PathBuf,
+    /// A kubeconfig with the admin token whose server is this endpoint.
+    pub kubeconfig: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServingCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Endpoint {
+    pub fn url(&self) -> String {
+        format!("https://{}:{}", self.address, self.port)
+    }
+}
+
 /// etcd, credentials and a fixed secure port in a temp dir; survives API-server restarts.
 pub struct ControlPlane {
     dir: TempDir,
@@ -252,7 +282,10 @@ impl ControlPlane {
         )?;
         let port = free_port()?;
         let kubeconfig = dir.path().join("kubeconfig");
-        write_private(&kubeconfig, &kubeconfig_yaml(port, &token))?;
+        write_private(
+            &kubeconfig,
+            &kubeconfig_yaml(&format!("https://127.0.0.1:{port}"), None, &token),
+        )?;
         let log = dir.path().join("kube-apiserver.log");
         Ok(ControlPlane {
             dir,
@@ -268,12 +301,16 @@ impl ControlPlane {
 
     /// The flags every start gets; callers add the ones under test.
     pub fn base_flags(&self) -> Vec<String> {
+        let mut flags = self.shared_flags();
+        flags.splice(1..1, self.endpoint_flags(&self.endpoint()));
+        flags
+    }
+
+    /// What every server of this control plane shares: etcd and the credentials.
+    fn shared_flags(&self) -> Vec<String> {
         let d = self.dir.path().display();
         vec![
             format!("--etcd-servers={}", self.etcd_url),
-            "--bind-address=127.0.0.1".to_owned(),
-            format!("--secure-port={}", self.port),
-            format!("--cert-dir={d}/certs"),
             "--authorization-mode=RBAC".to_owned(),
             format!("--token-auth-file={d}/tokens.csv"),
             format!("--service-account-key-file={d}/sa.pub"),
@@ -283,14 +320,61 @@ impl ControlPlane {
         ]
     }
 
+    fn endpoint_flags(&self, endpoint: &Endpoint) -> Vec<String> {
+        let mut flags = vec![
+            format!("--bind-address={}", endpoint.address),
+            format!("--secure-port={}", endpoint.port),
+        ];
+        if endpoint.advertise {
+            flags.push(format!("--advertise-address={}", endpoint.address));
+        }
+        match &endpoint.tls {
+            Some(tls) => flags.extend([
+                format!("--tls-cert-file={}", tls.cert.display()),
+                format!("--tls-private-key-file={}", tls.key.display()),
+            ]),
+            None => flags.push(format!("--cert-dir={}/certs", self.dir.path().display())),
+        }
+        flags
+    }
+
+    /// The single server's endpoint: 127.0.0.1, the plane's port, kubeconfig and log.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            address: Ipv4Addr::LOCALHOST,
+            port: self.port,
+            advertise: false,
+            tls: None,
+            log: self.log.clone(),
+            kubeconfig: self.kubeconfig.clone(),
+        }
+    }
+
     /// Starts kube-apiserver with the base flags plus `extra`, logging to [`Self::log_path`].
     pub fn spawn(&self, extra: &[String]) -> Result<Process, Error> {
+        self.spawn_at(&self.endpoint(), extra)
+    }
+
+    /// Starts kube-apiserver serving at `endpoint`, sharing etcd and credentials, plus `extra`.
+    pub fn spawn_at(&self, endpoint: &Endpoint, extra: &[String]) -> Result<Process, Error> {
         Process::spawn(
             Command::new(&self.binary)
-                .args(self.base_flags())
+                .args(self.shared_flags())
+                .args(self.endpoint_flags(endpoint))
                 .args(extra),
-            &self.log,
+            &endpoint.log,
         )
+    }
+
+    /// Writes a kubeconfig with the admin token for `server`, verifying its certificate with
+    /// `ca` (without one, not verifying at all).
+    pub fn write_kubeconfig(
+        &self,
+        path: &Path,
+        server: &str,
+        ca: Option<&Path>,
+    ) -> Result<(), Error> {
+        write_private(path, &kubeconfig_yaml(server, ca, &self.token))
     }
 
     pub fn url(&self) -> String {
@@ -321,7 +405,12 @@ impl ControlPlane {
     }
 
     pub async fn client(&self) -> Result<kube::Client, Error> {
-        let config = kube::config::Kubeconfig::read_from(&self.kubeconfig)
+        Self::client_from(&self.kubeconfig).await
+    }
+
+    /// A client from any kubeconfig file (an [`Endpoint`]'s, a load balancer's).
+    pub async fn client_from(kubeconfig: &Path) -> Result<kube::Client, Error> {
+        let config = kube::config::Kubeconfig::read_from(kubeconfig)
             .map_err(|e| Error::Client(e.to_string()))?;
         let config = kube::Config::from_custom_kubeconfig(
             config,
@@ -446,9 +535,13 @@ fn write_private(path: &Path, text: &str) -> Result<(), Error> {
         .map_err(io(format!("writing {}", path.display())))
 }
 
-fn kubeconfig_yaml(port: u16, token: &str) -> String {
+fn kubeconfig_yaml(server: &str, ca: Option<&Path>, token: &str) -> String {
+    let trust = match ca {
+        Some(ca) => format!("certificate-authority: {}", ca.display()),
+        None => "insecure-skip-tls-verify: true".to_owned(),
+    };
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\n\
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    {trust}\n\
          users:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\ncurrent-context: test\n"
     )
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 pub use manifest::{CONTAINER_FS, ManifestError, StaticPod, parse};
 
-use crate::apiserver::{ControlPlane, Error, Process};
+use crate::apiserver::{ControlPlane, Endpoint, Error, Process};
 
 /// How often the manifest, the process and readiness are looked at.
 const TICK: Duration = Duration::from_millis(200);
@@ -56,6 +56,8 @@ pub struct KubeletState {
     pub mirror_hash: Option<String>,
     /// The last manifest or mirror-pod problem, if any.
     pub error: Option<String>,
+    /// The Node object exists (only a kubelet started with [`Kubelet::start_on`] registers one).
+    pub node_registered: bool,
 }
 
 /// Runs until dropped; dropping it stops the API server, then etcd.
@@ -65,12 +67,34 @@ pub struct Kubelet {
     thread: Option<JoinHandle<()>>,
     plane: Arc<ControlPlane>,
     options: KubeletOptions,
+    endpoint: Endpoint,
 }
 
 impl Kubelet {
-    /// Starts watching `options.manifest` (which may appear later) on a thread of its own.
+    /// Starts watching `options.manifest` (which may appear later) on a thread of its own; the
+    /// server runs at the control plane's own endpoint.
     pub fn start(plane: ControlPlane, options: KubeletOptions) -> Result<Kubelet, Error> {
-        let plane = Arc::new(plane);
+        let endpoint = plane.endpoint();
+        Kubelet::spawn(Arc::new(plane), options, endpoint, false)
+    }
+
+    /// One control-plane node of several sharing `plane`: its server runs at `endpoint`, and the
+    /// stand-in talks to that server alone, as a kubeadm control-plane kubelet does, registering
+    /// its Node (labelled `node-role.kubernetes.io/control-plane`) before the mirror pod.
+    pub fn start_on(
+        plane: Arc<ControlPlane>,
+        options: KubeletOptions,
+        endpoint: Endpoint,
+    ) -> Result<Kubelet, Error> {
+        Kubelet::spawn(plane, options, endpoint, true)
+    }
+
+    fn spawn(
+        plane: Arc<ControlPlane>,
+        options: KubeletOptions,
+        endpoint: Endpoint,
+        register_node: bool,
+    ) -> Result<Kubelet, Error> {
         let state = Arc::new(Mutex::new(KubeletState::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -83,6 +107,8 @@ impl Kubelet {
         let worker = Worker {
             plane: Arc::clone(&plane),
             options: options.clone(),
+            endpoint: endpoint.clone(),
+            register_node,
             state: Arc::clone(&state),
             stop: Arc::clone(&stop),
             process: None,
@@ -103,6 +129,7 @@ impl Kubelet {
             thread: Some(thread),
             plane,
             options,
+            endpoint,
         })
     }
 
@@ -118,13 +145,18 @@ impl Kubelet {
         &self.options
     }
 
+    /// Where this kubelet's server serves and logs.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
     /// `kube-apiserver-<node>` for a manifest named `kube-apiserver`.
     pub fn mirror_pod_name(&self, pod_name: &str) -> String {
         format!("{pod_name}-{}", self.options.node_name)
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
-        self.plane.log_tail(lines)
+        crate::apiserver::tail(&self.endpoint.log, lines)
     }
 
     /// Polls the state until `done` holds.
@@ -177,6 +209,8 @@ pub fn config_hash(bytes: &[u8]) -> String {
 struct Worker {
     plane: Arc<ControlPlane>,
     options: KubeletOptions,
+    endpoint: Endpoint,
+    register_node: bool,
     state: Arc<Mutex<KubeletState>>,
     stop: Arc<AtomicBool>,
     process: Option<Process>,
@@ -189,7 +223,7 @@ struct Worker {
 impl Worker {
     async fn run(mut self) {
         let client = loop {
-            match self.plane.client().await {
+            match ControlPlane::client_from(&self.endpoint.kubeconfig).await {
                 Ok(client) => break client,
                 Err(e) => self.update(|s| s.error = Some(e.to_string())),
             }
@@ -256,7 +290,7 @@ impl Worker {
                 return;
             }
         }
-        match self.plane.spawn(&pod.audit_flags) {
+        match self.plane.spawn_at(&self.endpoint, &pod.audit_flags) {
             Ok(process) => {
                 self.process = Some(process);
                 self.restart_at = None;
@@ -304,10 +338,17 @@ impl Worker {
             self.backoff = FIRST_BACKOFF;
             self.update(|s| s.ready = true);
         }
+        if self.register_node && !state.node_registered {
+            match register_node(client, &self.options.node_name, &self.endpoint).await {
+                Ok(()) => self.update(|s| s.node_registered = true),
+                Err(e) => return self.update(|s| s.error = Some(format!("node: {e}"))),
+            }
+        }
         if state.mirror_hash.as_ref() == Some(hash) {
             return;
         }
-        match publish_mirror(client, pod, hash, &self.options.node_name).await {
+        let node = (self.options.node_name.as_str(), self.endpoint.address);
+        match publish_mirror(client, pod, hash, node).await {
             Ok(()) => {
                 let hash = hash.clone();
                 self.update(|s| {
@@ -320,12 +361,49 @@ impl Worker {
     }
 }
 
+/// The Node a kubelet registers: a kubeadm control-plane node's label and its address.
+async fn register_node(
+    client: &kube::Client,
+    name: &str,
+    endpoint: &Endpoint,
+) -> Result<(), String> {
+    let node = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "node-role.kubernetes.io/control-plane": "",
+            },
+        },
+        "status": {
+            "addresses": [
+                {"type": "InternalIP", "address": endpoint.address.to_string()},
+                {"type": "Hostname", "address": name},
+            ],
+        },
+    });
+    let body = serde_json::to_vec(&node).map_err(|e| e.to_string())?;
+    let create = http::Request::post("/api/v1/nodes")
+        .header("content-type", "application/json")
+        .body(body)
+        .map_err(|e| e.to_string())?;
+    match client.request_text(create).await {
+        Ok(_) => Ok(()),
+        // A restarted stand-in finds its node registered, as a real kubelet does.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Replaces the mirror pod: a pod's spec is immutable, so a kubelet deletes and recreates it.
+/// `node` is the node's name and address (the pod's `status.hostIP`).
 async fn publish_mirror(
     client: &kube::Client,
     pod: &StaticPod,
     hash: &str,
-    node: &str,
+    (node, host_ip): (&str, std::net::Ipv4Addr),
 ) -> Result<(), String> {
     let name = format!("{}-{node}", pod.name);
     let path = format!("/api/v1/namespaces/{}/pods", pod.namespace);
@@ -362,12 +440,29 @@ async fn publish_mirror(
         Err(e) => return Err(e.to_string()),
     }
     let body = serde_json::to_vec(&object).map_err(|e| e.to_string())?;
-    let create = http::Request::post(path)
+    let create = http::Request::post(&path)
         .header("content-type", "application/json")
         .body(body)
         .map_err(|e| e.to_string())?;
     client
         .request_text(create)
+        .await
+        .map_err(|e| e.to_string())?;
+    // The status is ignored on create; a kubelet reports it afterwards. A static pod runs on
+    // the host network, so its IP is the host's.
+    let host_ip = host_ip.to_string();
+    let status = serde_json::json!({"status": {
+        "hostIP": host_ip,
+        "podIP": host_ip,
+        "podIPs": [{"ip": host_ip}],
+    }});
+    let body = serde_json::to_vec(&status).map_err(|e| e.to_string())?;
+    let report = http::Request::patch(format!("{path}/{name}/status"))
+        .header("content-type", "application/merge-patch+json")
+        .body(body)
+        .map_err(|e| e.to_string())?;
+    client
+        .request_text(report)
         .await
         .map(drop)
         .map_err(|e| e.to_string())

@@ -8,6 +8,7 @@ pub mod replay;
 pub mod apiserver;
 mod apiserver_cache;
 pub mod delay_proxy;
+pub mod ha;
 pub mod kubeadm_config;
 pub mod kubelet;
 pub mod netns;

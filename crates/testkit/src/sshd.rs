@@ -1,4 +1,5 @@
-//! A real OpenSSH server (Debian's `/usr/sbin/sshd`) on 127.0.0.1, for tests and benchmarks.
+//! A real OpenSSH server (Debian's `/usr/sbin/sshd`) on loopback (127.0.0.1 unless asked for
+//! another 127.0.0.0/8 address), for tests and benchmarks.
 //!
 //! Everything it needs (config, host keys, authorized_keys, client keys) lives in a temp dir
 //! that goes away with the [`Sshd`]. Authorized keys are kept per user in that dir
@@ -9,7 +10,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -54,6 +55,9 @@ pub struct SshdOptions {
     /// Extra `sshd_config` lines, appended last (first match wins in sshd, so these cannot
     /// override the harness's own lines; use them for settings the harness does not set).
     pub extra_config: Vec<String>,
+    /// The one address sshd listens on; another loopback address (127.0.0.2) stands for
+    /// another node.
+    pub listen_address: Ipv4Addr,
 }
 
 impl Default for SshdOptions {
@@ -63,6 +67,7 @@ impl Default for SshdOptions {
             client_keys: vec![KeyType::Ed25519],
             user: "root".to_owned(),
             extra_config: Vec::new(),
+            listen_address: Ipv4Addr::LOCALHOST,
         }
     }
 }
@@ -87,6 +92,9 @@ impl KeyPair {
 pub struct Sshd {
     dir: TempDir,
     child: Option<Child>,
+    address: Ipv4Addr,
+    /// `address` as text, for [`Sshd::host`].
+    host: String,
     port: u16,
     user: String,
     host_keys: Vec<KeyPair>,
@@ -122,6 +130,8 @@ impl Sshd {
         let mut sshd = Sshd {
             dir,
             child: None,
+            address: opts.listen_address,
+            host: opts.listen_address.to_string(),
             port: 0,
             user: opts.user.clone(),
             host_keys,
@@ -132,7 +142,7 @@ impl Sshd {
         }
         // A free port can be taken by someone else between our probe and sshd's bind; retry.
         for _ in 0..5 {
-            let port = free_port();
+            let port = free_port(sshd.address);
             sshd.write_config(port, &opts.extra_config);
             if sshd.spawn(port) {
                 let mut text = sshd.known_hosts_lines().join("\n");
@@ -148,7 +158,7 @@ impl Sshd {
         let root = self.dir.path();
         let mut config = format!(
             "Port {port}\n\
-             ListenAddress 127.0.0.1\n\
+             ListenAddress {address}\n\
              PidFile {pid}\n\
              AuthorizedKeysFile {root}/authorized_keys/%u\n\
              StrictModes no\n\
@@ -161,6 +171,7 @@ impl Sshd {
              # DEBUG would also send debug lines to clients' stderr.\n\
              LogLevel VERBOSE\n\
              Subsystem sftp internal-sftp\n",
+            address = self.address,
             pid = root.join("sshd.pid").display(),
             root = root.display(),
         );
@@ -198,7 +209,7 @@ impl Sshd {
                 self.child = None;
                 return false;
             }
-            if banner_ok(port) {
+            if banner_ok(SocketAddrV4::new(self.address, port)) {
                 self.port = port;
                 return true;
             }
@@ -211,7 +222,7 @@ impl Sshd {
     }
 
     pub fn host(&self) -> &str {
-        "127.0.0.1"
+        &self.host
     }
 
     pub fn port(&self) -> u16 {
@@ -219,7 +230,7 @@ impl Sshd {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::from((self.address, self.port))
     }
 
     /// The user the client keys were authorized for.
@@ -259,7 +270,7 @@ impl Sshd {
             .private
     }
 
-    /// One known_hosts line per host key, in the `[127.0.0.1]:port` form OpenSSH writes.
+    /// One known_hosts line per host key, in the `[address]:port` form OpenSSH writes.
     pub fn known_hosts_lines(&self) -> Vec<String> {
         self.host_keys
             .iter()
@@ -267,7 +278,7 @@ impl Sshd {
                 let line = k.public_line();
                 let mut fields = line.split_whitespace();
                 let (kind, blob) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
-                format!("[127.0.0.1]:{} {kind} {blob}", self.port)
+                format!("[{}]:{} {kind} {blob}", self.address, self.port)
             })
             .collect()
     }
@@ -358,16 +369,14 @@ fn generate_key(dir: &Path, name: &str, key_type: KeyType, passphrase: Option<&s
     }
 }
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+fn free_port(address: Ipv4Addr) -> u16 {
+    let listener = TcpListener::bind((address, 0)).expect("bind a free port");
     listener.local_addr().expect("local addr").port()
 }
 
-fn banner_ok(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(
-        &SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(200),
-    ) else {
+fn banner_ok(addr: SocketAddrV4) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200))
+    else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
