@@ -4,7 +4,7 @@
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
-use crate::session::{KEEPALIVE, KEEPALIVE_MAX_MISSED, REQUEST_TIMEOUT};
+use crate::session::{KEEPALIVE, KEEPALIVE_MAX_MISSED, REQUEST_TIMEOUT, would_block};
 use crate::{Session, ShipError};
 
 /// A stream opened by [`Session::tunnel`]. Reads and writes block, each bounded by its
@@ -76,7 +76,7 @@ impl Tunnel<'_> {
                     self.session.ssh.set_blocking(true);
                     return Ok(());
                 }
-                Err(e) if e.code() == ssh2::ErrorCode::Session(-37) => {}
+                Err(e) if would_block(&e) => {}
                 Err(e) => {
                     self.session.ssh.set_blocking(true);
                     return Err(io::Error::other(e));
