@@ -254,8 +254,37 @@ async fn node_probe_asks_the_real_server_over_a_stream() {
         "{readiness:?}"
     );
 
-    // A token the server does not know: 401, and the message does not carry it.
+    // Verified: the server's self-signed certificate (with the CA it made beside it) as the
+    // kubeconfig's certificate-authority covers 127.0.0.1, and not another name.
     let dir = tempfile::tempdir().unwrap();
+    let admin = std::fs::read_to_string(server.plane().kubeconfig()).unwrap();
+    let serving = server.plane().dir().join("certs/apiserver.crt");
+    assert!(admin.contains("insecure-skip-tls-verify: true"), "{admin}");
+    let verifying = dir.path().join("kubeconfig-verifying");
+    std::fs::write(
+        &verifying,
+        admin.replace(
+            "insecure-skip-tls-verify: true",
+            &format!("certificate-authority: {}", serving.display()),
+        ),
+    )
+    .unwrap();
+    let verified = Cluster::connect(&ClusterOptions {
+        kubeconfig: Some(verifying),
+        context: None,
+    })
+    .await
+    .unwrap()
+    .node_probe()
+    .unwrap();
+    assert_eq!(verified.readiness("127.0.0.1", tcp(port)), Readiness::Ready);
+    let readiness = verified.readiness("elsewhere.example", tcp(port));
+    assert!(
+        matches!(&readiness, Readiness::Unreachable(reason) if reason.contains("certificate not valid for name")),
+        "{readiness:?}"
+    );
+
+    // A token the server does not know: 401, and the message does not carry it.
     let wrong = "wrong-token-0123456789";
     let path = dir.path().join("kubeconfig");
     std::fs::write(
