@@ -77,6 +77,7 @@ pub struct HaCluster {
     plane: Arc<ControlPlane>,
     kubeconfig: PathBuf,
     ca: PathBuf,
+    known_hosts: PathBuf,
     _dir: TempDir,
 }
 
@@ -89,7 +90,8 @@ pub struct HaNode {
     pub root: PathBuf,
     /// The server's secure port (the same on every node, as with kubeadm's 6443).
     pub port: u16,
-    /// Listens on [`HaNode::address`]; its known_hosts file names that address.
+    /// Listens on [`HaNode::address`] and the port every node's sshd shares; its known_hosts
+    /// file names that address. Node 1's client key is authorized on every node.
     pub sshd: Sshd,
     kubelet: Kubelet,
     original_manifest: String,
@@ -113,12 +115,29 @@ impl HaCluster {
             .map_err(io_error("creating the cluster's temp dir"))?;
         let (ca, _) = crate::pki::certificate(dir.path(), "ca", None, "");
         let addresses: Vec<Ipv4Addr> = (1..=nodes as u8).map(node_address).collect();
-        let port = common_free_port(&addresses)?;
-        let mut started = Vec::with_capacity(nodes);
+        let port = common_free_port(&addresses, None)?;
+        let ssh_port = common_free_port(&addresses, Some(port))?;
+        let mut started: Vec<HaNode> = Vec::with_capacity(nodes);
         for (index, &address) in addresses.iter().enumerate() {
             let name = format!("node{}", index + 1);
-            started.push(start_node(&plane, dir.path(), &ca, name, address, port)?);
+            let ports = (port, ssh_port);
+            started.push(start_node(&plane, dir.path(), &ca, name, address, ports)?);
         }
+        // One key and one known_hosts file reach every node, as with a real fleet.
+        let mut known_hosts = String::new();
+        let shared_key = started[0].sshd.client_keys()[0].public.clone();
+        for (index, node) in started.iter().enumerate() {
+            if index > 0 {
+                node.sshd.authorize(node.sshd.user(), &shared_key);
+            }
+            for line in node.sshd.known_hosts_lines() {
+                known_hosts.push_str(&line);
+                known_hosts.push('\n');
+            }
+        }
+        let known_hosts_file = dir.path().join("known_hosts");
+        std::fs::write(&known_hosts_file, known_hosts)
+            .map_err(io_error(format!("writing {}", known_hosts_file.display())))?;
         let backends = addresses
             .iter()
             .map(|&a| SocketAddr::from((a, port)))
@@ -132,6 +151,7 @@ impl HaCluster {
             plane,
             kubeconfig,
             ca,
+            known_hosts: known_hosts_file,
             _dir: dir,
         };
         cluster.wait_up(START_TIMEOUT)?;
@@ -150,6 +170,21 @@ impl HaCluster {
 
     pub fn nodes(&self) -> &[HaNode] {
         &self.nodes
+    }
+
+    /// The port every node's sshd listens on.
+    pub fn ssh_port(&self) -> u16 {
+        self.nodes[0].sshd.port()
+    }
+
+    /// A client key authorized for root on every node.
+    pub fn client_key(&self) -> &Path {
+        self.nodes[0].sshd.client_key()
+    }
+
+    /// Every node's host keys, as `[127.0.0.i]:port` lines.
+    pub fn known_hosts(&self) -> &Path {
+        &self.known_hosts
     }
 
     /// The CA that signed every server's certificate.
@@ -212,8 +247,9 @@ fn node_address(index: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, index)
 }
 
-/// One port for every node, as kubeadm gives each control-plane node 6443.
-fn common_free_port(addresses: &[Ipv4Addr]) -> Result<u16, Error> {
+/// One port free on every node's address (other than `taken`), as kubeadm gives each
+/// control-plane node 6443 and each node listens for SSH on 22.
+fn common_free_port(addresses: &[Ipv4Addr], taken: Option<u16>) -> Result<u16, Error> {
     const TRIES: u32 = 20;
     for _ in 0..TRIES {
         let probe =
@@ -222,10 +258,11 @@ fn common_free_port(addresses: &[Ipv4Addr]) -> Result<u16, Error> {
             .local_addr()
             .map_err(io_error("picking a free port"))?
             .port();
-        let free_everywhere = addresses
-            .iter()
-            .filter(|&&a| a != Ipv4Addr::LOCALHOST)
-            .all(|&a| TcpListener::bind((a, port)).is_ok());
+        let free_everywhere = Some(port) != taken
+            && addresses
+                .iter()
+                .filter(|&&a| a != Ipv4Addr::LOCALHOST)
+                .all(|&a| TcpListener::bind((a, port)).is_ok());
         if free_everywhere {
             return Ok(port);
         }
@@ -239,7 +276,7 @@ fn start_node(
     ca: &Path,
     name: String,
     address: Ipv4Addr,
-    port: u16,
+    (port, ssh_port): (u16, u16),
 ) -> Result<HaNode, Error> {
     let node_dir = cluster_dir.join(&name);
     let root = node_dir.join("root");
@@ -268,6 +305,7 @@ fn start_node(
     plane.write_kubeconfig(&endpoint.kubeconfig, &endpoint.url(), Some(ca))?;
     let sshd = Sshd::start_with(SshdOptions {
         listen_address: address,
+        port: Some(ssh_port),
         ..SshdOptions::default()
     });
     let options = KubeletOptions {

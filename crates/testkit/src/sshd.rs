@@ -58,6 +58,9 @@ pub struct SshdOptions {
     /// The one address sshd listens on; another loopback address (127.0.0.2) stands for
     /// another node.
     pub listen_address: Ipv4Addr,
+    /// The port to listen on, as every node of a cluster has 22; `None`: a free one, retried
+    /// when another process takes it first.
+    pub port: Option<u16>,
 }
 
 impl Default for SshdOptions {
@@ -68,6 +71,7 @@ impl Default for SshdOptions {
             user: "root".to_owned(),
             extra_config: Vec::new(),
             listen_address: Ipv4Addr::LOCALHOST,
+            port: None,
         }
     }
 }
@@ -141,8 +145,9 @@ impl Sshd {
             sshd.authorize(&opts.user, &key.public);
         }
         // A free port can be taken by someone else between our probe and sshd's bind; retry.
-        for _ in 0..5 {
-            let port = free_port(sshd.address);
+        let tries = if opts.port.is_some() { 1 } else { 5 };
+        for _ in 0..tries {
+            let port = opts.port.unwrap_or_else(|| free_port(sshd.address));
             sshd.write_config(port, &opts.extra_config);
             if sshd.spawn(port) {
                 let mut text = sshd.known_hosts_lines().join("\n");

@@ -5,9 +5,9 @@
 //!
 //! Without the cached binary this test fails, saying how to build it: CI builds it first.
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use testkit::apiserver::ControlPlane;
@@ -54,14 +54,39 @@ fn wait_for(node: &HaNode, timeout: Duration, done: impl Fn(&KubeletState) -> bo
     }
 }
 
-fn ssh_banner(addr: SocketAddr) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect to sshd");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let mut banner = [0u8; 7];
-    stream.read_exact(&mut banner).expect("banner");
-    String::from_utf8_lossy(&banner).into_owned()
+/// OpenSSH's client with nothing but the cluster's one key, port and known_hosts file.
+fn ssh(cluster: &HaCluster, node: &HaNode, home: &Path, command: &str) -> Output {
+    Command::new("ssh")
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+        ])
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            cluster.known_hosts().display()
+        ))
+        .arg("-i")
+        .arg(cluster.client_key())
+        .arg("-p")
+        .arg(cluster.ssh_port().to_string())
+        .arg(format!("root@{}", node.address))
+        .arg(command)
+        .env("HOME", home)
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ssh")
 }
 
 #[test]
@@ -69,6 +94,7 @@ fn three_servers_behind_the_balancer_and_one_outage_seen() {
     let cluster = HaCluster::start(3).unwrap();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let nodes = cluster.nodes();
+    let home = tempfile::tempdir().expect("HOME for ssh");
     assert_eq!(
         nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
         ["node1", "node2", "node3"]
@@ -87,15 +113,24 @@ fn three_servers_behind_the_balancer_and_one_outage_seen() {
             "{kubeconfig}"
         );
 
+        // Each node's sshd listens at the node's address, on the port they all share.
         assert_eq!(
             node.sshd.addr(),
-            SocketAddr::from((node.address, node.sshd.port()))
+            SocketAddr::from((node.address, cluster.ssh_port()))
         );
-        assert_eq!(ssh_banner(node.sshd.addr()), "SSH-2.0");
+        let session = ssh(&cluster, node, home.path(), "echo $SSH_CONNECTION");
+        let connection = String::from_utf8_lossy(&session.stdout);
         assert!(
-            node.sshd.known_hosts_lines()[0].starts_with(&format!("[{address}]:")),
-            "{:?}",
-            node.sshd.known_hosts_lines()
+            session.status.success(),
+            "{}: {}\n{}",
+            node.name,
+            String::from_utf8_lossy(&session.stderr),
+            node.sshd.log()
+        );
+        assert_eq!(
+            connection.split_whitespace().nth(2),
+            Some(address.as_str()),
+            "{connection}"
         );
 
         let manifest = std::fs::read_to_string(node.manifest_path()).expect("manifest");
