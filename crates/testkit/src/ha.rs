@@ -78,7 +78,7 @@ pub struct HaCluster {
     kubeconfig: PathBuf,
     ca: PathBuf,
     known_hosts: PathBuf,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 pub struct HaNode {
@@ -152,7 +152,7 @@ impl HaCluster {
             kubeconfig,
             ca,
             known_hosts: known_hosts_file,
-            _dir: dir,
+            dir,
         };
         cluster.wait_up(START_TIMEOUT)?;
         Ok(cluster)
@@ -185,6 +185,11 @@ impl HaCluster {
     /// Every node's host keys, as `[127.0.0.i]:port` lines.
     pub fn known_hosts(&self) -> &Path {
         &self.known_hosts
+    }
+
+    /// Every node's sandbox root with the node's name as `{node}`: `<cluster dir>/{node}/root`.
+    pub fn root_template(&self) -> PathBuf {
+        self.dir.path().join("{node}").join("root")
     }
 
     /// The CA that signed every server's certificate.

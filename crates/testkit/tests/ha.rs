@@ -133,6 +133,11 @@ fn three_servers_behind_the_balancer_and_one_outage_seen() {
             "{connection}"
         );
 
+        let template = cluster.root_template().to_string_lossy().into_owned();
+        assert_eq!(
+            node.root,
+            Path::new(&template.replace("{node}", &node.name))
+        );
         let manifest = std::fs::read_to_string(node.manifest_path()).expect("manifest");
         assert_eq!(manifest, node.original_manifest());
         assert!(manifest.contains(&format!("    - --bind-address={address}\n")));
