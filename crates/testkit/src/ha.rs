@@ -9,7 +9,9 @@
 //! were ready at worst and how often each one went away.
 //!
 //! Each server takes ~340 MB and both cores while it starts: tests of one binary that start
-//! clusters should hold [`crate::apiserver::exclusive`].
+//! clusters should hold [`crate::apiserver::exclusive`]. As in [`crate::sshd`] and
+//! [`crate::pki`], a missing `openssl` or `sshd` panics with the reason; everything else is an
+//! [`Error`].
 
 use std::collections::HashMap;
 use std::fmt;

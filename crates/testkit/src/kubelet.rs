@@ -5,8 +5,11 @@
 //! restarting it (with backoff) when it crashes, and publishes the mirror pod
 //! `<namespace>/<name>-<node>` with `kubernetes.io/config.hash` and `kubernetes.io/config.mirror`
 //! annotations, so that a pipeline waiting the way `kubeadm upgrade` does sees what a real node
-//! would show. The server runs with the harness's base flags plus only the manifest's
-//! audit-related flags, their paths mapped into the sandbox through the pod's own volumes.
+//! would show, `spec.nodeName` and `status.hostIP` included. The server runs with the harness's
+//! base flags plus only the manifest's audit-related flags, their paths mapped into the sandbox
+//! through the pod's own volumes. Several stand-ins can share one control plane
+//! ([`Kubelet::start_on`], used by [`crate::ha`]): each runs its server at an endpoint of its
+//! own and registers its Node.
 
 mod manifest;
 
