@@ -79,6 +79,10 @@ pub enum ClusterError {
         #[source]
         source: kube::Error,
     },
+    /// A node's own API server, asked over a stream, gave no HTTP answer (no stream, TLS,
+    /// a broken answer).
+    #[error("{action}: {reason}")]
+    NodeApiServerUnreachable { action: String, reason: String },
     #[error("cannot read the kubeconfig's token file {}: {source}", path.display())]
     TokenFile {
         path: PathBuf,
@@ -94,26 +98,29 @@ impl ClusterError {
     /// because each of those needs a different fix from the user.
     pub(crate) fn from_kube(action: impl Into<String>, server: &str, error: kube::Error) -> Self {
         match error {
-            kube::Error::Api(status) => {
-                let action = action.into();
-                if status.code == 401 || status.code == 403 {
-                    ClusterError::Unauthorized {
-                        action,
-                        code: status.code,
-                        message: status.message,
-                    }
-                } else {
-                    ClusterError::Api {
-                        action,
-                        code: status.code,
-                        message: status.message,
-                    }
-                }
-            }
+            kube::Error::Api(status) => Self::from_status(action, status.code, status.message),
             other => ClusterError::Unreachable {
                 server: server.to_string(),
                 source: other,
             },
+        }
+    }
+
+    /// An answer the API server gave with a failing status, sorted as [`Self::from_kube`] does.
+    pub(crate) fn from_status(action: impl Into<String>, code: u16, message: String) -> Self {
+        let action = action.into();
+        if code == 401 || code == 403 {
+            ClusterError::Unauthorized {
+                action,
+                code,
+                message,
+            }
+        } else {
+            ClusterError::Api {
+                action,
+                code,
+                message,
+            }
         }
     }
 

@@ -7,16 +7,18 @@ use kube::client::ConfigExt;
 use secrecy::{ExposeSecret, SecretString};
 use tokio_rustls::rustls::{ClientConfig, ClientConnection, StreamOwned, pki_types::ServerName};
 
-use crate::{Cluster, ClusterError, Readiness};
+use crate::{Cluster, ClusterError, ProbeConfigMap, Readiness};
 
-/// A health answer is a few hundred bytes; anything past this is not read.
+/// A health answer, a ConfigMap or a Status is a few hundred bytes; anything past this is not
+/// read.
 const MAX_RESPONSE: usize = 64 * 1024;
-/// How much of a failing answer a readiness message quotes.
+/// How much of a failing answer a message quotes.
 const MAX_DETAIL: usize = 512;
 
-/// What is needed to ask one node's API server for `/readyz` over a byte stream the caller
-/// opens (an SSH direct-tcpip channel, a TCP connection): the kubeconfig's TLS settings and
-/// credentials. The token is never printed, not even by `Debug`.
+/// What is needed to ask one node's own API server for `/readyz`, or to send it the verify
+/// probe, over a byte stream the caller opens (an SSH direct-tcpip channel, a TCP connection):
+/// the kubeconfig's TLS settings and credentials. The token is never printed, not even by
+/// `Debug`.
 #[derive(Clone)]
 pub struct NodeProbe {
     tls: Arc<ClientConfig>,
@@ -32,13 +34,15 @@ impl fmt::Debug for NodeProbe {
 }
 
 impl Cluster {
-    /// What is needed to ask one node's API server for /readyz over a byte stream, verifying
+    /// What is needed to ask one node's API server for /readyz (or to send it the verify probe,
+    /// [`NodeProbe::create_and_delete_probe`]) over a byte stream, verifying
     /// its certificate the way the kubeconfig says (its CA data/file, or
     /// insecure-skip-tls-verify), presenting the kubeconfig's client certificate if it has one
     /// and its static bearer token if it has one (never printed, never in errors).
     ///
     /// Credentials an exec plugin or an auth provider hands out are not used: an API server
-    /// answers /readyz to anonymous requests unless `--anonymous-auth=false`.
+    /// answers /readyz to anonymous requests unless `--anonymous-auth=false` (the probe, which
+    /// writes, is then refused with 401 or 403).
     pub fn node_probe(&self) -> Result<NodeProbe, ClusterError> {
         let mut tls =
             self.config
@@ -47,7 +51,7 @@ impl Cluster {
                     server: self.server().to_string(),
                     source,
                 })?;
-        // One request is written and read by hand, so the server must not pick HTTP/2.
+        // Each request is written and read by hand, so the server must not pick HTTP/2.
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let auth = &self.config.auth_info;
         let token = match (&auth.token, &auth.token_file) {
@@ -83,21 +87,95 @@ impl NodeProbe {
         host: &str,
         mut open: impl FnMut() -> io::Result<S>,
     ) -> Readiness {
-        let answer = match self.get(host, "/readyz", &mut open) {
-            Ok(answer) if answer.status == 404 => self.get(host, "/healthz", &mut open),
+        let get = |path| Request {
+            method: "GET",
+            path,
+            json_body: None,
+        };
+        let answer = match self.exchange(host, &get("/readyz"), &mut open) {
+            Ok(answer) if answer.status == 404 => self.exchange(host, &get("/healthz"), &mut open),
             other => other,
         };
         let readiness = match answer {
             Ok(answer) => answer.readiness(),
             Err(reason) => Readiness::Unreachable(reason),
         };
-        self.scrub(readiness)
+        match readiness {
+            Readiness::Ready => Readiness::Ready,
+            Readiness::NotReady(text) => Readiness::NotReady(self.scrub(text)),
+            Readiness::Unreachable(text) => Readiness::Unreachable(self.scrub(text)),
+        }
     }
 
-    fn get<S: Read + Write>(
+    /// Creates, then deletes, the probe ConfigMap through the API server on streams `open()`
+    /// returns (one request per stream), its certificate checked for `host` as
+    /// [`Self::readiness`] does, so that the events land in THAT server's audit log: through a
+    /// load balancer a request reaches only one of the servers. The object is the one
+    /// [`Cluster::create_and_delete_probe`] sends, and failures are sorted the same way (a 409
+    /// on create or a 404 on delete is an error with that status).
+    ///
+    /// Unlike readiness, this needs credentials the server accepts: the kubeconfig's client
+    /// certificate or static token (an exec plugin's are not used).
+    pub fn create_and_delete_probe<S: Read + Write>(
         &self,
         host: &str,
-        path: &str,
+        mut open: impl FnMut() -> io::Result<S>,
+        probe: &ProbeConfigMap,
+    ) -> Result<(), ClusterError> {
+        let what = probe.describe();
+        let collection = format!(
+            "/api/v1/namespaces/{}/configmaps",
+            path_segment(&probe.namespace)
+        );
+        let body = serde_json::to_vec(&probe.object()).map_err(|e| {
+            ClusterError::NodeApiServerUnreachable {
+                action: format!("creating {what} on the API server at {host}"),
+                reason: format!("cannot encode the object: {e}"),
+            }
+        })?;
+        let create = Request {
+            method: "POST",
+            path: &collection,
+            json_body: Some(&body),
+        };
+        self.expect_success(host, &create, &mut open, format!("creating {what}"))?;
+        let object = format!("{collection}/{}", path_segment(&probe.name));
+        let delete = Request {
+            method: "DELETE",
+            path: &object,
+            json_body: None,
+        };
+        self.expect_success(host, &delete, &mut open, format!("deleting {what}"))
+    }
+
+    fn expect_success<S: Read + Write>(
+        &self,
+        host: &str,
+        request: &Request<'_>,
+        open: &mut impl FnMut() -> io::Result<S>,
+        action: String,
+    ) -> Result<(), ClusterError> {
+        let action = format!("{action} on the API server at {host}");
+        match self.exchange(host, request, open) {
+            Ok(answer) if (200..300).contains(&answer.status) => Ok(()),
+            Ok(answer) => Err(ClusterError::from_status(
+                action,
+                answer.status,
+                self.scrub(answer.detail()),
+            )),
+            Err(reason) => Err(ClusterError::NodeApiServerUnreachable {
+                action,
+                reason: self.scrub(reason),
+            }),
+        }
+    }
+
+    /// One request on a stream of its own: TLS with the server's certificate checked for
+    /// `host`, the request, then the whole answer (`Connection: close`).
+    fn exchange<S: Read + Write>(
+        &self,
+        host: &str,
+        request: &Request<'_>,
         open: &mut impl FnMut() -> io::Result<S>,
     ) -> Result<Answer, String> {
         let bare = host
@@ -117,15 +195,15 @@ impl NodeProbe {
             }
         }
         let mut tls = StreamOwned::new(connection, stream);
-        let request = self.request(bare, path);
-        tls.write_all(request.as_bytes())
+        let Request { method, path, .. } = request;
+        tls.write_all(&self.encode(bare, request))
             .and_then(|()| tls.flush())
-            .map_err(|e| format!("sending GET {path} to {host}: {e}"))?;
+            .map_err(|e| format!("sending {method} {path} to {host}: {e}"))?;
         read_answer(&mut tls)
-            .map_err(|e| format!("reading the answer to GET {path} from {host}: {e}"))
+            .map_err(|e| format!("reading the answer to {method} {path} from {host}: {e}"))
     }
 
-    fn request(&self, bare_host: &str, path: &str) -> String {
+    fn encode(&self, bare_host: &str, request: &Request<'_>) -> Vec<u8> {
         let host_header = if bare_host.contains(':') {
             format!("[{bare_host}]")
         } else {
@@ -136,23 +214,53 @@ impl NodeProbe {
             .as_ref()
             .map(|t| format!("Authorization: Bearer {}\r\n", t.expose_secret()))
             .unwrap_or_default();
-        format!(
-            "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: k8s-audit\r\nAccept: text/plain, */*\r\n{authorization}Connection: close\r\n\r\n"
+        let content = request
+            .json_body
+            .map(|body| {
+                format!(
+                    "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                    body.len()
+                )
+            })
+            .unwrap_or_default();
+        let Request { method, path, .. } = request;
+        let mut bytes = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: k8s-audit\r\nAccept: application/json, text/plain, */*\r\n{authorization}{content}Connection: close\r\n\r\n"
         )
+        .into_bytes();
+        bytes.extend_from_slice(request.json_body.unwrap_or_default());
+        bytes
     }
 
     /// A server may quote what it was sent; the token must still never reach a message.
-    fn scrub(&self, readiness: Readiness) -> Readiness {
-        let Some(token) = &self.token else {
-            return readiness;
-        };
-        let clean = |text: String| text.replace(token.expose_secret(), "<token>");
-        match readiness {
-            Readiness::Ready => Readiness::Ready,
-            Readiness::NotReady(text) => Readiness::NotReady(clean(text)),
-            Readiness::Unreachable(text) => Readiness::Unreachable(clean(text)),
+    fn scrub(&self, text: String) -> String {
+        match &self.token {
+            Some(token) => text.replace(token.expose_secret(), "<token>"),
+            None => text,
         }
     }
+}
+
+/// What [`NodeProbe::exchange`] sends.
+struct Request<'a> {
+    method: &'static str,
+    /// Already percent-encoded.
+    path: &'a str,
+    json_body: Option<&'a [u8]>,
+}
+
+/// A namespace or name as one path segment: the API refuses names that need escaping, and
+/// escaping them lets it say so instead of reading a broken request line.
+fn path_segment(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
 }
 
 /// One HTTP answer, its body possibly cut at [`MAX_RESPONSE`].

@@ -15,15 +15,13 @@ pub struct ProbeConfigMap {
     pub name: String,
 }
 
-impl Cluster {
-    pub async fn create_and_delete_probe(
-        &self,
-        probe: &ProbeConfigMap,
-    ) -> Result<(), ClusterError> {
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &probe.namespace);
-        let object = ConfigMap {
+impl ProbeConfigMap {
+    /// The object both ways of creating the probe send: labelled as ours, so a leftover is
+    /// easy to find and delete.
+    pub(crate) fn object(&self) -> ConfigMap {
+        ConfigMap {
             metadata: ObjectMeta {
-                name: Some(probe.name.clone()),
+                name: Some(self.name.clone()),
                 labels: Some(BTreeMap::from([(
                     "app.kubernetes.io/created-by".to_string(),
                     "k8s-audit-verify".to_string(),
@@ -32,9 +30,23 @@ impl Cluster {
             },
             data: Some(BTreeMap::from([("probe".to_string(), "audit".to_string())])),
             ..ConfigMap::default()
-        };
-        let what = format!("ConfigMap {}/{}", probe.namespace, probe.name);
-        api.create(&PostParams::default(), &object)
+        }
+    }
+
+    /// `ConfigMap namespace/name`, for messages.
+    pub(crate) fn describe(&self) -> String {
+        format!("ConfigMap {}/{}", self.namespace, self.name)
+    }
+}
+
+impl Cluster {
+    pub async fn create_and_delete_probe(
+        &self,
+        probe: &ProbeConfigMap,
+    ) -> Result<(), ClusterError> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &probe.namespace);
+        let what = probe.describe();
+        api.create(&PostParams::default(), &probe.object())
             .await
             .map_err(|e| self.error(format!("creating {what}"), e))?;
         api.delete(&probe.name, &DeleteParams::default())

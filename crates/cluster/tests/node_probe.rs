@@ -1,7 +1,8 @@
 //! `NodeProbe::readiness` against small TLS servers on 127.0.0.1 that answer canned HTTP:
 //! the certificate is checked the way the kubeconfig says (its CA data, for the host asked), the
 //! kubeconfig's client certificate and token are presented, and every answer maps to a
-//! Readiness that never quotes the token. The real API server's side is in
+//! Readiness that never quotes the token; the verify probe's ConfigMap requests, and its errors.
+//! The real API server's side is in
 //! `real_control_plane.rs`.
 
 use std::collections::HashMap;
@@ -12,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use cluster::{Cluster, ClusterOptions, NodeProbe, Readiness};
+use cluster::{Cluster, ClusterOptions, NodeProbe, ProbeConfigMap, Readiness};
 use tokio_rustls::rustls::{
     RootCertStore, ServerConfig, ServerConnection, StreamOwned,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
@@ -39,7 +40,7 @@ fn status(code: u16, reason: &str, body: &str) -> String {
 /// client certificate that CA signed, as kube-apiserver with `--client-ca-file` may.
 struct CannedServer {
     addr: SocketAddr,
-    /// The head of every request received, in order.
+    /// Every request received (head and body), in order.
     requests: Arc<Mutex<Vec<String>>>,
 }
 
@@ -118,7 +119,17 @@ fn answer(
         .nth(1)
         .unwrap_or_default()
         .to_string();
-    seen.lock().unwrap().push(head.clone());
+    // The body is read before answering, as a server does: closing with unread bytes would
+    // reset the connection under the answer.
+    let length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("Content-Length: "))
+        .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+    let mut body = vec![0u8; length];
+    tls.read_exact(&mut body)?;
+    seen.lock()
+        .unwrap()
+        .push(head.clone() + &String::from_utf8_lossy(&body));
     let reply = match answers.get(path.as_str()) {
         // A server that quotes the request back, to prove the token is scrubbed anyway.
         Some(reply) if reply == "ECHO" => status(401, "Unauthorized", &head),
@@ -410,5 +421,129 @@ async fn nothing_listening_is_unreachable() {
     assert_eq!(
         reason,
         "\"not a host\" is neither an IP address nor a DNS name"
+    );
+}
+
+const CONFIGMAPS: &str = "/api/v1/namespaces/audit%20probes/configmaps";
+
+fn odd_probe() -> ProbeConfigMap {
+    ProbeConfigMap {
+        namespace: "audit probes".into(),
+        name: "p/1".into(),
+    }
+}
+
+#[tokio::test]
+async fn the_probe_posts_the_configmap_then_deletes_it() {
+    let pki = Pki::new();
+    let created = status(201, "Created", r#"{"kind":"ConfigMap"}"#);
+    let server = CannedServer::start(
+        &pki.pem("node"),
+        &pki.key("node"),
+        None,
+        HashMap::from([
+            (CONFIGMAPS, created),
+            (
+                "/api/v1/namespaces/audit%20probes/configmaps/p%2F1",
+                ok("{}"),
+            ),
+        ]),
+    );
+    let probe = pki.probe("ca", false).await;
+    probe
+        .create_and_delete_probe("127.0.0.1", server.open(), &odd_probe())
+        .unwrap();
+    let requests = server.requests();
+    let [create, delete] = requests.as_slice() else {
+        panic!("{requests:?}")
+    };
+    let (head, body) = create.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with(&format!(
+            "POST {CONFIGMAPS} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        )),
+        "{head}"
+    );
+    for header in [
+        format!("Authorization: Bearer {TOKEN}"),
+        "Content-Type: application/json".to_string(),
+        format!("Content-Length: {}", body.len()),
+        "Connection: close".to_string(),
+    ] {
+        assert!(
+            head.contains(&format!("\r\n{header}")),
+            "{header} in {head}"
+        );
+    }
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(body).unwrap(),
+        serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "p/1",
+                "labels": {"app.kubernetes.io/created-by": "k8s-audit-verify"},
+            },
+            "data": {"probe": "audit"},
+        })
+    );
+    assert!(
+        delete
+            .starts_with("DELETE /api/v1/namespaces/audit%20probes/configmaps/p%2F1 HTTP/1.1\r\n"),
+        "{delete}"
+    );
+    assert!(delete.ends_with("\r\n\r\n"), "no body: {delete}");
+}
+
+#[tokio::test]
+async fn probe_errors_carry_the_status_and_message_never_the_token() {
+    let pki = Pki::new();
+    let probe = pki.probe("ca", false).await;
+    // Created, but the delete finds nothing (someone else deleted it): the 404 is an error,
+    // as it is through the kubeconfig's server.
+    let gone = CannedServer::start(
+        &pki.pem("node"),
+        &pki.key("node"),
+        None,
+        HashMap::from([(CONFIGMAPS, status(201, "Created", "{}"))]),
+    );
+    let err = probe
+        .create_and_delete_probe("127.0.0.1", gone.open(), &odd_probe())
+        .unwrap_err();
+    assert_eq!(err.http_status(), Some(404));
+    assert_eq!(
+        err.to_string(),
+        "deleting ConfigMap audit probes/p/1 on the API server at 127.0.0.1: HTTP 404: 404 page not found"
+    );
+
+    let echo = CannedServer::start(
+        &pki.pem("node"),
+        &pki.key("node"),
+        None,
+        HashMap::from([(CONFIGMAPS, "ECHO".to_string())]),
+    );
+    let err = probe
+        .create_and_delete_probe("127.0.0.1", echo.open(), &odd_probe())
+        .unwrap_err();
+    assert_eq!(err.http_status(), Some(401));
+    let message = format!("{err} {err:?}");
+    assert!(
+        message.contains("Authorization: Bearer <token>"),
+        "{message}"
+    );
+    assert!(!message.contains(TOKEN), "{message}");
+    assert_eq!(echo.requests().len(), 1, "no delete after a failed create");
+
+    // The certificate is checked for the host asked, as readiness checks it.
+    let err = probe
+        .create_and_delete_probe("localhost", gone.open(), &odd_probe())
+        .unwrap_err();
+    assert_eq!(err.http_status(), None);
+    let message = err.to_string();
+    assert!(
+        message.starts_with(
+            "creating ConfigMap audit probes/p/1 on the API server at localhost: TLS handshake with localhost: invalid peer certificate"
+        ),
+        "{message}"
     );
 }

@@ -1,6 +1,6 @@
-//! Control-plane discovery and the per-node readiness probe against the real kube-apiserver
-//! v1.20.2 (`cargo xtask apiserver build`). Without the cached binary these tests fail, saying
-//! how to build it.
+//! Control-plane discovery and the per-node readiness and verify probes against the real
+//! kube-apiserver v1.20.2 (`cargo xtask apiserver build`). Without the cached binary these tests
+//! fail, saying how to build it.
 //!
 //! The Nodes and mirror pods are objects written with the admin credentials, shaped as
 //! kubeadm's, an older kubeadm's and kops' kubelets publish them; no kubelet runs.
@@ -8,8 +8,10 @@
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use cluster::{ApiServerPod, Cluster, ClusterOptions, ControlPlaneNodes, Readiness};
-use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
+use cluster::{
+    ApiServerPod, Cluster, ClusterOptions, ControlPlaneNodes, ProbeConfigMap, Readiness,
+};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ServiceAccount};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use testkit::apiserver::{ApiServer, exclusive};
@@ -307,5 +309,143 @@ async fn node_probe_asks_the_real_server_over_a_stream() {
     assert_eq!(
         readiness,
         Readiness::NotReady("HTTP 401: Unauthorized".into())
+    );
+}
+
+/// The audit events of the ConfigMap `name` the server at `log` wrote: (verb, userAgent,
+/// response code) of each, waiting a little for the log backend to write them.
+fn audit_events_of(log: &std::path::Path, name: &str) -> Vec<(String, String, i64)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let events: Vec<(String, String, i64)> = text
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .filter(|event| event["objectRef"]["name"] == name)
+            .map(|event| {
+                (
+                    event["verb"].as_str().unwrap_or_default().to_string(),
+                    event["userAgent"].as_str().unwrap_or_default().to_string(),
+                    event["responseStatus"]["code"].as_i64().unwrap_or_default(),
+                )
+            })
+            .collect();
+        if events.len() >= 2 || std::time::Instant::now() > deadline {
+            return events;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The verify probe sent to one server over a stream, as the pipeline sends it over an SSH
+/// channel to each control-plane node: that server's audit log shows its create and delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_probe_creates_and_deletes_the_probe_configmap_on_that_server() {
+    let _one_at_a_time = exclusive().await;
+    let audit = tempfile::tempdir().unwrap();
+    let policy = audit.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n  resources:\n  - group: \"\"\n    resources: [configmaps]\n- level: None\n",
+    )
+    .unwrap();
+    let log = audit.path().join("audit.log");
+    let server = ApiServer::start(&[
+        format!("--audit-policy-file={}", policy.display()),
+        format!("--audit-log-path={}", log.display()),
+    ])
+    .await
+    .unwrap();
+    let port = port_of(&server.plane().url());
+    let cluster = Cluster::connect(&ClusterOptions {
+        kubeconfig: Some(server.plane().kubeconfig().to_path_buf()),
+        context: None,
+    })
+    .await
+    .unwrap();
+    let node_probe = cluster.node_probe().unwrap();
+    let probe = ProbeConfigMap {
+        namespace: "default".into(),
+        name: "audit-probe-node-1".into(),
+    };
+    node_probe
+        .create_and_delete_probe("127.0.0.1", tcp(port), &probe)
+        .unwrap();
+
+    // Read before the check below, whose get is audited too.
+    assert_eq!(
+        audit_events_of(&log, &probe.name),
+        [
+            ("create".to_string(), "k8s-audit".to_string(), 201),
+            ("delete".to_string(), "k8s-audit".to_string(), 200),
+        ]
+    );
+    let configmaps: Api<ConfigMap> =
+        Api::namespaced(server.plane().client().await.unwrap(), "default");
+    assert!(configmaps.get_opt(&probe.name).await.unwrap().is_none());
+
+    // A probe that already exists: the create's 409, with the API's message, and no delete.
+    let taken = ProbeConfigMap {
+        namespace: "default".into(),
+        name: "audit-probe-taken".into(),
+    };
+    configmaps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": taken.name}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let err = node_probe
+        .create_and_delete_probe("127.0.0.1", tcp(port), &taken)
+        .unwrap_err();
+    assert_eq!(err.http_status(), Some(409), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "creating ConfigMap default/audit-probe-taken on the API server at 127.0.0.1: HTTP 409: configmaps \"audit-probe-taken\" already exists"
+    );
+    assert!(configmaps.get_opt(&taken.name).await.unwrap().is_some());
+
+    // A token the server does not know: 401, and the message does not carry it.
+    let wrong = "wrong-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(server.plane().kubeconfig())
+            .unwrap()
+            .replace(server.plane().token(), wrong),
+    )
+    .unwrap();
+    let stranger = Cluster::connect(&ClusterOptions {
+        kubeconfig: Some(path),
+        context: None,
+    })
+    .await
+    .unwrap()
+    .node_probe()
+    .unwrap();
+    let err = stranger
+        .create_and_delete_probe("127.0.0.1", tcp(port), &probe)
+        .unwrap_err();
+    assert_eq!(err.http_status(), Some(401), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "the API server refused our credentials (HTTP 401) when creating ConfigMap default/audit-probe-node-1 on the API server at 127.0.0.1: Unauthorized"
+    );
+    assert!(!format!("{err:?}").contains(wrong), "{err:?}");
+
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = node_probe
+        .create_and_delete_probe("127.0.0.1", tcp(closed), &probe)
+        .unwrap_err();
+    assert_eq!(err.http_status(), None);
+    assert_eq!(
+        err.to_string(),
+        "creating ConfigMap default/audit-probe-node-1 on the API server at 127.0.0.1: cannot open a stream to 127.0.0.1: Connection refused (os error 111)"
     );
 }
