@@ -4,6 +4,7 @@
 //! every one is in place, the manifest last, so a dropped connection leaves all of it or none,
 //! and the kubelet never sees a manifest whose files are missing.
 
+use crate::durable::DurablePlan;
 use crate::enable::EnableArgs;
 use crate::error::Result;
 use crate::node::Change;
@@ -14,7 +15,12 @@ use crate::state::{self, Enabled, State};
 /// Uploads the files that differ from what the node holds and, when the manifest changes,
 /// writes the backup, the state record and the new manifest: one transaction, so a dropped
 /// connection leaves either all of it or none. Returns how many audit files it wrote.
-pub fn run(args: &EnableArgs, plan: &Plan, files: &Files) -> Result<(usize, String)> {
+pub fn run(
+    args: &EnableArgs,
+    plan: &Plan,
+    durable: Option<&DurablePlan>,
+    files: &Files,
+) -> Result<(usize, String)> {
     let dir = &args.target.node.audit_dir;
     let paths: Vec<(String, &[u8])> = files
         .iter()
@@ -52,7 +58,7 @@ pub fn run(args: &EnableArgs, plan: &Plan, files: &Files) -> Result<(usize, Stri
     }
     .to_text();
     // The ClusterConfiguration before the first enable, for disable; a later enable keeps it.
-    if let Some(durable) = &plan.durable
+    if let Some(durable) = durable
         && !(plan.record.is_some() && plan.durable_original_kept)
     {
         changes.push(Change::File {

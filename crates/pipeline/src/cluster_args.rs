@@ -14,9 +14,10 @@ pub struct ClusterArgs {
     /// A kubeconfig context other than the current one.
     #[arg(long)]
     pub context: Option<String>,
-    /// The control-plane node's name, when the cluster has several (mirror pod kube-apiserver-NODE).
-    #[arg(long = "node")]
-    pub node_name: Option<String>,
+    /// Change only this control-plane node (mirror pod kube-apiserver-NODE); repeatable. The
+    /// others stay unaudited, and the run says so. Default: every control-plane node.
+    #[arg(long = "node", value_name = "NODE")]
+    pub nodes: Vec<String>,
 }
 
 /// The cluster and the runtime its async calls run on.

@@ -4,12 +4,13 @@ use patch_apiserver::{Mode, PatchOptions};
 
 use crate::cluster_args::ClusterArgs;
 use crate::error::{Context, PipelineError, Result};
-use crate::preflight::manifest_text;
+use crate::fleet::NodeTarget;
+use crate::preflight::{self, manifest_text};
 use crate::report::{Reporter, Steps};
 use crate::rollback::{self, ManifestChange};
 use crate::state::{self, State};
-use crate::target::TargetArgs;
-use crate::wait::{self, RestartArgs};
+use crate::target::{Jumps, TargetArgs};
+use crate::wait::{self, Health, RestartArgs};
 use crate::{auditsink, durable, node::Node};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -30,121 +31,244 @@ pub struct DisableArgs {
     pub verbose: bool,
 }
 
-/// Runs `disable`, reporting each step to `reporter`.
+/// What disable found on one node.
+struct NodeRevert {
+    target: NodeTarget,
+    node: Node,
+    manifest_path: String,
+    current: String,
+    restored: String,
+    record: Option<State>,
+    /// The original ClusterConfiguration an enable kept on the node.
+    kept: Option<String>,
+    summary: String,
+}
+
+/// Runs `disable`, reporting each step to `reporter`: every node at once for the reads, then
+/// one node at a time, each while the others are ready.
 pub fn run(args: DisableArgs, reporter: &dyn Reporter) -> Result<()> {
     let steps = Steps::new(reporter);
     let audit_dir = args.target.audit_dir()?;
-    let (node, manifest_path, current, restored, record, kept) = steps.run("preflight", || {
-        let node = args.target.connect()?;
-        let manifest_path = args.target.manifest();
-        let state_path = state::state_path(audit_dir);
-        let durable_original = durable::original_path(audit_dir);
-        let (mut read, _) = node.lock_and_read(
-            &crate::lock::dir_for(&manifest_path),
-            &[&manifest_path, &state_path, &durable_original],
-            &[],
-            None,
-        )?;
-        let kept = read.pop().flatten().map(String::from_utf8).transpose()?;
-        let record = read
-            .pop()
-            .flatten()
-            .map(|bytes| State::parse(&String::from_utf8_lossy(&bytes), audit_dir))
-            .transpose()?;
-        let current = manifest_text(&node, &manifest_path, read.pop().flatten())?;
-        let (restored, how) =
-            restored_manifest(&node, &manifest_path, &current, record.as_ref(), audit_dir)?;
-        let summary = format!("{}: {manifest_path}: {how}", node.describe());
-        Ok((
-            (node, manifest_path, current, restored, record, kept),
-            summary,
-        ))
+    let (kube, fleet, nodes) = steps.run("preflight", || {
+        let (kube, fleet) =
+            preflight::cluster_and_fleet(&args.target, &args.cluster, !args.restart.no_wait)?;
+        let multi = fleet.nodes.len() > 1;
+        let jumps = Jumps::default();
+        let results = preflight::on_every_node(&fleet, |target| {
+            read_node(&args, audit_dir, target, multi, &jumps)
+        });
+        let nodes = preflight::all_or_report(&fleet, results, "the preflight")?;
+        let summary = match nodes.as_slice() {
+            [one] => one.summary.clone(),
+            _ => format!("{} control-plane nodes: {}", nodes.len(), fleet.names()),
+        };
+        Ok(((kube, fleet, nodes), summary))
     })?;
+    for warning in &fleet.warnings {
+        steps.warn(warning);
+    }
+    let multi = nodes.len() > 1;
+    if multi {
+        nodes.iter().for_each(|n| steps.info(&n.summary));
+    }
 
     // Any dynamic enable on the way (a mode change) left an AuditSink.
-    let dynamic = record
-        .as_ref()
-        .is_some_and(|r| r.enables.iter().any(|e| e.mode != Mode::Static));
+    let dynamic = nodes.iter().any(|n| {
+        n.record
+            .as_ref()
+            .is_some_and(|r| r.enables.iter().any(|e| e.mode != Mode::Static))
+    });
     // An enable that edited kube-system/kubeadm-config kept its original text on the node.
-    let needs_cluster = !args.restart.no_wait || dynamic || kept.is_some();
-    let kube = args.cluster.connect(needs_cluster)?;
-    if restored == current {
-        steps.output(format!(
-            "nothing to revert: {manifest_path} carries no audit settings of ours"
-        ));
-    } else {
+    let kept = nodes.iter().find_map(|n| n.kept.clone());
+    let kube = match kube {
+        Some(kube) => Some(kube),
+        None => args.cluster.connect(dynamic || kept.is_some())?,
+    };
+    let probe = match (&kube, multi) {
+        (Some(kube), true) => Some(kube.cluster.node_probe()?),
+        _ => None,
+    };
+    let health = |n| health_of(n, probe.as_ref());
+    for (k, n) in nodes.iter().enumerate() {
+        let label = match multi {
+            true => format!(" {}", n.target.name),
+            false => String::new(),
+        };
+        if n.restored == n.current {
+            steps.output(format!(
+                "nothing to revert: {} carries no audit settings of ours{}",
+                n.manifest_path,
+                if multi {
+                    format!(" on {}", n.target.name)
+                } else {
+                    String::new()
+                }
+            ));
+            continue;
+        }
+        let node_name = n.target.in_cluster.then_some(n.target.name.as_str());
+        if multi && let Some(kube) = kube.as_ref().filter(|_| !args.restart.no_wait) {
+            let others: Vec<(&str, Health)> = nodes
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != k)
+                .map(|(_, o)| (o.target.name.as_str(), health(o)))
+                .collect();
+            crate::rollout::wait_for_others(
+                kube,
+                &others,
+                &n.target.name,
+                &args.restart,
+                &steps,
+                &label,
+            )?;
+        }
         let old_hash = match (&kube, args.restart.no_wait) {
-            (Some(kube), false) => wait::mirror_hash(kube, args.cluster.node_name.as_deref()),
+            (Some(kube), false) => wait::mirror_hash(kube, node_name),
             _ => None,
         };
-        steps.run("patch", || {
-            node.write(&manifest_path, restored.as_bytes(), 0o600)?;
-            Ok(((), format!("{manifest_path} reverted")))
+        steps.run(&format!("patch{label}"), || {
+            n.node
+                .write(&n.manifest_path, n.restored.as_bytes(), 0o600)?;
+            Ok(((), format!("{} reverted", n.manifest_path)))
         })?;
-        let flags = our_flags(&current, &enables(record.as_ref(), audit_dir));
+        let flags = our_flags(&n.current, &enables(n.record.as_ref(), audit_dir));
         let change = ManifestChange {
-            node: &node,
-            manifest_path: &manifest_path,
-            previous: &current,
+            node: &n.node,
+            manifest_path: &n.manifest_path,
+            previous: &n.current,
             old_hash: old_hash.as_deref(),
             flags: &flags,
             adds_flags: false,
             command: "disable",
+            node_name,
+            health: health(n),
         };
-        rollback::wait_or_roll_back(
-            kube.as_ref(),
-            args.cluster.node_name.as_deref(),
-            &args.restart,
-            &change,
-            &steps,
-        )?;
+        rollback::wait_or_roll_back(kube.as_ref(), &args.restart, &change, &steps, &label)
+            .map_err(|e| match multi {
+                true => PipelineError::failed(format!(
+                    "{}: {}; the nodes after it were not changed",
+                    n.target.name,
+                    e.report()
+                )),
+                false => e,
+            })?;
     }
     if let Some(kube) = &kube
         && dynamic
     {
         auditsink::delete(kube, &steps)?;
     }
+    let enables_of_all: Vec<PatchOptions> = nodes
+        .iter()
+        .flat_map(|n| enables(n.record.as_ref(), audit_dir))
+        .collect();
     if let Some(kube) = &kube {
-        restore_kubeadm_config(
-            kube,
-            kept.as_deref(),
-            &enables(record.as_ref(), audit_dir),
-            &steps,
-        )?;
+        restore_kubeadm_config(kube, kept.as_deref(), &enables_of_all, &steps)?;
     } else if kept.is_some() {
         steps.warn("kube-system/kubeadm-config still carries the audit settings (no kubeconfig): the next `kubeadm upgrade` would turn audit on again; run disable with --kubeconfig");
     }
-    steps.run("files", || {
-        // The record describes an enabled node; once reverted it would mislead status and disable.
-        let state = state::state_path(audit_dir);
-        // The original ClusterConfiguration goes once the ConfigMap was handled (with a cluster).
-        let original = durable::original_path(audit_dir);
-        let mut records = vec![state.as_str()];
-        if kube.is_some() {
-            records.push(original.as_str());
-        }
-        if !args.purge {
-            node.remove(&records)?;
-            return Ok((
-                (),
-                format!("{audit_dir} kept (--purge deletes the policy and webhook config)"),
-            ));
-        }
-        let uploaded: Vec<String> = patch_apiserver::AuditFile::ALL
-            .iter()
-            .filter(|file| file.uploaded())
-            .map(|file| format!("{audit_dir}/{}", file.file_name()))
-            .collect();
-        let mut paths = records;
-        paths.extend(uploaded.iter().map(String::as_str));
-        node.remove(&paths)?;
-        Ok((
-            (),
-            format!("{audit_dir}: policy and webhook config deleted; audit.log and backup/ kept"),
-        ))
-    })?;
-    node.unlock()?;
+    for n in &nodes {
+        let label = match multi {
+            true => format!(" {}", n.target.name),
+            false => String::new(),
+        };
+        steps.run(&format!("files{label}"), || {
+            remove_records(&n.node, audit_dir, kube.is_some(), args.purge)
+        })?;
+    }
+    for n in &nodes {
+        n.node.unlock()?;
+    }
     Ok(())
+}
+
+fn health_of<'a>(n: &'a NodeRevert, probe: Option<&'a cluster::NodeProbe>) -> Health<'a> {
+    match (&n.target.api, probe) {
+        (Some(endpoint), Some(probe)) => Health::Node {
+            node: &n.node,
+            endpoint,
+            probe,
+        },
+        _ => Health::Kubeconfig,
+    }
+}
+
+/// Takes the lock and reads one node; decides what its manifest goes back to.
+fn read_node(
+    args: &DisableArgs,
+    audit_dir: &str,
+    target: &NodeTarget,
+    multi: bool,
+    jumps: &Jumps,
+) -> Result<NodeRevert> {
+    let node = args
+        .target
+        .connect(target, multi.then_some(target.name.as_str()), jumps)?;
+    let manifest_path = args.target.manifest();
+    let state_path = state::state_path(audit_dir);
+    let durable_original = durable::original_path(audit_dir);
+    let (mut read, _) = node.lock_and_read(
+        &crate::lock::dir_for(&manifest_path),
+        &[&manifest_path, &state_path, &durable_original],
+        &[],
+        None,
+    )?;
+    let kept = read.pop().flatten().map(String::from_utf8).transpose()?;
+    let record = read
+        .pop()
+        .flatten()
+        .map(|bytes| State::parse(&String::from_utf8_lossy(&bytes), audit_dir))
+        .transpose()?;
+    let current = manifest_text(&node, &manifest_path, read.pop().flatten())?;
+    let (restored, how) =
+        restored_manifest(&node, &manifest_path, &current, record.as_ref(), audit_dir)?;
+    let summary = format!("{}: {manifest_path}: {how}", node.describe());
+    Ok(NodeRevert {
+        target: target.clone(),
+        node,
+        manifest_path,
+        current,
+        restored,
+        record,
+        kept,
+        summary,
+    })
+}
+
+/// The record describes an enabled node; once reverted it would mislead status and disable.
+/// The original ClusterConfiguration goes once the ConfigMap was handled (with a cluster).
+fn remove_records(
+    node: &Node,
+    audit_dir: &str,
+    with_cluster: bool,
+    purge: bool,
+) -> Result<((), String)> {
+    let state = state::state_path(audit_dir);
+    let original = durable::original_path(audit_dir);
+    let mut records = vec![state.as_str()];
+    if with_cluster {
+        records.push(original.as_str());
+    }
+    if !purge {
+        node.remove(&records)?;
+        return Ok((
+            (),
+            format!("{audit_dir} kept (--purge deletes the policy and webhook config)"),
+        ));
+    }
+    let uploaded: Vec<String> = patch_apiserver::AuditFile::ALL
+        .iter()
+        .filter(|file| file.uploaded())
+        .map(|file| format!("{audit_dir}/{}", file.file_name()))
+        .collect();
+    let mut paths = records;
+    paths.extend(uploaded.iter().map(String::as_str));
+    node.remove(&paths)?;
+    Ok((
+        (),
+        format!("{audit_dir}: policy and webhook config deleted; audit.log and backup/ kept"),
+    ))
 }
 
 /// After the manifest is back: kube-system/kubeadm-config without our settings, as the

@@ -5,10 +5,9 @@ use patch_apiserver::{KubeVersion, Mode};
 use crate::cluster_args::ClusterArgs;
 use crate::error::{Context, Result};
 use crate::report::{Reporter, Steps};
-use crate::rollback::{self, ManifestChange};
 use crate::target::TargetArgs;
 use crate::wait::RestartArgs;
-use crate::{apply, auditsink, durable, preflight, rendering};
+use crate::{auditsink, durable, preflight, rendering, rollout};
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "Examples:
@@ -16,6 +15,9 @@ use crate::{apply, auditsink, durable, preflight, rendering};
   cargo xtask enable kops dynamic --host api.k.example.com
   cargo xtask enable ssh static --host cp1 --falco-url http://10.96.0.10:8765/k8s_audit
   cargo xtask enable ssh static --host cp1 --dry-run   # show the files and the diff, change nothing
+  cargo xtask enable ssh static --kubeconfig ~/.kube/prod --jump admin@bastion
+                                                       # every control-plane node, one at a time
+  cargo xtask enable ssh static --host cp1 --host cp2 --host cp3 --no-wait
   sudo cargo xtask enable local static --falco-via-nodeport")]
 pub struct EnableArgs {
     #[command(flatten)]
@@ -48,10 +50,16 @@ pub struct EnableArgs {
     /// --audit-webhook-batch-max-wait.
     #[arg(long, default_value = "5s")]
     pub batch_max_wait: String,
-    /// Writes this --audit-webhook-batch-max-wait value unchecked, so that tests can make a real
-    /// API server fail to start and exercise the rollback. Never useful otherwise.
+    /// Writes this --audit-webhook-batch-max-wait value unchecked (`NODE=VALUE`: on that node
+    /// only), so that tests can make a real API server fail to start and exercise the rollback.
+    /// Never useful otherwise.
     #[arg(long, hide = true)]
     pub test_only_batch_max_wait: Option<String>,
+    /// When a node fails, roll back only that node and leave the ones already changed
+    /// enabled (default: roll every node back, so that no API server is left unaudited
+    /// unnoticed).
+    #[arg(long)]
+    pub keep_partial: bool,
     /// Print details of each step.
     #[arg(short, long)]
     pub verbose: bool,
@@ -91,27 +99,123 @@ pub fn run(args: EnableArgs, reporter: &dyn Reporter) -> Result<()> {
     enable(args, reporter).map(drop)
 }
 
-/// The pipeline; returns the SSH session's counters for the benchmark.
+/// The pipeline; returns the SSH sessions' counters (summed over the nodes) for the benchmark.
 pub fn enable(args: EnableArgs, reporter: &dyn Reporter) -> Result<Option<ship::Stats>> {
     let steps = Steps::new(reporter);
-    let plan = steps.run("preflight", || preflight::run(&args, &steps))?;
-    if let Some(reason) = &plan.falco_reason {
+    let pre = steps.run("preflight", || preflight::run(&args))?;
+    if let Some(reason) = &pre.falco_reason {
         steps.info(reason);
     }
-    for warning in &plan.warnings {
+    for warning in &pre.warnings {
         steps.warn(warning);
     }
+    let multi = pre.plans.len() > 1;
+    for plan in &pre.plans {
+        let who = |line: &str| match multi {
+            true => format!("{}: {line}", plan.target.name),
+            false => line.to_string(),
+        };
+        if multi {
+            steps.info(&plan.summary);
+        }
+        plan.details.iter().for_each(|d| steps.detail(who(d)));
+        plan.infos.iter().for_each(|i| steps.info(who(i)));
+        plan.warnings.iter().for_each(|w| steps.warn(who(w)));
+    }
     let files = steps.run("render", || {
-        rendering::run(args.mode, &args.falco.policy, &plan, &steps)
+        // Every node gets its own files (each names the Falco endpoint it reaches); the
+        // policy's warnings are said once.
+        let quiet = crate::report::Recorder::default();
+        let mut all = Vec::new();
+        let mut summary = String::new();
+        for (i, plan) in pre.plans.iter().enumerate() {
+            let said = if i == 0 { steps } else { Steps::new(&quiet) };
+            let (files, line) = rendering::run(args.mode, &args.falco.policy, plan, &said)?;
+            if i == 0 {
+                summary = line;
+            }
+            all.push(files);
+        }
+        if multi {
+            summary.push_str(&format!(" for each of {} nodes", all.len()));
+        }
+        Ok((all, summary))
     })?;
 
     if args.dry_run {
-        for (name, bytes) in &files {
+        return dry_run(&args, &pre, &files, &steps);
+    }
+
+    let outcome = rollout::enable_each(&args, &pre, &files, &steps)?;
+    if args.mode != Mode::Static {
+        let kube = pre
+            .kube
+            .as_ref()
+            .context("dynamic modes need the cluster")?;
+        auditsink::apply(kube, &files[0], &steps)?;
+    }
+    match (&pre.durable, &pre.kube, pre.plans.first()) {
+        (Some(durable), Some(kube), Some(first)) => {
+            durable::apply(kube, durable, &first.options, &steps)?
+        }
+        (_, _, Some(first)) => durable_advice(first, &files[0], args.verbose, &steps),
+        _ => {}
+    }
+    for plan in &pre.plans {
+        plan.node.unlock()?;
+    }
+    let stats = total_stats(&pre);
+    if let Some(stats) = &stats {
+        steps.detail(format!(
+            "{} TCP connection(s), {} round trips",
+            stats.tcp_connections, stats.round_trips
+        ));
+    }
+    let on = match pre.plans.as_slice() {
+        [plan] => plan.node.describe().to_string(),
+        plans => format!("{} control-plane nodes: {}", plans.len(), pre.fleet.names()),
+    };
+    if outcome.changed_any {
+        steps.output(format!("enabled {} audit on {on}", args.mode));
+    } else {
+        steps.output(format!(
+            "nothing to do: {} audit is already enabled on {on}",
+            args.mode
+        ));
+    }
+    Ok(stats)
+}
+
+/// Every node's session and every jump host's connection together.
+fn total_stats(pre: &preflight::Preflight) -> Option<ship::Stats> {
+    pre.plans
+        .iter()
+        .filter_map(|p| p.node.stats())
+        .chain(pre.jumps.stats())
+        .reduce(|a, b| ship::Stats {
+            tcp_connections: a.tcp_connections + b.tcp_connections,
+            round_trips: a.round_trips + b.round_trips,
+        })
+}
+
+/// `--dry-run`: each node's files and manifest diff, and the ConfigMap's; nothing changes.
+fn dry_run(
+    args: &EnableArgs,
+    pre: &preflight::Preflight,
+    files: &[rendering::Files],
+    steps: &Steps,
+) -> Result<Option<ship::Stats>> {
+    let multi = pre.plans.len() > 1;
+    for (plan, files) in pre.plans.iter().zip(files) {
+        if multi {
+            steps.output(format!("=== {}", plan.target.name));
+        }
+        for (name, bytes) in files {
             steps.output(format!("--- {}/{name}", args.target.node.audit_dir));
-            output_text(&steps, &rendering::display_text(bytes));
+            output_text(steps, &rendering::display_text(bytes));
         }
         output_text(
-            &steps,
+            steps,
             &patch_apiserver::unified_diff(
                 &plan.original,
                 &plan.patched.text,
@@ -119,86 +223,25 @@ pub fn enable(args: EnableArgs, reporter: &dyn Reporter) -> Result<Option<ship::
                 &plan.manifest_path,
             ),
         );
-        if let Some(durable) = &plan.durable {
-            let name = "kube-system/kubeadm-config ClusterConfiguration";
-            output_text(
-                &steps,
-                &patch_apiserver::unified_diff(
-                    &durable.read.cluster_configuration,
-                    &durable.patched,
-                    name,
-                    name,
-                ),
-            );
-        }
-        steps.output(format!(
-            "dry run: nothing was changed on {}",
-            plan.node.describe()
-        ));
-        return Ok(plan.node.stats());
     }
-
-    let uploaded = steps.run("apply", || apply::run(&args, &plan, &files))?;
-    if !plan.patched.changed {
-        steps.warn(format!(
-            "{} is already patched for {} mode: left as it is",
-            plan.manifest_path, args.mode
-        ));
-        if uploaded > 0 {
-            steps.warn("the audit files changed; the API server reads them only at startup, so restart it to use them");
-        }
-    } else {
-        let flags = patch_apiserver::audit_flags(&plan.options, plan.options.kube_version.as_ref());
-        let change = ManifestChange {
-            node: &plan.node,
-            manifest_path: &plan.manifest_path,
-            previous: &plan.original,
-            old_hash: plan.old_hash.as_deref(),
-            flags: &flags,
-            adds_flags: true,
-            command: "enable",
-        };
-        rollback::wait_or_roll_back(
-            plan.kube.as_ref(),
-            args.cluster.node_name.as_deref(),
-            &args.restart,
-            &change,
-            &steps,
-        )?;
+    if let Some(durable) = &pre.durable {
+        let name = "kube-system/kubeadm-config ClusterConfiguration";
+        output_text(
+            steps,
+            &patch_apiserver::unified_diff(
+                &durable.read.cluster_configuration,
+                &durable.patched,
+                name,
+                name,
+            ),
+        );
     }
-    if args.mode != Mode::Static {
-        let kube = plan
-            .kube
-            .as_ref()
-            .context("dynamic modes need the cluster")?;
-        auditsink::apply(kube, &files, &steps)?;
-    }
-    match (&plan.durable, &plan.kube) {
-        (Some(durable), Some(kube)) => durable::apply(kube, durable, &plan.options, &steps)?,
-        _ => durable_advice(&plan, &files, args.verbose, &steps),
-    }
-    plan.node.unlock()?;
-    let stats = plan.node.stats();
-    if let Some(stats) = &stats {
-        steps.detail(format!(
-            "{} TCP connection(s), {} round trips",
-            stats.tcp_connections, stats.round_trips
-        ));
-    }
-    if plan.patched.changed || uploaded > 0 {
-        steps.output(format!(
-            "enabled {} audit on {}",
-            args.mode,
-            plan.node.describe()
-        ));
-    } else {
-        steps.output(format!(
-            "nothing to do: {} audit is already enabled on {}",
-            args.mode,
-            plan.node.describe()
-        ));
-    }
-    Ok(stats)
+    let on = match pre.plans.as_slice() {
+        [plan] => plan.node.describe().to_string(),
+        _ => pre.fleet.names(),
+    };
+    steps.output(format!("dry run: nothing was changed on {on}"));
+    Ok(total_stats(pre))
 }
 
 /// For a manifest whose owner is not kubeadm-config's (or with --no-durable): the owner's own

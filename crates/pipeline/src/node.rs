@@ -382,6 +382,32 @@ impl Node {
         }
     }
 
+    /// A byte stream to `host:port` as the node sees it: a channel of the node's SSH session
+    /// (addresses behind a bastion are not routable from here), or a TCP connection locally.
+    pub fn tunnel(&self, host: &str, port: u16) -> Result<Tunnel<'_>> {
+        match &self.transport {
+            Transport::Ssh(session) => {
+                let mut tunnel = session.tunnel(host, port)?;
+                tunnel.set_read_timeout(Some(TUNNEL_TIMEOUT));
+                tunnel.set_write_timeout(Some(TUNNEL_TIMEOUT));
+                Ok(Tunnel::Ssh(tunnel))
+            }
+            Transport::Local => {
+                let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+                    .with_context(|| format!("resolving {host}"))?
+                    .next()
+                    .with_context(|| format!("{host} has no address"))?;
+                let stream = std::net::TcpStream::connect_timeout(&addr, TUNNEL_TIMEOUT)
+                    .with_context(|| format!("connecting to {host}:{port}"))?;
+                stream
+                    .set_read_timeout(Some(TUNNEL_TIMEOUT))
+                    .and_then(|()| stream.set_write_timeout(Some(TUNNEL_TIMEOUT)))
+                    .context("setting socket timeouts")?;
+                Ok(Tunnel::Tcp(stream))
+            }
+        }
+    }
+
     pub fn run_checked(&self, argv: &[&str]) -> Result<Ran> {
         let ran = self.run(argv)?;
         if ran.status != 0 {
@@ -394,6 +420,40 @@ impl Node {
             );
         }
         Ok(ran)
+    }
+}
+
+/// How long one exchange over a [`Tunnel`] may take: a health probe, not a transfer.
+const TUNNEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A byte stream to a port on the node ([`Node::tunnel`]).
+pub enum Tunnel<'a> {
+    Ssh(ship::Tunnel<'a>),
+    Tcp(std::net::TcpStream),
+}
+
+impl Read for Tunnel<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Tunnel::Ssh(t) => t.read(buf),
+            Tunnel::Tcp(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Tunnel<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Tunnel::Ssh(t) => t.write(buf),
+            Tunnel::Tcp(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Tunnel::Ssh(t) => t.flush(),
+            Tunnel::Tcp(t) => t.flush(),
+        }
     }
 }
 

@@ -5,19 +5,21 @@
 
 use patch_apiserver::{KubeVersion, Mode, PatchOptions};
 
-use crate::cluster_args::Kube;
+use crate::cluster_args::{ClusterArgs, Kube};
 use crate::durable::{self, DurablePlan};
 use crate::enable::EnableArgs;
-use crate::error::{Context, PipelineError, Result};
+use crate::error::{Context, PipelineError, Result, bail};
+use crate::fleet::{self, Fleet, NodeTarget};
 use crate::node::Node;
 use crate::reachability::{self, Probed, Verdict};
-use crate::report::Steps;
 use crate::state::{self, State};
+use crate::target::{Jumps, TargetArgs};
 use crate::templates::FalcoUrl;
 use crate::wait;
 
-/// What the preflight learned; nothing on the node has changed yet.
+/// What the preflight learned about one node; nothing on it has changed yet.
 pub struct Plan {
+    pub target: NodeTarget,
     pub node: Node,
     pub manifest_path: String,
     pub original: String,
@@ -28,18 +30,39 @@ pub struct Plan {
     pub patched: patch_apiserver::Outcome,
     pub options: PatchOptions,
     pub falco: Option<FalcoUrl>,
-    pub kube: Option<Kube>,
+    /// The mirror pod's config hash before the change.
     pub old_hash: Option<String>,
+    /// The version the manifest's image names.
+    pub image_version: Option<KubeVersion>,
     /// Warnings found while planning, shown under the preflight line.
     pub warnings: Vec<String>,
-    /// Which Falco endpoint was chosen, and why.
-    pub falco_reason: Option<String>,
+    /// What the user should know that is not a problem (which Falco answered).
+    pub infos: Vec<String>,
+    /// Details for `--verbose`.
+    pub details: Vec<String>,
     /// Which tool owns the manifest (it may rewrite it).
     pub manager: Option<crate::manager::Manager>,
-    /// Our edit of kube-system/kubeadm-config, on a kubeadm cluster (not with --no-durable).
-    pub durable: Option<DurablePlan>,
     /// Whether the node already keeps the original ClusterConfiguration (from an earlier enable).
     pub durable_original_kept: bool,
+    /// The preflight line's summary for this node.
+    pub summary: String,
+}
+
+/// What the preflight learned about the cluster, shared by every node of the run.
+pub struct Preflight {
+    pub kube: Option<Kube>,
+    pub fleet: Fleet,
+    /// One plan per node, in the order the run changes them.
+    pub plans: Vec<Plan>,
+    /// Which Falco endpoint was chosen, and why.
+    pub falco_reason: Option<String>,
+    /// Our edit of kube-system/kubeadm-config, on a kubeadm cluster (not with --no-durable).
+    pub durable: Option<DurablePlan>,
+    /// Checks each node's own API server over its session; `None` without a cluster.
+    pub probe: Option<cluster::NodeProbe>,
+    pub warnings: Vec<String>,
+    /// The jump hosts' connections, shared by the nodes behind them.
+    pub jumps: Jumps,
 }
 
 /// The files a mode puts on the node, from patch-apiserver's one list.
@@ -51,14 +74,154 @@ pub fn uploads(mode: Mode) -> Vec<&'static str> {
         .collect()
 }
 
-/// The preflight of `enable`; returns the plan and its one-line summary.
-pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
+/// The cluster and the nodes of a run: the kubeconfig when the run needs one (or was given
+/// one), and every control-plane node it acts on.
+pub fn cluster_and_fleet(
+    target: &TargetArgs,
+    cluster: &ClusterArgs,
+    needs_cluster: bool,
+) -> Result<(Option<Kube>, Fleet)> {
+    let kube = match cluster.connect(needs_cluster) {
+        Ok(kube) => kube,
+        // Without a cluster the nodes must come from the arguments: when they do not, that is
+        // what the user has to fix (the message says both ways).
+        Err(error) => {
+            fleet::resolve(target, &cluster.nodes, None, None)?;
+            return Err(error);
+        }
+    };
+    let plane = match &kube {
+        Some(kube) => Some(kube.block_on(kube.cluster.control_plane())?),
+        None => None,
+    };
+    let server = kube.as_ref().map(|k| k.cluster.server().to_string());
+    let fleet = fleet::resolve(target, &cluster.nodes, plane.as_ref(), server.as_deref())?;
+    Ok((kube, fleet))
+}
+
+/// Runs `work` for every node at once, one thread each, and gives the results back in order.
+/// Every node's session is its own, so a slow node does not hold up the others.
+pub fn on_every_node<T: Send>(
+    fleet: &Fleet,
+    work: impl Fn(&NodeTarget) -> Result<T> + Sync,
+) -> Vec<Result<T>> {
+    if let [only] = fleet.nodes.as_slice() {
+        return vec![work(only)];
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = fleet
+            .nodes
+            .iter()
+            .map(|node| scope.spawn(|| work(node)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(PipelineError::failed("a node's thread panicked")))
+            })
+            .collect()
+    })
+}
+
+/// Every node's result, or one error that lists each node's problem (not only the first).
+pub fn all_or_report<T>(fleet: &Fleet, results: Vec<Result<T>>, what: &str) -> Result<Vec<T>> {
+    if fleet.nodes.len() == 1 {
+        return results.into_iter().collect();
+    }
+    let mut ok = Vec::new();
+    let mut problems = Vec::new();
+    for (node, result) in fleet.nodes.iter().zip(results) {
+        match result {
+            Ok(value) => ok.push(value),
+            Err(error) => problems.push(format!("  {}: {}", node.name, error.report())),
+        }
+    }
+    if problems.is_empty() {
+        return Ok(ok);
+    }
+    Err(PipelineError::failed(format!(
+        "{} of {} control-plane nodes failed {what}; nothing was written on any node:\n{}",
+        problems.len(),
+        fleet.nodes.len(),
+        problems.join("\n")
+    )))
+}
+
+/// The preflight of `enable`: the cluster, then every node at once; returns the plans and the
+/// step's one-line summary.
+pub fn run(args: &EnableArgs) -> Result<(Preflight, String)> {
     let needs_cluster =
         !args.restart.no_wait || args.mode != Mode::Static || args.falco.falco_url.is_none();
-    let dir = args.target.audit_dir()?;
-    let node = args.target.connect()?;
-    let kube = args.cluster.connect(needs_cluster)?;
+    args.target.audit_dir()?;
+    let (kube, fleet) = cluster_and_fleet(&args.target, &args.cluster, needs_cluster)?;
     let (candidates, falco_reason) = resolve_falco(args, kube.as_ref())?;
+    let multi = fleet.nodes.len() > 1;
+    let jumps = Jumps::default();
+    let results = on_every_node(&fleet, |target| {
+        plan_node(args, target, multi, &candidates, &jumps)
+    });
+    let mut plans = all_or_report(&fleet, results, "the preflight")?;
+    let mut warnings = fleet.warnings.clone();
+    check_versions(args, kube.as_ref(), &mut plans, &mut warnings)?;
+    let durable = match (&kube, plans.first()) {
+        (Some(kube), Some(first))
+            if first.manager == Some(crate::manager::Manager::Kubeadm) && !args.no_durable =>
+        {
+            durable::plan(kube, &first.options)?
+        }
+        _ => None,
+    };
+    if let (Some(kube), false) = (&kube, args.restart.no_wait) {
+        for plan in &mut plans {
+            plan.old_hash = wait::mirror_hash(
+                kube,
+                plan.target.in_cluster.then_some(plan.target.name.as_str()),
+            );
+        }
+    }
+    let probe = match (&kube, multi) {
+        (Some(kube), true) => Some(kube.cluster.node_probe()?),
+        _ => None,
+    };
+    let falco = plans.first().and_then(|p| p.falco.as_ref());
+    let summary = match plans.as_slice() {
+        [plan] => plan.summary.clone(),
+        _ => format!(
+            "{} control-plane nodes: {}{}",
+            plans.len(),
+            fleet.names(),
+            falco
+                .map(|f| format!("; Falco at {}", f.to_url()))
+                .unwrap_or_default()
+        ),
+    };
+    let preflight = Preflight {
+        kube,
+        fleet,
+        plans,
+        falco_reason,
+        durable,
+        probe,
+        warnings,
+        jumps,
+    };
+    Ok((preflight, summary))
+}
+
+/// One node's reads and checks, on a thread of its own (no cluster calls here: the runtime is
+/// the caller's).
+fn plan_node(
+    args: &EnableArgs,
+    target: &NodeTarget,
+    multi: bool,
+    candidates: &[FalcoUrl],
+    jumps: &Jumps,
+) -> Result<Plan> {
+    let dir = args.target.audit_dir()?;
+    let node = args
+        .target
+        .connect(target, multi.then_some(target.name.as_str()), jumps)?;
     let manifest_path = args.target.manifest();
     let names = uploads(args.mode);
     let mut paths = vec![
@@ -70,7 +233,7 @@ pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
     let probe: &[FalcoUrl] = if args.skip_reachability {
         &[]
     } else {
-        &candidates
+        candidates
     };
     // The probe verifies an https Falco with the same CA the webhook will use. (A client
     // certificate is not offered: its key would have to reach the node for the probe alone.)
@@ -86,7 +249,14 @@ pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
         ca.as_deref(),
     )?;
     let mut warnings = Vec::new();
-    let falco = choose_falco(args, candidates, &probed, steps, &mut warnings)?;
+    let (mut infos, mut details) = (Vec::new(), Vec::new());
+    let falco = choose_falco(
+        args,
+        candidates.to_vec(),
+        &probed,
+        &mut infos,
+        &mut warnings,
+    )?;
     let existing = names.iter().copied().zip(read.split_off(3)).collect();
     let durable_original_kept = read.pop().flatten().is_some();
     let record_bytes = read.pop().flatten();
@@ -95,39 +265,11 @@ pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
     let inspection = patch_apiserver::inspect(&original)
         .map_err(|e| PipelineError::failed(e.located(&on_node)))?;
     let version = args.kube_version.or(inspection.version);
-    steps.detail(format!(
+    details.push(format!(
         "shape {}, image version {}",
         inspection.shape,
         describe_version(inspection.version.as_ref())
     ));
-
-    if let Some(kube) = &kube {
-        let served = kube.block_on(kube.cluster.version())?;
-        steps.detail(format!(
-            "API server {} reports {served}",
-            kube.cluster.server()
-        ));
-        if let (Ok(served), Some(image)) = (served.parse::<KubeVersion>(), &inspection.version)
-            && (served.major, served.minor) != (image.major, image.minor)
-        {
-            // The dynamic modes exist only in 1.13-1.18, and a 1.19+ server refuses their flags
-            // and does not start: which version is right decides whether the node survives.
-            match args.kube_version {
-                None if args.mode != Mode::Static => {
-                    return Err(PipelineError::failed(format!(
-                        "{on_node}: the manifest's image says {image} but the API server reports {served}; {} mode depends on the version (1.13-1.18 only), so nothing was written. Pass --kube-version with the version the node really runs (--force does not decide this)",
-                        args.mode
-                    )));
-                }
-                None => warnings.push(format!(
-                    "the API server runs {served} but the manifest's image is {image}: the flags follow the manifest, which is what the kubelet will start"
-                )),
-                Some(chosen) => warnings.push(format!(
-                    "the API server runs {served} and the manifest's image is {image}; --kube-version {chosen} decides the flags"
-                )),
-            }
-        }
-    }
 
     let mut options = PatchOptions::new(args.mode);
     options.audit_dir = args.target.node.audit_dir.clone();
@@ -136,7 +278,14 @@ pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
     options.kube_version = version;
     let mut patched = patch_apiserver::patch(&original, &options)
         .map_err(|e| PipelineError::failed(e.located(&on_node)))?;
-    if let Some(value) = &args.test_only_batch_max_wait {
+    let failing =
+        args.test_only_batch_max_wait
+            .as_deref()
+            .and_then(|spec| match spec.split_once('=') {
+                Some((name, value)) => (name == target.name).then_some(value),
+                None => Some(spec),
+            });
+    if let Some(value) = failing {
         // patch-apiserver refuses invalid durations; the rollback tests need one to reach the API server.
         let ours = format!("--audit-webhook-batch-max-wait={}", args.batch_max_wait);
         patched.text = patched
@@ -146,7 +295,7 @@ pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
     for note in &patched.notes {
         match note {
             // Expected on every re-run; not worth a warning.
-            patch_apiserver::Note::AlreadyPresent { .. } => steps.detail(note.to_string()),
+            patch_apiserver::Note::AlreadyPresent { .. } => details.push(note.to_string()),
             _ => warnings.push(note.to_string()),
         }
     }
@@ -159,22 +308,12 @@ pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
         &mut warnings,
     );
     let manager = crate::manager::Manager::detect(&original);
-    let durable = match (&kube, manager) {
-        (Some(kube), Some(crate::manager::Manager::Kubeadm)) if !args.no_durable => {
-            durable::plan(kube, &options)?
-        }
-        _ => None,
-    };
     if let Some(url) = falco.as_ref().filter(|url| url.is_cluster_dns_name()) {
         warnings.push(format!(
             "{} is a cluster DNS name: the API server runs in the host's network with the host's resolver, which does not know cluster names; use the Service's ClusterIP or a NodePort on 127.0.0.1",
             url.host
         ));
     }
-    let old_hash = match (&kube, args.restart.no_wait) {
-        (Some(kube), false) => wait::mirror_hash(kube, args.cluster.node_name.as_deref()),
-        _ => None,
-    };
     let summary = format!(
         "{}: {manifest_path} ({}, Kubernetes {}){}",
         node.describe(),
@@ -185,7 +324,8 @@ pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
             .map(|f| format!(", Falco at {}", f.to_url()))
             .unwrap_or_default(),
     );
-    let plan = Plan {
+    Ok(Plan {
+        target: target.clone(),
         node,
         manifest_path,
         original,
@@ -194,15 +334,82 @@ pub fn run(args: &EnableArgs, steps: &Steps) -> Result<(Plan, String)> {
         patched,
         options,
         falco,
-        kube,
-        old_hash,
+        old_hash: None,
+        image_version: inspection.version,
         warnings,
-        falco_reason,
+        infos,
+        details,
         manager,
-        durable,
         durable_original_kept,
+        summary,
+    })
+}
+
+/// The versions the nodes run against what the cluster serves and against each other. The
+/// dynamic modes exist only in 1.13-1.18, and a 1.19+ server refuses their flags and does not
+/// start: which version is right decides whether a node survives.
+fn check_versions(
+    args: &EnableArgs,
+    kube: Option<&Kube>,
+    plans: &mut [Plan],
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let minor = |v: &KubeVersion| (v.major, v.minor);
+    let mut images: Vec<KubeVersion> = plans.iter().filter_map(|p| p.image_version).collect();
+    images.sort_by_key(minor);
+    images.dedup_by_key(|v| minor(v));
+    if images.len() > 1 {
+        let each = plans
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {}",
+                    p.target.name,
+                    describe_version(p.image_version.as_ref())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        if args.mode != Mode::Static {
+            bail!(
+                "the control-plane nodes run different Kubernetes versions ({each}), a half-finished upgrade; {} mode depends on the version (1.13-1.18 only), so nothing was written. Finish the upgrade first",
+                args.mode
+            );
+        }
+        warnings.push(format!(
+            "the control-plane nodes run different Kubernetes versions ({each}): an upgrade is half done; each node gets the flags of its own version"
+        ));
+    }
+    let Some(kube) = kube else {
+        return Ok(());
     };
-    Ok((plan, summary))
+    let served = kube.block_on(kube.cluster.version())?;
+    for plan in plans.iter_mut() {
+        plan.details.push(format!(
+            "API server {} reports {served}",
+            kube.cluster.server()
+        ));
+        let on_node = format!("{} on {}", plan.manifest_path, plan.node.describe());
+        if let (Ok(served), Some(image)) = (served.parse::<KubeVersion>(), &plan.image_version)
+            && minor(&served) != minor(image)
+        {
+            match args.kube_version {
+                None if args.mode != Mode::Static => {
+                    return Err(PipelineError::failed(format!(
+                        "{on_node}: the manifest's image says {image} but the API server reports {served}; {} mode depends on the version (1.13-1.18 only), so nothing was written. Pass --kube-version with the version the node really runs (--force does not decide this)",
+                        args.mode
+                    )));
+                }
+                None => plan.warnings.push(format!(
+                    "the API server runs {served} but the manifest's image is {image}: the flags follow the manifest, which is what the kubelet will start"
+                )),
+                Some(chosen) => plan.warnings.push(format!(
+                    "the API server runs {served} and the manifest's image is {image}; --kube-version {chosen} decides the flags"
+                )),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The record an earlier enable left, when it still describes this manifest: it names it, and
@@ -259,7 +466,7 @@ fn choose_falco(
     args: &EnableArgs,
     candidates: Vec<FalcoUrl>,
     probed: &[Probed],
-    steps: &Steps,
+    infos: &mut Vec<String>,
     warnings: &mut Vec<String>,
 ) -> Result<Option<FalcoUrl>> {
     if args.skip_reachability {
@@ -271,7 +478,7 @@ fn choose_falco(
     }
     match reachability::verdict(probed) {
         Verdict::Reachable(ok) => {
-            steps.info(format!("reachable from the node: {ok}"));
+            infos.push(format!("reachable from the node: {ok}"));
             Ok(Some(ok.url.clone()))
         }
         Verdict::Unverified(p) => {

@@ -8,7 +8,7 @@ use crate::cluster_args::Kube;
 use crate::error::{Result, bail};
 use crate::node::Node;
 use crate::report::Steps;
-use crate::wait::{self, CrashWatch, Expect, PodLogs, RestartArgs, Restarted};
+use crate::wait::{self, CrashWatch, Expect, Health, PodLogs, RestartArgs, Restarted};
 
 /// A manifest change the kubelet is about to act on.
 pub struct ManifestChange<'a> {
@@ -23,17 +23,22 @@ pub struct ManifestChange<'a> {
     pub adds_flags: bool,
     /// `enable` or `disable`, for messages.
     pub command: &'a str,
+    /// The node's name in the cluster (its mirror pod), when known.
+    pub node_name: Option<&'a str>,
+    /// Where its readiness is asked.
+    pub health: Health<'a>,
 }
 
 /// Waits for the API server to come back from `change`; when it does not, puts the previous
 /// manifest back, waits for that, shows the API server's log and fails.
 pub fn wait_or_roll_back(
     kube: Option<&Kube>,
-    node_name: Option<&str>,
     args: &RestartArgs,
     change: &ManifestChange,
     steps: &Steps,
+    step_name: &str,
 ) -> Result<()> {
+    let node_name = change.node_name;
     let Some(kube) = kube.filter(|_| !args.no_wait) else {
         steps.warn("--no-wait: nothing checked that the API server came back; run `cargo xtask status` once it has");
         return Ok(());
@@ -60,10 +65,18 @@ pub fn wait_or_roll_back(
         }
         _ => Some(&watch),
     };
-    let waited = steps.run("wait", || {
+    let waited = steps.run(&format!("wait{step_name}"), || {
         let restarted = Restarted::HashChangedFrom(change.old_hash);
-        wait::wait_ready(kube, node_name, restarted, after, timeout, watch)
-            .map(|summary| ((), summary))
+        wait::wait_ready(
+            kube,
+            node_name,
+            change.health,
+            restarted,
+            after,
+            timeout,
+            watch,
+        )
+        .map(|summary| ((), summary))
     });
     let Err(failure) = waited else {
         return Ok(());
@@ -77,13 +90,14 @@ pub fn wait_or_roll_back(
             failure.report()
         );
     }
-    steps.run("rollback", || {
+    steps.run(&format!("rollback{step_name}"), || {
         change
             .node
             .write(change.manifest_path, change.previous.as_bytes(), 0o600)?;
         let summary = wait::wait_ready(
             kube,
             node_name,
+            change.health,
             Restarted::HashIs(change.old_hash),
             before,
             timeout,

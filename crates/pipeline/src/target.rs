@@ -1,11 +1,13 @@
 //! Which node to change and how to reach it: the four variants of the old script and beyond.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use std::process::Command;
 
 use crate::error::{Context, PipelineError, Result, bail};
+use crate::fleet::NodeTarget;
 use crate::node::Node;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -40,8 +42,16 @@ pub struct TargetArgs {
 }
 
 impl TargetArgs {
-    pub fn connect(&self) -> Result<Node> {
-        connect(self.variant, &self.node)
+    /// Connects to one node of the run. `minikube_node` names the node of a multi-node
+    /// minikube profile (`minikube ip -n NODE`). Nodes behind the same jump hosts share one
+    /// connection to them, from `jumps`.
+    pub fn connect(
+        &self,
+        target: &NodeTarget,
+        minikube_node: Option<&str>,
+        jumps: &Jumps,
+    ) -> Result<Node> {
+        connect(self.variant, &self.node, target, minikube_node, jumps)
     }
 
     pub fn manifest(&self) -> String {
@@ -63,9 +73,15 @@ impl TargetArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct NodeArgs {
-    /// The node's host name or address (kops: default $APISERVER_HOST).
+    /// A control-plane node's host name or address; repeat it for every node (kops: default
+    /// $APISERVER_HOST). With a kubeconfig the nodes come from the cluster, and each --host is
+    /// matched to one by name or host IP.
     #[arg(long)]
-    pub host: Option<String>,
+    pub host: Vec<String>,
+    /// Reach the nodes through these jump hosts, `[user@]host[:port]` separated by commas, as
+    /// `ssh -J` (default: ProxyJump from ~/.ssh/config). Every hop's host key is verified.
+    #[arg(long, value_name = "HOPS")]
+    pub jump: Option<String>,
     /// The SSH user (minikube: docker, kops: admin, ssh: from ~/.ssh/config or $USER).
     #[arg(long)]
     pub user: Option<String>,
@@ -90,7 +106,8 @@ pub struct NodeArgs {
     /// The kube-apiserver static pod manifest on the node.
     #[arg(long)]
     pub manifest: Option<String>,
-    /// Prefix every node path with DIR, so a sandbox directory stands in for the node's `/`.
+    /// Prefix every node path with DIR, so a sandbox directory stands in for the node's `/`;
+    /// `{node}` in DIR is replaced by each node's name.
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
     /// Where the audit policy, webhook config, log and backups live on the node.
@@ -106,8 +123,14 @@ impl NodeArgs {
     }
 }
 
-/// Opens the one session every step of a pipeline reuses.
-fn connect(variant: Variant, args: &NodeArgs) -> Result<Node> {
+/// Opens the one session every step of a pipeline reuses on one node.
+fn connect(
+    variant: Variant,
+    args: &NodeArgs,
+    target: &NodeTarget,
+    minikube_node: Option<&str>,
+    jumps: &Jumps,
+) -> Result<Node> {
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_default();
@@ -121,8 +144,8 @@ fn connect(variant: Variant, args: &NodeArgs) -> Result<Node> {
         ..ship::ConnectOptions::default()
     };
     let host = match variant {
-        Variant::Local => return Node::local(args.root.as_deref()),
-        Variant::Ssh => args
+        Variant::Local => return Node::local(target.root.as_deref()),
+        Variant::Ssh => target
             .host
             .clone()
             .context("the ssh variant needs --host (a name from ~/.ssh/config works)")?,
@@ -131,18 +154,11 @@ fn connect(variant: Variant, args: &NodeArgs) -> Result<Node> {
             if options.identities.is_empty() {
                 options.identities.push(home.join(".ssh/id_rsa"));
             }
-            match args
-                .host
-                .clone()
-                .or_else(|| std::env::var("APISERVER_HOST").ok())
-            {
-                Some(host) if !host.is_empty() => host,
-                _ => bail!(
-                    "you must specify the kops API server host: pass --host or set APISERVER_HOST (e.g. APISERVER_HOST=api.my-kops-cluster.com)"
-                ),
-            }
+            target.host.clone().context(
+                "you must specify the kops control-plane node: pass --host (or APISERVER_HOST)",
+            )?
         }
-        Variant::Minikube => minikube_host(args, &mut options)?,
+        Variant::Minikube => minikube_host(args, target, minikube_node, &mut options)?,
     };
     let destination = ship::Destination {
         user: options.user.clone(),
@@ -152,12 +168,56 @@ fn connect(variant: Variant, args: &NodeArgs) -> Result<Node> {
     if options.connect_timeout.is_zero() {
         options.connect_timeout = Duration::from_secs(10);
     }
-    let session = ship::Session::connect(&destination, &options)?;
-    let describe = match &args.root {
+    let hops = match &args.jump {
+        Some(list) => ship::Destination::parse_jump(list)?,
+        None => ship::jump_hops(&host, args.ssh_config.as_deref())?,
+    };
+    let session = match hops.is_empty() {
+        true => ship::Session::connect(&destination, &options)?,
+        false => ship::Session::connect_via(&destination, &options, &jumps.get(&hops, &options)?)?,
+    };
+    let describe = match &target.root {
         Some(root) => format!("{host} (sandbox root {})", root.display()),
         None => host,
     };
-    Ok(Node::ssh(session, args.root.as_deref(), describe))
+    Ok(Node::ssh(session, target.root.as_deref(), describe))
+}
+
+/// The jump hosts' connections of a run, one per list of hops, shared by every node behind them
+/// (each node still has its own session, through a channel of the last hop's).
+#[derive(Default)]
+pub struct Jumps {
+    connected: std::sync::Mutex<Vec<(Vec<ship::Destination>, Arc<ship::Jump>)>>,
+}
+
+impl Jumps {
+    fn get(
+        &self,
+        hops: &[ship::Destination],
+        options: &ship::ConnectOptions,
+    ) -> Result<Arc<ship::Jump>> {
+        // Held while connecting, so that two nodes behind one bastion open one connection.
+        let mut connected = self
+            .connected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, jump)) = connected.iter().find(|(h, _)| h.as_slice() == hops) {
+            return Ok(Arc::clone(jump));
+        }
+        let jump = ship::Jump::connect(hops, options)?;
+        connected.push((hops.to_vec(), Arc::clone(&jump)));
+        Ok(jump)
+    }
+
+    /// The jump hosts' own counters, for the run's total.
+    pub fn stats(&self) -> Vec<ship::Stats> {
+        self.connected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(_, jump)| jump.stats())
+            .collect()
+    }
 }
 
 /// The driver of `profile` in `minikube profile list -o json` (`{"valid": [{"Name": ..,
@@ -177,35 +237,48 @@ fn driver_of(profiles: &str, profile: &str) -> Option<String> {
 
 /// Asks minikube where its node is, as `minikube ssh` does: the VM's IP on port 22, or with
 /// the docker driver the port Docker forwards to the container's sshd.
-fn minikube_host(args: &NodeArgs, options: &mut ship::ConnectOptions) -> Result<String> {
+///
+/// A node of a multi-node profile (`minikube start --ha`) is reached the same way with `-n
+/// NODE`; with the docker driver its container has the node's name.
+fn minikube_host(
+    args: &NodeArgs,
+    target: &NodeTarget,
+    node: Option<&str>,
+    options: &mut ship::ConnectOptions,
+) -> Result<String> {
     if read_command("minikube", &["version"]).is_err() {
         bail!(
             "the minikube variant needs the minikube CLI on PATH; use the ssh variant with --host for other clusters"
         );
     }
-    let profile = &args.profile;
+    let profile = args.profile.as_str();
+    let mut with_node = vec!["-p", profile];
+    with_node.extend(node.map(|n| ["-n", n]).into_iter().flatten());
     options.user.get_or_insert_with(|| "docker".into());
     if options.identities.is_empty() {
-        let key = read_command("minikube", &["ssh-key", "-p", profile])?;
+        let key = read_command("minikube", &[&["ssh-key"], with_node.as_slice()].concat())?;
         options.identities.push(PathBuf::from(key.trim()));
     }
     let profiles = read_command("minikube", &["profile", "list", "-o", "json"]).unwrap_or_default();
     if driver_of(&profiles, profile).as_deref() == Some("docker") && options.port.is_none() {
-        let forwarded = read_command("docker", &["port", profile, "22/tcp"])?;
+        let container = node.unwrap_or(profile);
+        let forwarded = read_command("docker", &["port", container, "22/tcp"])?;
         let port = forwarded
             .lines()
             .find_map(|l| l.rsplit_once(':').and_then(|(_, p)| p.trim().parse().ok()))
             .with_context(|| {
-                format!("`docker port {profile} 22/tcp` printed no port: {forwarded}")
+                format!("`docker port {container} 22/tcp` printed no port: {forwarded}")
             })?;
         options.port = Some(port);
-        return Ok(args.host.clone().unwrap_or_else(|| "127.0.0.1".into()));
+        return Ok(target.host.clone().unwrap_or_else(|| "127.0.0.1".into()));
     }
-    match &args.host {
+    match &target.host {
         Some(host) => Ok(host.clone()),
-        None => Ok(read_command("minikube", &["ip", "-p", profile])?
-            .trim()
-            .to_string()),
+        None => Ok(
+            read_command("minikube", &[&["ip"], with_node.as_slice()].concat())?
+                .trim()
+                .to_string(),
+        ),
     }
 }
 

@@ -56,9 +56,16 @@ pub use cluster::FALCO_POD_SELECTORS;
 /// Runs `verify`; its findings go to `reporter` as output.
 pub fn run(args: VerifyArgs, reporter: &dyn Reporter) -> Result<()> {
     let out = Steps::new(reporter);
-    let kube = args.cluster.connect_required()?;
+    let (kube, fleet) = crate::preflight::cluster_and_fleet(&args.target, &args.cluster, true)?;
+    let kube = kube.context("verify needs the cluster")?;
     let node = if args.via.contains(&Source::NodeLog) {
-        Some(args.target.connect()?)
+        let [target] = fleet.nodes.as_slice() else {
+            bail!("verify of several control-plane nodes is not implemented yet");
+        };
+        Some(
+            args.target
+                .connect(target, None, &crate::target::Jumps::default())?,
+        )
     } else {
         None
     };

@@ -9,6 +9,7 @@ use cluster::Readiness;
 
 use crate::cluster_args::Kube;
 use crate::error::{Result, bail};
+use crate::fleet::ApiEndpoint;
 use crate::node::Node;
 
 /// How enable and disable wait for the API server, and whether they undo a change it does not survive.
@@ -23,6 +24,11 @@ pub struct RestartArgs {
     /// Leave the new manifest in place even when the API server does not come back.
     #[arg(long)]
     pub no_rollback: bool,
+    /// On a control plane of several nodes: how long, in seconds, every other API server must
+    /// have answered /readyz without a break before the next one restarts (a load balancer's
+    /// health checks need that long to send traffic back to a server that returned).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub settle: u64,
 }
 
 /// What the restarted API server's command must look like.
@@ -39,6 +45,44 @@ pub enum Restarted<'a> {
     HashChangedFrom(Option<&'a str>),
     /// The mirror pod's hash is this one (a restored manifest brings its old hash back).
     HashIs(Option<&'a str>),
+}
+
+/// Where an API server's readiness is asked.
+#[derive(Clone, Copy)]
+pub enum Health<'a> {
+    /// The kubeconfig's server: the node's own API server on a single control plane.
+    Kubeconfig,
+    /// The node's own API server at its own address, through the node's session: behind a load
+    /// balancer, the kubeconfig's server may answer for another node.
+    Node {
+        node: &'a Node,
+        endpoint: &'a ApiEndpoint,
+        probe: &'a cluster::NodeProbe,
+    },
+}
+
+impl Health<'_> {
+    pub fn readiness(&self, kube: &Kube) -> Readiness {
+        match self {
+            Health::Kubeconfig => kube.block_on(kube.cluster.readiness()),
+            Health::Node {
+                node,
+                endpoint,
+                probe,
+            } => probe.readiness(&endpoint.host, || {
+                node.tunnel(&endpoint.host, endpoint.port)
+                    .map_err(|e| std::io::Error::other(e.report()))
+            }),
+        }
+    }
+
+    /// Where the answer comes from, for messages.
+    pub fn describe(&self, kube: &Kube) -> String {
+        match self {
+            Health::Kubeconfig => kube.cluster.server().to_string(),
+            Health::Node { endpoint, .. } => format!("https://{endpoint}"),
+        }
+    }
 }
 
 pub fn mirror_hash(kube: &Kube, node_name: Option<&str>) -> Option<String> {
@@ -132,6 +176,7 @@ fn read_pod_logs(text: &str) -> PodLogs {
 pub fn wait_ready(
     kube: &Kube,
     node_name: Option<&str>,
+    health: Health,
     restarted: Restarted,
     expect: Expect,
     timeout: Duration,
@@ -140,7 +185,7 @@ pub fn wait_ready(
     let started = Instant::now();
     let mut last = String::from("nothing yet");
     while started.elapsed() < timeout {
-        match check_once(kube, node_name, &restarted, &expect) {
+        match check_once(kube, node_name, health, &restarted, &expect) {
             Ok(summary) => {
                 return Ok(format!(
                     "{summary} after {:.1}s",
@@ -166,10 +211,11 @@ pub fn wait_ready(
 fn check_once(
     kube: &Kube,
     node_name: Option<&str>,
+    health: Health,
     restarted: &Restarted,
     expect: &Expect,
 ) -> Result<String, String> {
-    match kube.block_on(kube.cluster.readiness()) {
+    match health.readiness(kube) {
         Readiness::Ready => {}
         Readiness::NotReady(why) => return Err(format!("/readyz says {why}")),
         Readiness::Unreachable(why) => return Err(format!("API server unreachable ({why})")),

@@ -140,11 +140,46 @@ fn version_1_28() -> Reply {
 
 /// The kube-system pod list with one mirror pod of the API server; `flags` is appended to its
 /// command as JSON (`,"--flag=value"...`).
+/// What preflight asks a cluster for its control-plane nodes, added after a test's own routes
+/// (the first route that matches answers): one kube-apiserver mirror pod and no labelled Node.
+fn control_plane(cluster: &ReplayServer) {
+    cluster.route(
+        "GET",
+        "/api/v1/nodes",
+        [Reply::json(
+            200,
+            r#"{"kind":"NodeList","apiVersion":"v1","metadata":{},"items":[]}"#,
+        )],
+    );
+    cluster.route(
+        "GET",
+        "/api/v1/namespaces/kube-system/pods",
+        [mirror_pods("0ld", "")],
+    );
+    cluster.route(
+        "GET",
+        "/api/v1/namespaces/kube-system/pods/kube-apiserver-node1",
+        [mirror_pod("0ld", "")],
+    );
+}
+
+/// The kube-apiserver mirror pod of node1, with this config hash and these extra flags.
+fn mirror_pod_json(hash: &str, flags: &str) -> String {
+    format!(
+        r#"{{"kind":"Pod","apiVersion":"v1","metadata":{{"name":"kube-apiserver-node1","namespace":"kube-system","labels":{{"component":"kube-apiserver"}},"annotations":{{"kubernetes.io/config.hash":"{hash}","kubernetes.io/config.mirror":"{hash}"}}}},"spec":{{"nodeName":"node1","containers":[{{"name":"kube-apiserver","command":["kube-apiserver","--secure-port=8443"{flags}]}}]}}}}"#
+    )
+}
+
+fn mirror_pod(hash: &str, flags: &str) -> Reply {
+    Reply::json(200, mirror_pod_json(hash, flags))
+}
+
 fn mirror_pods(hash: &str, flags: &str) -> Reply {
     Reply::json(
         200,
         format!(
-            r#"{{"kind":"PodList","apiVersion":"v1","metadata":{{}},"items":[{{"metadata":{{"name":"kube-apiserver-node1","namespace":"kube-system","labels":{{"component":"kube-apiserver"}},"annotations":{{"kubernetes.io/config.hash":"{hash}","kubernetes.io/config.mirror":"{hash}"}}}},"spec":{{"containers":[{{"name":"kube-apiserver","command":["kube-apiserver","--secure-port=8443"{flags}]}}]}}}}]}}"#
+            r#"{{"kind":"PodList","apiVersion":"v1","metadata":{{}},"items":[{}]}}"#,
+            mirror_pod_json(hash, flags)
         ),
     )
 }
@@ -302,6 +337,7 @@ fn dynamic_cluster() -> ReplayServer {
 fn dynamic_cycle(fixture: &str, manifest: &'static str, mode: Mode) {
     let node = TestNode::with_manifest(fixture, manifest);
     let cluster = dynamic_cluster();
+    control_plane(&cluster);
     let kubeconfig = cluster.write_kubeconfig(node.home.path());
     let kube = ["--kubeconfig", kubeconfig.to_str().unwrap()];
     let original = fixture_bytes(fixture);
@@ -405,6 +441,7 @@ fn dynamic_log_kops() {
 fn dynamic_on_1_28_is_refused_before_anything_is_written() {
     let node = TestNode::with_manifest(MINIKUBE.0, MINIKUBE.1);
     let cluster = dynamic_cluster();
+    control_plane(&cluster);
     let kubeconfig = cluster.write_kubeconfig(node.home.path());
     for mode in ["dynamic", "dynamic+log"] {
         let out = node.xtask(
@@ -454,23 +491,39 @@ fn kops_without_a_host_stops_before_connecting() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("you must specify the kops API server host"),
+        stderr.contains("you must specify the kops control-plane nodes: pass --host for each"),
         "{stderr}"
     );
 }
 
-/// The kops variant's defaults: the host from APISERVER_HOST and kops' manifest name
-/// (`kube-apiserver.manifest`), with the user and key overridden for the loopback sshd.
+/// kops HA clusters have three masters behind APISERVER_HOST, which is usually the load
+/// balancer: without a kubeconfig it is refused alone, and a --host per node is needed. The
+/// kops defaults (user, key, kops' manifest name `kube-apiserver.manifest`) apply to each host;
+/// the user and key are overridden for the loopback sshd.
 #[test]
-fn kops_variant_takes_the_host_from_apiserver_host() {
+fn kops_without_a_kubeconfig_needs_a_host_per_node() {
     let node = TestNode::with_manifest(KOPS.0, KOPS.1);
     let out = node
         .enable_variant("kops")
-        .arg("--port")
+        .env("APISERVER_HOST", "127.0.0.1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("kops without a kubeconfig needs every control-plane node as --host")
+            && stderr.contains("APISERVER_HOST=127.0.0.1 is usually the load balancer"),
+        "{stderr}"
+    );
+    assert_eq!(node.manifest_bytes(), fixture_bytes(KOPS.0));
+
+    let out = node
+        .enable_variant("kops")
+        .args(["--host", "127.0.0.1", "--port"])
         .arg(node.sshd.port().to_string())
         .arg("-i")
         .arg(node.sshd.client_key())
-        .env("APISERVER_HOST", "127.0.0.1")
+        .env("APISERVER_HOST", "api.example.invalid")
         .output()
         .unwrap();
     assert_ok(&out);
@@ -506,6 +559,7 @@ fn rollback_when_the_api_server_does_not_come_back() {
         "/api/v1/namespaces/kube-system/pods",
         [mirror_pods("0ld", "")],
     );
+    control_plane(&cluster);
     let kubeconfig = cluster.write_kubeconfig(node.home.path());
 
     let out = node.xtask(
@@ -603,8 +657,15 @@ fn wait_succeeds_once_the_kubelet_restarted_with_our_flags() {
     cluster.route(
         "GET",
         "/api/v1/namespaces/kube-system/pods",
-        [mirror_pods("0ld", ""), mirror_pods("n3w", flags)],
+        [mirror_pods("0ld", "")],
     );
+    // Preflight reads the old hash, then the wait polls until the new one shows.
+    cluster.route(
+        "GET",
+        "/api/v1/namespaces/kube-system/pods/kube-apiserver-node1",
+        [mirror_pod("0ld", ""), mirror_pod("n3w", flags)],
+    );
+    control_plane(&cluster);
     let kubeconfig = cluster.write_kubeconfig(node.home.path());
     let out = node.xtask(
         "enable",
@@ -698,6 +759,7 @@ fn falco_endpoint_comes_from_the_service() {
         "/api/v1/namespaces/falco/services/falco",
         [Reply::json(200, r#"{"kind":"Service","apiVersion":"v1","metadata":{"name":"falco","namespace":"falco"},"spec":{"type":"ClusterIP","clusterIP":"10.0.0.77","ports":[{"name":"k8saudit","protocol":"TCP","port":9765,"targetPort":9765}]}}"#)],
     );
+    control_plane(&cluster);
     let kubeconfig = cluster.write_kubeconfig(node.home.path());
     let out = node.xtask(
         "enable",
@@ -835,6 +897,7 @@ fn a_mode_change_then_disable_restores_the_original_bytes() {
     let fixture = "minikube-v1.18.yaml";
     let node = TestNode::with_manifest(fixture, "/etc/kubernetes/manifests/kube-apiserver.yaml");
     let cluster = dynamic_cluster();
+    control_plane(&cluster);
     let kubeconfig = cluster.write_kubeconfig(node.home.path());
     let kube = ["--kubeconfig", kubeconfig.to_str().unwrap()];
     let mut args = vec!["--falco-url", FALCO_URL, "--no-wait"];
@@ -1064,6 +1127,7 @@ fn a_killed_run_leaves_no_lock_behind() {
         "/api/v1/namespaces/kube-system/pods",
         [mirror_pods("0ld", "")],
     );
+    control_plane(&cluster);
     let kubeconfig = cluster.write_kubeconfig(node.home.path());
     let mut run = common::ssh_command(
         &node.sshd,
@@ -1185,6 +1249,7 @@ fn falco_is_discovered_with_no_flags() {
     let cluster = ReplayServer::start();
     cluster.route("GET", "/version", [version_1_28()]);
     cluster.route("GET", "/api/v1/services", [service_list(&[CHART_SERVICE])]);
+    control_plane(&cluster);
     let kubeconfig = cluster.write_kubeconfig(node.home.path());
     let out = node.xtask(
         "enable",
@@ -1216,6 +1281,7 @@ fn several_falco_services_are_listed_not_picked() {
         "/api/v1/services",
         [service_list(&[SEED_SERVICE, CHART_SERVICE])],
     );
+    control_plane(&cluster);
     let kubeconfig = cluster.write_kubeconfig(node.home.path());
     let out = node.xtask(
         "enable",
@@ -1438,6 +1504,7 @@ fn dynamic_modes_are_refused_when_the_image_tag_and_the_server_disagree() {
     let node = TestNode::with_manifest(fixture, "/etc/kubernetes/manifests/kube-apiserver.yaml");
     let cluster = ReplayServer::start();
     cluster.route("GET", "/version", [version_1_28()]);
+    control_plane(&cluster);
     let kubeconfig = cluster.write_kubeconfig(node.home.path());
     let kube = kubeconfig.to_str().unwrap();
     for extra in [&[][..], &["--force"][..]] {
@@ -1462,6 +1529,7 @@ fn dynamic_modes_are_refused_when_the_image_tag_and_the_server_disagree() {
 fn dynamic_modes_warn_that_the_audit_sink_sends_secret_values() {
     let node = TestNode::with_manifest("minikube-v1.18.yaml", MINIKUBE.1);
     let cluster = dynamic_cluster();
+    control_plane(&cluster);
     let kubeconfig = cluster.write_kubeconfig(node.home.path());
     let out = node.xtask(
         "enable",

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::apiserver::{self, ControlPlane, DEBIAN_VERSION, Endpoint, ServingCert};
-use crate::kubelet::{Kubelet, KubeletOptions, KubeletState, manifest_path};
+use crate::kubelet::{Kubelet, KubeletOptions, KubeletState, config_hash, manifest_path};
 use crate::sshd::{Sshd, SshdOptions};
 
 /// How long [`HaCluster::start`] waits for every server and mirror pod: three servers start at
@@ -215,7 +215,22 @@ impl HaCluster {
         let deadline = Instant::now() + timeout;
         loop {
             let states: Vec<KubeletState> = self.nodes.iter().map(HaNode::state).collect();
-            if states.iter().all(is_up) {
+            // The manifest on disk, not the one the kubelet last saw: right after a write it
+            // may not have looked yet.
+            let on_disk: Vec<Option<String>> = self
+                .nodes
+                .iter()
+                .map(|n| {
+                    std::fs::read(n.manifest_path())
+                        .ok()
+                        .map(|b| config_hash(&b))
+                })
+                .collect();
+            if states
+                .iter()
+                .zip(&on_disk)
+                .all(|(state, disk)| is_up(state) && state.manifest_hash == *disk)
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -531,6 +546,9 @@ pub struct Availability {
     pub min_ready: usize,
     /// In the cluster's node order.
     pub servers: Vec<ServerAvailability>,
+    /// Every sample where some server was not ready: its time since the first sample, and
+    /// which servers answered (in node order), to show where two were down together.
+    pub degraded: Vec<(Duration, Vec<bool>)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -770,10 +788,19 @@ fn summarize(names: &[String], samples: &[Sample]) -> Availability {
         .map(|(_, ready)| ready.iter().filter(|&&up| up).count())
         .min()
         .unwrap_or(0);
+    let degraded = match samples.first() {
+        Some((first, _)) => samples
+            .iter()
+            .filter(|(_, ready)| ready.iter().any(|up| !up))
+            .map(|(at, ready)| (at.duration_since(*first), ready.clone()))
+            .collect(),
+        None => Vec::new(),
+    };
     Availability {
         samples: samples.len(),
         min_ready,
         servers,
+        degraded,
     }
 }
 
