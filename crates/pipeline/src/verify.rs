@@ -10,7 +10,7 @@ use crate::cluster_args::{ClusterArgs, Kube};
 use crate::error::{Context, PipelineError, Result, bail};
 use crate::node::Node;
 use crate::report::{Reporter, Steps};
-use crate::target::TargetArgs;
+use crate::target::{Jumps, TargetArgs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Source {
@@ -53,36 +53,57 @@ pub struct VerifyArgs {
 /// The selectors that find Falco's pods when `-l` is not given.
 pub use cluster::FALCO_POD_SELECTORS;
 
-/// Runs `verify`; its findings go to `reporter` as output.
+/// Runs `verify`; its findings go to `reporter` as output. On a control plane of several
+/// nodes, one probe per node, sent to that node's own API server (through its session): each
+/// server audits only the requests it serves, so each node's log must show its own probe.
 pub fn run(args: VerifyArgs, reporter: &dyn Reporter) -> Result<()> {
     let out = Steps::new(reporter);
     let (kube, fleet) = crate::preflight::cluster_and_fleet(&args.target, &args.cluster, true)?;
     let kube = kube.context("verify needs the cluster")?;
-    let node = if args.via.contains(&Source::NodeLog) {
-        let [target] = fleet.nodes.as_slice() else {
-            bail!("verify of several control-plane nodes is not implemented yet");
-        };
-        Some(
+    let multi = fleet.nodes.len() > 1;
+    let jumps = Jumps::default();
+    let nodes: Vec<Node> = if multi || args.via.contains(&Source::NodeLog) {
+        let results = crate::preflight::on_every_node(&fleet, |target| {
             args.target
-                .connect(target, None, &crate::target::Jumps::default())?,
-        )
+                .connect(target, multi.then_some(target.name.as_str()), &jumps)
+        });
+        crate::preflight::all_or_report(&fleet, results, "to connect")?
     } else {
-        None
+        Vec::new()
     };
     let selectors: Vec<&str> = match &args.selector {
         Some(selector) => vec![selector.as_str()],
         None => FALCO_POD_SELECTORS.to_vec(),
     };
-    if let Some(node) = &node {
-        out.output(delivery_target(node, &args.target.node.audit_dir));
-    }
-    let probe = cluster::ProbeConfigMap {
-        namespace: args.namespace.clone(),
-        name: format!("audit-probe-{}-{}", std::process::id(), unix_millis()),
+    let label = |i: usize| match multi {
+        true => format!(" {}", fleet.nodes[i].name),
+        false => String::new(),
     };
-    // A busy cluster sends every request's events here: keep only the probe's.
-    let probe_name = probe.name.clone();
-    let collector = Collector::keeping(move |e| about_probe(e, &probe_name));
+    for (i, node) in nodes.iter().enumerate() {
+        let target = delivery_target(node, &args.target.node.audit_dir);
+        out.output(match multi {
+            true => format!("{}: {target}", fleet.nodes[i].name),
+            false => target,
+        });
+    }
+    let stamp = format!("{}-{}", std::process::id(), unix_millis());
+    let probes: Vec<cluster::ProbeConfigMap> = match multi {
+        false => vec![format!("audit-probe-{stamp}")],
+        true => fleet
+            .nodes
+            .iter()
+            .map(|n| format!("audit-probe-{stamp}-{}", n.name.to_ascii_lowercase()))
+            .collect(),
+    }
+    .into_iter()
+    .map(|name| cluster::ProbeConfigMap {
+        namespace: args.namespace.clone(),
+        name,
+    })
+    .collect();
+    // A busy cluster sends every request's events here: keep only the probes'.
+    let names: Vec<String> = probes.iter().map(|p| p.name.clone()).collect();
+    let collector = Collector::keeping(move |e| names.iter().any(|n| about_probe(e, n)));
     let _server = if args.via.contains(&Source::Sink) {
         let server = kube
             .block_on(Server::bind(
@@ -97,55 +118,88 @@ pub fn run(args: VerifyArgs, reporter: &dyn Reporter) -> Result<()> {
         None
     };
 
-    kube.block_on(kube.cluster.create_and_delete_probe(&probe))?;
+    if multi {
+        let node_probe = kube.cluster.node_probe()?;
+        for ((target, node), probe) in fleet.nodes.iter().zip(&nodes).zip(&probes) {
+            let endpoint = target.api.as_ref().with_context(|| {
+                format!(
+                    "{}: its mirror pod shows no host IP, so its own API server cannot be asked",
+                    target.name
+                )
+            })?;
+            node_probe.create_and_delete_probe(
+                &endpoint.host,
+                || {
+                    node.tunnel(&endpoint.host, endpoint.port)
+                        .map_err(|e| std::io::Error::other(e.report()))
+                },
+                probe,
+            )?;
+            out.output(format!(
+                "created and deleted ConfigMap {}/{} through {}'s own API server ({endpoint})",
+                probe.namespace, probe.name, target.name
+            ));
+        }
+    } else {
+        kube.block_on(kube.cluster.create_and_delete_probe(&probes[0]))?;
+        out.output(format!(
+            "created and deleted ConfigMap {}/{}",
+            probes[0].namespace, probes[0].name
+        ));
+    }
     let since = Instant::now();
-    out.output(format!(
-        "created and deleted ConfigMap {}/{}",
-        probe.namespace, probe.name
-    ));
 
     let timeout = Duration::from_secs(args.timeout);
     let mut missing = Vec::new();
-    for source in &args.via {
-        let seen = match source {
-            Source::Sink => wait_sink(
-                &kube,
-                &collector,
-                &probe.name,
-                timeout.saturating_sub(since.elapsed()),
-            ),
-            Source::NodeLog => poll(since, timeout, || {
-                node_log_events(node.as_ref(), &args.target.node.audit_dir, &probe.name)
-            }),
-            Source::Falco => poll(since, timeout, || {
-                falco_lines(&kube, &selectors, &probe.name)
-            }),
-        };
-        match seen {
-            Ok(found) => out.output(format!(
-                "✓ {source:?}: {found} ({:.1}s after the delete)",
-                since.elapsed().as_secs_f64()
-            )),
-            Err(why) => {
-                out.output(format!("✗ {source:?}: {}", why.report()));
-                missing.push((*source, why));
+    for (i, probe) in probes.iter().enumerate() {
+        let node = nodes.get(i);
+        let label = label(i);
+        for source in &args.via {
+            let seen = match source {
+                Source::Sink => wait_sink(
+                    &kube,
+                    &collector,
+                    &probe.name,
+                    timeout.saturating_sub(since.elapsed()),
+                ),
+                Source::NodeLog => poll(since, timeout, || {
+                    node_log_events(node, &args.target.node.audit_dir, &probe.name)
+                }),
+                Source::Falco => poll(since, timeout, || {
+                    falco_lines(&kube, &selectors, &probe.name)
+                }),
+            };
+            match seen {
+                Ok(found) => out.output(format!(
+                    "✓ {source:?}{label}: {found} ({:.1}s after the delete)",
+                    since.elapsed().as_secs_f64()
+                )),
+                Err(why) => {
+                    out.output(format!("✗ {source:?}{label}: {}", why.report()));
+                    missing.push((*source, node));
+                }
             }
         }
     }
     if missing.is_empty() {
         return Ok(());
     }
+    let mut hinted = Vec::new();
     for (source, _) in &missing {
-        out.output(format!(
-            "  likely reasons for {source:?}: {}",
-            hint(*source)
-        ));
+        if !hinted.contains(source) {
+            hinted.push(*source);
+            out.output(format!(
+                "  likely reasons for {source:?}: {}",
+                hint(*source)
+            ));
+        }
     }
     // The webhook's own complaints say which of the reasons it is.
-    if let Some(node) = &node
-        && missing
-            .iter()
-            .any(|(source, _)| matches!(source, Source::Falco | Source::Sink))
+    for node in missing
+        .iter()
+        .filter(|(source, _)| matches!(source, Source::Falco | Source::Sink))
+        .filter_map(|(_, node)| *node)
+        .take(1)
     {
         let errors = webhook_errors(&webhook_error_lines(node));
         if errors.is_empty() {

@@ -251,6 +251,44 @@ fn rolling_enable_status_drift_and_disable_across_three_api_servers() {
     std::fs::write(node2.manifest_path(), &enabled[1]).unwrap();
     ha.settle();
 
+    // Verify: one probe per node, through that node's own API server; each node's audit log
+    // shows its own (a request through the load balancer reaches one server only).
+    let out = ha.run("verify", None, &["--via", "node-log", "--timeout", "60"]);
+    assert_ok(&out);
+    let text = stdout(&out);
+    for node in ha.cluster.nodes() {
+        assert!(
+            text.contains(&format!(
+                "through {}'s own API server ({}:{})",
+                node.name, node.address, node.port
+            )),
+            "{text}"
+        );
+        let seen = format!("✓ NodeLog {}: ", node.name);
+        assert!(text.contains(&seen), "{text}");
+        let log = std::fs::read_to_string(node.root.join("var/lib/k8s_audit/audit.log")).unwrap();
+        // The probes' names end in their node's name.
+        let probes_of = |name: &str| {
+            log.lines()
+                .filter(|l| l.contains("audit-probe-") && l.contains(&format!("-{name}\"")))
+                .count()
+        };
+        assert!(
+            probes_of(&node.name) > 0,
+            "{}'s log lacks its probe",
+            node.name
+        );
+        for other in ha.cluster.nodes().iter().filter(|o| o.name != node.name) {
+            assert_eq!(
+                probes_of(&other.name),
+                0,
+                "{} served {}'s probe",
+                node.name,
+                other.name
+            );
+        }
+    }
+
     // Disable: the same discipline, and every node gets its original bytes back.
     let (out, availability) = ha.watched("disable", None, &[]);
     assert!(out.status.success(), "{}", report(&out, &availability));
@@ -331,4 +369,52 @@ fn every_node_is_reached_through_one_bastion() {
         let to_sshd = format!("target {} port {port}", node.address);
         assert!(log.contains(&to_sshd), "no channel to {to_sshd}:\n{log}");
     }
+
+    // minikube HA profiles (`minikube start --ha`), with a stand-in minikube CLI: each node is
+    // reached as minikube reaches it, `minikube ip -n NODE`.
+    let bin = tempfile::tempdir().unwrap();
+    let calls = bin.path().join("calls");
+    let stub = bin.path().join("minikube");
+    std::fs::write(
+        &stub,
+        format!(
+            r#"#!/bin/sh
+echo "minikube $*" >> '{calls}'
+case $1 in
+  version) echo 'minikube version: v1.32.0' ;;
+  ssh-key) echo '{key}' ;;
+  profile) echo '{{"invalid":[],"valid":[{{"Name":"minikube","Config":{{"Name":"minikube","Driver":"kvm2"}}}}]}}' ;;
+  ip) while [ $# -gt 0 ]; do [ "$1" = -n ] && node=$2; shift; done; echo "127.0.0.${{node#node}}" ;;
+  *) exit 2 ;;
+esac
+"#,
+            calls = calls.display(),
+            key = ha.cluster.client_key().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_k8s-audit"))
+        .args(["disable", "minikube", "--user", "root", "--port"])
+        .arg(ha.cluster.ssh_port().to_string())
+        .arg("--known-hosts")
+        .arg(ha.cluster.known_hosts())
+        .arg("--root")
+        .arg(ha.root_template())
+        .arg("--kubeconfig")
+        .arg(ha.cluster.kubeconfig())
+        .args(["--settle", "2"])
+        .env("HOME", ha.home.path())
+        .env("PATH", bin.path())
+        .env_remove("KUBECONFIG")
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    for node in ha.cluster.nodes() {
+        let ip = format!("minikube ip -p minikube -n {}\n", node.name);
+        assert!(calls.contains(&ip), "{calls}");
+    }
+    assert_eq!(ha.manifests(), ha.originals());
 }
