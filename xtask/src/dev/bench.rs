@@ -22,6 +22,10 @@ pub enum Bench {
     /// The API server's downtime for a failed and a successful enable, on the real node
     /// (crates/pipeline/benches/rollback.rs; root, containerd and runc needed).
     Rollback(Passed),
+    /// A rolling static enable of three API servers vs three single-node enables in a row, on
+    /// the HA harness: time, each server's downtime, fewest ready at once
+    /// (crates/pipeline/benches/ha.rs; --help for its options).
+    Ha(Passed),
 }
 
 /// Arguments handed to a crate's benchmark as they are.
@@ -46,15 +50,9 @@ impl Bench {
             Bench::Sink(args) => sink_bursts::run(sh, args),
             // The downtime is the kubelet's and the API server's; a release build adds minutes
             // of compiling and changes nothing measured.
-            Bench::Rollback(passed) => {
-                let args = &passed.args;
-                cmd!(
-                    sh,
-                    "cargo bench --quiet --profile dev -p pipeline --bench rollback -- {args...}"
-                )
-                .run()?;
-                Ok(())
-            }
+            Bench::Rollback(passed) => debug_bench(sh, "pipeline", "rollback", &passed.args),
+            // The same: the servers' restarts and the health gates dominate.
+            Bench::Ha(passed) => debug_bench(sh, "pipeline", "ha", &passed.args),
         }
     }
 }
@@ -63,6 +61,16 @@ fn crate_bench(sh: &Shell, package: &str, bench: &str, args: &[String]) -> anyho
     cmd!(
         sh,
         "cargo bench --quiet -p {package} --bench {bench} -- {args...}"
+    )
+    .run()?;
+    Ok(())
+}
+
+/// A benchmark whose time is spent in the processes it drives, built without optimization.
+fn debug_bench(sh: &Shell, package: &str, bench: &str, args: &[String]) -> anyhow::Result<()> {
+    cmd!(
+        sh,
+        "cargo bench --quiet --profile dev -p {package} --bench {bench} -- {args...}"
     )
     .run()?;
     Ok(())
