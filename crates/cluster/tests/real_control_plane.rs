@@ -287,21 +287,8 @@ async fn node_probe_asks_the_real_server_over_a_stream() {
     );
 
     // A token the server does not know: 401, and the message does not carry it.
-    let wrong = "wrong-token-0123456789";
-    let path = dir.path().join("kubeconfig");
-    std::fs::write(
-        &path,
-        std::fs::read_to_string(server.plane().kubeconfig())
-            .unwrap()
-            .replace(server.plane().token(), wrong),
-    )
-    .unwrap();
-    let stranger = Cluster::connect(&ClusterOptions {
-        kubeconfig: Some(path),
-        context: None,
-    })
-    .await
-    .unwrap();
+    let wrong = WRONG_TOKEN;
+    let stranger = with_token(&server, dir.path(), wrong).await;
     let readiness = stranger
         .node_probe()
         .unwrap()
@@ -407,24 +394,12 @@ async fn node_probe_creates_and_deletes_the_probe_configmap_on_that_server() {
     assert!(configmaps.get_opt(&taken.name).await.unwrap().is_some());
 
     // A token the server does not know: 401, and the message does not carry it.
-    let wrong = "wrong-token-0123456789";
+    let wrong = WRONG_TOKEN;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kubeconfig");
-    std::fs::write(
-        &path,
-        std::fs::read_to_string(server.plane().kubeconfig())
-            .unwrap()
-            .replace(server.plane().token(), wrong),
-    )
-    .unwrap();
-    let stranger = Cluster::connect(&ClusterOptions {
-        kubeconfig: Some(path),
-        context: None,
-    })
-    .await
-    .unwrap()
-    .node_probe()
-    .unwrap();
+    let stranger = with_token(&server, dir.path(), wrong)
+        .await
+        .node_probe()
+        .unwrap();
     let err = stranger
         .create_and_delete_probe("127.0.0.1", tcp(port), &probe)
         .unwrap_err();
@@ -448,4 +423,24 @@ async fn node_probe_creates_and_deletes_the_probe_configmap_on_that_server() {
         err.to_string(),
         "creating ConfigMap default/audit-probe-node-1 on the API server at 127.0.0.1: cannot open a stream to 127.0.0.1: Connection refused (os error 111)"
     );
+}
+
+const WRONG_TOKEN: &str = "wrong-token-0123456789";
+
+/// The server's admin kubeconfig with a token the server does not know, written in `dir`.
+async fn with_token(server: &ApiServer, dir: &std::path::Path, token: &str) -> Cluster {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(server.plane().kubeconfig())
+            .unwrap()
+            .replace(server.plane().token(), token),
+    )
+    .unwrap();
+    Cluster::connect(&ClusterOptions {
+        kubeconfig: Some(path),
+        context: None,
+    })
+    .await
+    .unwrap()
 }

@@ -199,8 +199,13 @@ fn from_cluster(target: &TargetArgs, only: &[String], plane: &ControlPlaneNodes)
         return Ok(Fleet { nodes, warnings });
     }
     // One host and one API server: the same machine, however the host is spelt (an ssh_config
-    // alias, a forwarded port on 127.0.0.1).
-    if let ([host], [pod]) = (hosts.as_slice(), chosen.as_slice()) {
+    // alias, a forwarded port on 127.0.0.1); unless the host names another node.
+    if let ([host], [pod]) = (hosts.as_slice(), chosen.as_slice())
+        && !plane
+            .apiservers
+            .iter()
+            .any(|other| other.node_name != pod.node_name && host_matches(target, host, other))
+    {
         let nodes = vec![node_of(target, pod, Some(host.clone()))];
         return Ok(Fleet { nodes, warnings });
     }

@@ -489,13 +489,12 @@ fn a_cluster_node_without_a_host_is_refused_unless_node_narrows_the_run() {
     nodes.assert_untouched("cp3", &original);
 }
 
-/// `--host cp2 --node cp1` on a cluster of three: the one host is node cp2 by name, yet the
+/// `--host cp2 --node cp1` on a cluster of three: the one host is node cp2 by name, so the
 /// shortcut "one --host and one chosen API server are the same machine, however the host is
-/// spelt" (fleet.rs `from_cluster`) pairs it with cp1. The run then changes cp2's manifest,
-/// reports cp1 as done and cp2 as left UNAUDITED. A host that names another control-plane
-/// node must be refused before anything is written.
+/// spelt" must not pair it with cp1 (it once did: the run changed cp2's manifest and reported
+/// cp1 as done). A host that names another control-plane node is refused before anything is
+/// written.
 #[test]
-#[ignore = "bug: fleet::from_cluster pairs a single --host with the single --node even when the host names another control-plane node"]
 fn a_host_naming_another_node_is_not_taken_for_the_chosen_one() {
     let original = fixture("minikube-v1.28.yaml");
     let nodes = Nodes::start(&[

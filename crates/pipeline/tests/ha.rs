@@ -326,6 +326,31 @@ fn rolling_enable_status_drift_and_disable_across_three_api_servers() {
     for server in &availability.servers {
         assert_eq!(server.first_hash, server.last_hash, "{why}");
     }
+
+    // --keep-partial: node1 stays enabled, node2 is rolled back, node3 untouched, and the
+    // run says loudly which nodes stay unaudited.
+    let out = ha.run(
+        "enable",
+        Some("static"),
+        &["--test-only-batch-max-wait", "node2=5", "--keep-partial"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--keep-partial leaves node1 enabled; node2, node3 stay UNAUDITED"),
+        "{stderr}"
+    );
+    let manifests = ha.manifests();
+    assert!(
+        manifests[0].contains("--audit-webhook-config-file="),
+        "{}",
+        manifests[0]
+    );
+    assert_eq!(manifests[1..], originals[1..]);
+    ha.settle();
+    let out = ha.run("disable", None, &[]);
+    assert_ok(&out);
+    assert_eq!(ha.manifests(), originals);
 }
 
 /// The nodes behind a bastion: one TCP connection from here (to the bastion), each node's

@@ -654,11 +654,6 @@ fn wait_succeeds_once_the_kubelet_restarted_with_our_flags() {
         [Reply::Drop, Reply::Drop, Reply::json(200, "ok")],
     );
     let flags = r#","--audit-log-path=/var/lib/k8s_audit/audit.log","--audit-policy-file=/var/lib/k8s_audit/audit-policy.yaml","--audit-webhook-config-file=/var/lib/k8s_audit/webhook-config.yaml","--audit-webhook-batch-max-wait=5s""#;
-    cluster.route(
-        "GET",
-        "/api/v1/namespaces/kube-system/pods",
-        [mirror_pods("0ld", "")],
-    );
     // Preflight reads the old hash, then the wait polls until the new one shows.
     cluster.route(
         "GET",

@@ -140,47 +140,41 @@ impl Tunnel<'_> {
     }
 }
 
-impl Read for Tunnel<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let deadline = self.read_timeout.map(|t| Instant::now() + t);
+impl Tunnel<'_> {
+    /// Runs `op` on the channel in non-blocking mode until it does not would-block, waiting on
+    /// the socket in between (bounded by `deadline` and the keepalives); the session is left
+    /// blocking, as the rest of ship expects it.
+    fn until_ready<T>(
+        &mut self,
+        deadline: Option<Instant>,
+        during: &str,
+        mut op: impl FnMut(&mut ssh2::Channel) -> io::Result<T>,
+    ) -> io::Result<T> {
         let mut missed = 0;
         loop {
             self.session.ssh.set_blocking(false);
-            match self.channel.read(buf) {
-                Ok(n) => {
-                    self.session.ssh.set_blocking(true);
-                    return Ok(n);
-                }
+            let result = op(&mut self.channel);
+            self.session.ssh.set_blocking(true);
+            match result {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => {
-                    self.session.ssh.set_blocking(true);
-                    return Err(e);
-                }
+                done => return done,
             }
-            self.wait(deadline, &mut missed, "reading")?;
+            self.wait(deadline, &mut missed, during)?;
         }
+    }
+}
+
+impl Read for Tunnel<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let deadline = self.read_timeout.map(|t| Instant::now() + t);
+        self.until_ready(deadline, "reading", |channel| channel.read(buf))
     }
 }
 
 impl Write for Tunnel<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let deadline = self.write_timeout.map(|t| Instant::now() + t);
-        let mut missed = 0;
-        loop {
-            self.session.ssh.set_blocking(false);
-            match self.channel.write(buf) {
-                Ok(n) => {
-                    self.session.ssh.set_blocking(true);
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => {
-                    self.session.ssh.set_blocking(true);
-                    return Err(e);
-                }
-            }
-            self.wait(deadline, &mut missed, "writing")?;
-        }
+        self.until_ready(deadline, "writing", |channel| channel.write(buf))
     }
 
     /// A write returns once libssh2 sent the data, so there is nothing to flush. (The

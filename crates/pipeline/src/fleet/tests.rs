@@ -257,3 +257,14 @@ fn kubeconfig_servers_parse_to_endpoints() {
     );
     assert_eq!(endpoint("unix:///x"), None);
 }
+
+#[test]
+fn a_lone_host_naming_another_node_is_not_the_chosen_one() {
+    let only = ["cp-a".to_string()];
+    let line = args(&["ssh", "--host", "cp-b"]);
+    let message = error(resolve(&line, &only, Some(&three()), None));
+    assert!(
+        message.contains("--host cp-b matches no control-plane node"),
+        "{message}"
+    );
+}
