@@ -56,16 +56,7 @@ impl Bench {
         if command == "enable" {
             cmd.args(["static", "--falco-url", FALCO_URL, "--skip-reachability"]);
         }
-        cmd.args(["--user", "root", "--port"])
-            .arg(self.cluster.ssh_port().to_string())
-            .arg("-i")
-            .arg(self.cluster.client_key())
-            .arg("--known-hosts")
-            .arg(self.cluster.known_hosts())
-            .arg("--root")
-            .arg(self.cluster.root_template())
-            .arg("--kubeconfig")
-            .arg(self.cluster.kubeconfig())
+        cmd.args(self.cluster.access_args())
             .args(extra)
             .env("HOME", self.home.path())
             .env_remove("KUBECONFIG")

@@ -3,7 +3,6 @@
 //! balancer), changed by the real `k8s-audit` binary. An availability probe samples every
 //! server's /readyz each 100 ms during each rollout.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -35,27 +34,11 @@ impl Ha {
         }
     }
 
-    /// `--root` with `{node}`: each node's sandbox is `<cluster dir>/<node>/root`.
-    fn root_template(&self) -> PathBuf {
-        let root = &self.cluster.nodes()[0].root;
-        let cluster_dir = root.parent().and_then(Path::parent).unwrap();
-        cluster_dir.join("{node}").join("root")
-    }
-
     /// `k8s-audit <command> ssh [mode]` against every node, the nodes from the kubeconfig.
     fn k8s_audit(&self, command: &str, mode: Option<&str>, extra: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_k8s-audit"));
         cmd.arg(command).arg("ssh").args(mode);
-        cmd.args(["--user", "root", "--port"])
-            .arg(self.cluster.ssh_port().to_string())
-            .arg("-i")
-            .arg(self.cluster.client_key())
-            .arg("--known-hosts")
-            .arg(self.cluster.known_hosts())
-            .arg("--root")
-            .arg(self.root_template())
-            .arg("--kubeconfig")
-            .arg(self.cluster.kubeconfig())
+        cmd.args(self.cluster.access_args())
             .args(extra)
             .env("HOME", self.home.path())
             .env_remove("KUBECONFIG")
@@ -425,7 +408,7 @@ esac
         .arg("--known-hosts")
         .arg(ha.cluster.known_hosts())
         .arg("--root")
-        .arg(ha.root_template())
+        .arg(ha.cluster.root_template())
         .arg("--kubeconfig")
         .arg(ha.cluster.kubeconfig())
         .args(["--settle", "2"])

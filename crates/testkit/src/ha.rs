@@ -194,6 +194,24 @@ impl HaCluster {
         self.dir.path().join("{node}").join("root")
     }
 
+    /// The command-line arguments that reach every node and the cluster, as the product's
+    /// commands take them: root over the shared SSH port, key and known_hosts, each node's
+    /// sandbox through `--root` with `{node}`, the load balancer's kubeconfig.
+    pub fn access_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> =
+            ["--user", "root", "--port"].map(Into::into).to_vec();
+        args.push(self.ssh_port().to_string().into());
+        args.push("-i".into());
+        args.push(self.client_key().into());
+        args.push("--known-hosts".into());
+        args.push(self.known_hosts().into());
+        args.push("--root".into());
+        args.push(self.root_template().into());
+        args.push("--kubeconfig".into());
+        args.push(self.kubeconfig().into());
+        args
+    }
+
     /// The CA that signed every server's certificate.
     pub fn ca(&self) -> &Path {
         &self.ca
