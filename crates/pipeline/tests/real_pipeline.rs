@@ -109,11 +109,7 @@ impl RealNode {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    testkit::ports::server_port(&[std::net::Ipv4Addr::LOCALHOST], &[]).unwrap()
 }
 
 #[test]

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -90,11 +90,7 @@ pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
 }
 
 fn free_port() -> Result<u16, Error> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(io("picking a free port"))?;
-    Ok(listener
-        .local_addr()
-        .map_err(io("picking a free port"))?
-        .port())
+    crate::ports::server_port(&[Ipv4Addr::LOCALHOST], &[]).map_err(io("picking a free port"))
 }
 
 fn run(command: &mut Command) -> Result<(), Error> {

@@ -53,8 +53,6 @@ pub enum Error {
     ControlPlane(#[from] apiserver::Error),
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
-    #[error("no port was free on every node's address after {tries} tries")]
-    NoCommonPort { tries: u32 },
     #[error("the control plane was not up within {waited:?}:\n{nodes}")]
     NotUp { waited: Duration, nodes: String },
 }
@@ -290,24 +288,9 @@ fn node_address(index: u8) -> Ipv4Addr {
 /// One port free on every node's address (other than `taken`), as kubeadm gives each
 /// control-plane node 6443 and each node listens for SSH on 22.
 fn common_free_port(addresses: &[Ipv4Addr], taken: Option<u16>) -> Result<u16, Error> {
-    const TRIES: u32 = 20;
-    for _ in 0..TRIES {
-        let probe =
-            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(io_error("picking a free port"))?;
-        let port = probe
-            .local_addr()
-            .map_err(io_error("picking a free port"))?
-            .port();
-        let free_everywhere = Some(port) != taken
-            && addresses
-                .iter()
-                .filter(|&&a| a != Ipv4Addr::LOCALHOST)
-                .all(|&a| TcpListener::bind((a, port)).is_ok());
-        if free_everywhere {
-            return Ok(port);
-        }
-    }
-    Err(Error::NoCommonPort { tries: TRIES })
+    let taken: Vec<u16> = taken.into_iter().collect();
+    crate::ports::server_port(addresses, &taken)
+        .map_err(io_error("picking a port free on every node"))
 }
 
 fn start_node(

@@ -14,6 +14,7 @@ pub mod kubelet;
 pub mod netns;
 pub mod node;
 pub mod pki;
+pub mod ports;
 pub mod real_node;
 
 /// Deterministic bytes that look random (xorshift), so no layer (compression, caches) can make a

@@ -10,7 +10,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -375,8 +375,7 @@ fn generate_key(dir: &Path, name: &str, key_type: KeyType, passphrase: Option<&s
 }
 
 fn free_port(address: Ipv4Addr) -> u16 {
-    let listener = TcpListener::bind((address, 0)).expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
+    crate::ports::server_port(&[address], &[]).expect("a free port")
 }
 
 fn banner_ok(addr: SocketAddrV4) -> bool {
