@@ -66,7 +66,7 @@ if [ "$n" -gt 0 ]; then
   done
 fi
 for f; do
-  if [ -f "$f" ]; then printf '%s\n' $(( $(wc -c < "$f") )) && cat -- "$f" || exit 1
+  if [ -f "$f" ]; then n=$(( $(wc -c < "$f") )) && printf '%s\n' "$n" && head -c "$n" -- "$f" || exit 1
   else printf -- '-\n'; fi
 done
 printf '%s\n%s\n' "$results" "$marker"
