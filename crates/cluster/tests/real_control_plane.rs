@@ -70,12 +70,7 @@ async fn control_plane_is_the_mirror_pods_checked_against_the_node_labels() {
     let _one_at_a_time = exclusive().await;
     let server = ApiServer::start(&[]).await.unwrap();
     let client = server.plane().client().await.unwrap();
-    let cluster = Cluster::connect(&ClusterOptions {
-        kubeconfig: Some(server.plane().kubeconfig().to_path_buf()),
-        context: None,
-    })
-    .await
-    .unwrap();
+    let cluster = connect(server.plane().kubeconfig().to_path_buf()).await;
     assert_eq!(
         cluster.control_plane().await.unwrap(),
         ControlPlaneNodes::default()
@@ -236,12 +231,7 @@ async fn node_probe_asks_the_real_server_over_a_stream() {
     let _one_at_a_time = exclusive().await;
     let server = ApiServer::start(&[]).await.unwrap();
     let port = port_of(&server.plane().url());
-    let cluster = Cluster::connect(&ClusterOptions {
-        kubeconfig: Some(server.plane().kubeconfig().to_path_buf()),
-        context: None,
-    })
-    .await
-    .unwrap();
+    let cluster = connect(server.plane().kubeconfig().to_path_buf()).await;
     let probe = cluster.node_probe().unwrap();
     assert_eq!(probe.readiness("127.0.0.1", tcp(port)), Readiness::Ready);
 
@@ -271,14 +261,7 @@ async fn node_probe_asks_the_real_server_over_a_stream() {
         ),
     )
     .unwrap();
-    let verified = Cluster::connect(&ClusterOptions {
-        kubeconfig: Some(verifying),
-        context: None,
-    })
-    .await
-    .unwrap()
-    .node_probe()
-    .unwrap();
+    let verified = connect(verifying).await.node_probe().unwrap();
     assert_eq!(verified.readiness("127.0.0.1", tcp(port)), Readiness::Ready);
     let readiness = verified.readiness("elsewhere.example", tcp(port));
     assert!(
@@ -344,12 +327,7 @@ async fn node_probe_creates_and_deletes_the_probe_configmap_on_that_server() {
     .await
     .unwrap();
     let port = port_of(&server.plane().url());
-    let cluster = Cluster::connect(&ClusterOptions {
-        kubeconfig: Some(server.plane().kubeconfig().to_path_buf()),
-        context: None,
-    })
-    .await
-    .unwrap();
+    let cluster = connect(server.plane().kubeconfig().to_path_buf()).await;
     let node_probe = cluster.node_probe().unwrap();
     let probe = ProbeConfigMap {
         namespace: "default".into(),
@@ -437,8 +415,12 @@ async fn with_token(server: &ApiServer, dir: &std::path::Path, token: &str) -> C
             .replace(server.plane().token(), token),
     )
     .unwrap();
+    connect(path).await
+}
+
+async fn connect(kubeconfig: std::path::PathBuf) -> Cluster {
     Cluster::connect(&ClusterOptions {
-        kubeconfig: Some(path),
+        kubeconfig: Some(kubeconfig),
         context: None,
     })
     .await

@@ -88,12 +88,8 @@ pub fn run(args: DisableArgs, reporter: &dyn Reporter) -> Result<()> {
         (Some(kube), true) => Some(kube.cluster.node_probe()?),
         _ => None,
     };
-    let health = |n| health_of(n, probe.as_ref());
     for (k, n) in nodes.iter().enumerate() {
-        let label = match multi {
-            true => format!(" {}", n.target.name),
-            false => String::new(),
-        };
+        let label = n.target.step_label(multi);
         if n.restored == n.current {
             steps.output(format!(
                 "nothing to revert: {} carries no audit settings of ours{}",
@@ -112,7 +108,12 @@ pub fn run(args: DisableArgs, reporter: &dyn Reporter) -> Result<()> {
                 .iter()
                 .enumerate()
                 .filter(|(j, _)| *j != k)
-                .map(|(_, o)| (o.target.name.as_str(), health(o)))
+                .map(|(_, o)| {
+                    (
+                        o.target.name.as_str(),
+                        Health::of(&o.node, &o.target, probe.as_ref()),
+                    )
+                })
                 .collect();
             crate::rollout::wait_for_others(
                 kube,
@@ -142,7 +143,7 @@ pub fn run(args: DisableArgs, reporter: &dyn Reporter) -> Result<()> {
             adds_flags: false,
             command: "disable",
             node_name,
-            health: health(n),
+            health: Health::of(&n.node, &n.target, probe.as_ref()),
         };
         rollback::wait_or_roll_back(kube.as_ref(), &args.restart, &change, &steps, &label)
             .map_err(|e| match multi {
@@ -169,10 +170,7 @@ pub fn run(args: DisableArgs, reporter: &dyn Reporter) -> Result<()> {
         steps.warn("kube-system/kubeadm-config still carries the audit settings (no kubeconfig): the next `kubeadm upgrade` would turn audit on again; run disable with --kubeconfig");
     }
     for n in &nodes {
-        let label = match multi {
-            true => format!(" {}", n.target.name),
-            false => String::new(),
-        };
+        let label = n.target.step_label(multi);
         steps.run(&format!("files{label}"), || {
             remove_records(&n.node, audit_dir, kube.is_some(), args.purge)
         })?;
@@ -183,17 +181,6 @@ pub fn run(args: DisableArgs, reporter: &dyn Reporter) -> Result<()> {
     Ok(())
 }
 
-fn health_of<'a>(n: &'a NodeRevert, probe: Option<&'a cluster::NodeProbe>) -> Health<'a> {
-    match (&n.target.api, probe) {
-        (Some(endpoint), Some(probe)) => Health::Node {
-            node: &n.node,
-            endpoint,
-            probe,
-        },
-        _ => Health::Kubeconfig,
-    }
-}
-
 /// Takes the lock and reads one node; decides what its manifest goes back to.
 fn read_node(
     args: &DisableArgs,
@@ -202,9 +189,7 @@ fn read_node(
     multi: bool,
     jumps: &Jumps,
 ) -> Result<NodeRevert> {
-    let node = args
-        .target
-        .connect(target, multi.then_some(target.name.as_str()), jumps)?;
+    let node = args.target.connect(target, multi, jumps)?;
     let manifest_path = args.target.manifest();
     let state_path = state::state_path(audit_dir);
     let durable_original = durable::original_path(audit_dir);

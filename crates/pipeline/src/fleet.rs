@@ -26,6 +26,17 @@ pub struct NodeTarget {
     pub in_cluster: bool,
 }
 
+impl NodeTarget {
+    /// What a step line adds for this node: nothing on a single node, so that its output
+    /// stays as it was.
+    pub fn step_label(&self, multi: bool) -> String {
+        match multi {
+            true => format!(" {}", self.name),
+            false => String::new(),
+        }
+    }
+}
+
 /// Where one node's API server listens, as seen from the node itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiEndpoint {
@@ -97,7 +108,7 @@ fn per_node_root(target: &TargetArgs) -> bool {
         .is_some_and(|r| r.to_string_lossy().contains(NODE_PLACEHOLDER))
 }
 
-/// The `--host` values, or for kops $APISERVER_HOST when it is the only one given.
+/// The `--host` values, each once, in the order given.
 fn hosts(target: &TargetArgs) -> Vec<String> {
     let mut hosts: Vec<String> = Vec::new();
     for host in &target.node.host {

@@ -219,9 +219,7 @@ fn plan_node(
     jumps: &Jumps,
 ) -> Result<Plan> {
     let dir = args.target.audit_dir()?;
-    let node = args
-        .target
-        .connect(target, multi.then_some(target.name.as_str()), jumps)?;
+    let node = args.target.connect(target, multi, jumps)?;
     let manifest_path = args.target.manifest();
     let names = uploads(args.mode);
     let mut paths = vec![

@@ -47,24 +47,9 @@ pub struct Outcome {
     pub changed_any: bool,
 }
 
-/// The step label of a node: nothing on a single node, so its output stays as it was.
-fn label(plan: &Plan, multi: bool) -> String {
-    match multi {
-        true => format!(" {}", plan.target.name),
-        false => String::new(),
-    }
-}
-
 /// Where the run asks whether a node's API server is ready.
 pub fn health<'a>(pre: &'a Preflight, plan: &'a Plan) -> Health<'a> {
-    match (&plan.target.api, &pre.probe) {
-        (Some(endpoint), Some(probe)) => Health::Node {
-            node: &plan.node,
-            endpoint,
-            probe,
-        },
-        _ => Health::Kubeconfig,
-    }
+    Health::of(&plan.node, &plan.target, pre.probe.as_ref())
 }
 
 /// Changes every node in order; on a failure rolls back as described above, prints the
@@ -80,7 +65,7 @@ pub fn enable_each(
     let mut changed_any = false;
     let mut failure = None;
     for (k, (plan, files)) in pre.plans.iter().zip(files).enumerate() {
-        let label = label(plan, multi);
+        let label = plan.target.step_label(multi);
         if multi && let Err(error) = gate(args, pre, k, steps, &label) {
             failure = Some((k, error, false));
             break;
@@ -115,7 +100,7 @@ pub fn enable_each(
     if undo {
         for &j in enabled.iter().rev() {
             let plan = &pre.plans[j];
-            let label = label(plan, multi);
+            let label = plan.target.step_label(multi);
             let undone = gate(args, pre, j, steps, &label)
                 .and_then(|()| undo_enable(args, pre, plan, steps, &label));
             rows[j] = match undone {

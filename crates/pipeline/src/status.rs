@@ -75,9 +75,7 @@ fn read_node(
     multi: bool,
     jumps: &Jumps,
 ) -> Result<NodeStatus> {
-    let node = args
-        .target
-        .connect(target, multi.then_some(target.name.as_str()), jumps)?;
+    let node = args.target.connect(target, multi, jumps)?;
     let manifest_path = args.target.manifest();
     let manifest = read_manifest(&node, &manifest_path)?;
     let inspection = patch_apiserver::inspect(&manifest).map_err(|e| {
@@ -210,13 +208,9 @@ fn several(
         "node", "audit", "flags", "readiness", "config hash"
     ));
     for status in nodes {
-        let (readiness, hash) = match (kube, &probe, &status.target.api) {
-            (Some(kube), Some(probe), Some(endpoint)) => {
-                let health = Health::Node {
-                    node: &status.node,
-                    endpoint,
-                    probe,
-                };
+        let health = Health::of(&status.node, &status.target, probe.as_ref());
+        let (readiness, hash) = match (kube, health) {
+            (Some(kube), Health::Node { .. }) => {
                 let ready = match health.readiness(kube) {
                     cluster::Readiness::Ready => "ready".to_string(),
                     cluster::Readiness::NotReady(_) => "NOT READY".into(),

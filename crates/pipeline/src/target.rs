@@ -42,15 +42,11 @@ pub struct TargetArgs {
 }
 
 impl TargetArgs {
-    /// Connects to one node of the run. `minikube_node` names the node of a multi-node
-    /// minikube profile (`minikube ip -n NODE`). Nodes behind the same jump hosts share one
+    /// Connects to one node of the run; `multi` when the run has several (minikube then
+    /// names the node: `minikube ip -n NODE`). Nodes behind the same jump hosts share one
     /// connection to them, from `jumps`.
-    pub fn connect(
-        &self,
-        target: &NodeTarget,
-        minikube_node: Option<&str>,
-        jumps: &Jumps,
-    ) -> Result<Node> {
+    pub fn connect(&self, target: &NodeTarget, multi: bool, jumps: &Jumps) -> Result<Node> {
+        let minikube_node = multi.then_some(target.name.as_str());
         connect(self.variant, &self.node, target, minikube_node, jumps)
     }
 

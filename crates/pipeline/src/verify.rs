@@ -64,8 +64,7 @@ pub fn run(args: VerifyArgs, reporter: &dyn Reporter) -> Result<()> {
     let jumps = Jumps::default();
     let nodes: Vec<Node> = if multi || args.via.contains(&Source::NodeLog) {
         let results = crate::preflight::on_every_node(&fleet, |target| {
-            args.target
-                .connect(target, multi.then_some(target.name.as_str()), &jumps)
+            args.target.connect(target, multi, &jumps)
         });
         crate::preflight::all_or_report(&fleet, results, "to connect")?
     } else {
@@ -74,10 +73,6 @@ pub fn run(args: VerifyArgs, reporter: &dyn Reporter) -> Result<()> {
     let selectors: Vec<&str> = match &args.selector {
         Some(selector) => vec![selector.as_str()],
         None => FALCO_POD_SELECTORS.to_vec(),
-    };
-    let label = |i: usize| match multi {
-        true => format!(" {}", fleet.nodes[i].name),
-        false => String::new(),
     };
     for (i, node) in nodes.iter().enumerate() {
         let target = delivery_target(node, &args.target.node.audit_dir);
@@ -153,7 +148,7 @@ pub fn run(args: VerifyArgs, reporter: &dyn Reporter) -> Result<()> {
     let mut missing = Vec::new();
     for (i, probe) in probes.iter().enumerate() {
         let node = nodes.get(i);
-        let label = label(i);
+        let label = fleet.nodes[i].step_label(multi);
         for source in &args.via {
             let seen = match source {
                 Source::Sink => wait_sink(

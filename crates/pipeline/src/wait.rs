@@ -9,7 +9,7 @@ use cluster::Readiness;
 
 use crate::cluster_args::Kube;
 use crate::error::{Result, bail};
-use crate::fleet::ApiEndpoint;
+use crate::fleet::{ApiEndpoint, NodeTarget};
 use crate::node::Node;
 
 /// How enable and disable wait for the API server, and whether they undo a change it does not survive.
@@ -61,7 +61,24 @@ pub enum Health<'a> {
     },
 }
 
-impl Health<'_> {
+impl<'a> Health<'a> {
+    /// A node's own API server when its address and a probe are known (a control plane of
+    /// several nodes), otherwise the kubeconfig's server.
+    pub fn of(
+        node: &'a Node,
+        target: &'a NodeTarget,
+        probe: Option<&'a cluster::NodeProbe>,
+    ) -> Health<'a> {
+        match (&target.api, probe) {
+            (Some(endpoint), Some(probe)) => Health::Node {
+                node,
+                endpoint,
+                probe,
+            },
+            _ => Health::Kubeconfig,
+        }
+    }
+
     pub fn readiness(&self, kube: &Kube) -> Readiness {
         match self {
             Health::Kubeconfig => kube.block_on(kube.cluster.readiness()),

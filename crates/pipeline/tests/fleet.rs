@@ -202,6 +202,21 @@ fn control_plane(cluster: &ReplayServer, nodes: &[&str]) {
     );
 }
 
+/// Nodes cp1..cp3 holding `original`, and a v1.28.3 cluster whose mirror pods name them;
+/// returns the cluster (alive while it is held) and its kubeconfig.
+fn three_in_a_cluster(original: &str) -> (Nodes, ReplayServer, std::path::PathBuf) {
+    let nodes = Nodes::start(&[
+        ("cp1", original.to_string()),
+        ("cp2", original.to_string()),
+        ("cp3", original.to_string()),
+    ]);
+    let cluster = ReplayServer::start();
+    cluster.route("GET", "/version", [version("v1.28.3")]);
+    control_plane(&cluster, &["cp1", "cp2", "cp3"]);
+    let kubeconfig = cluster.write_kubeconfig(&nodes.home());
+    (nodes, cluster, kubeconfig)
+}
+
 fn version(git_version: &str) -> Reply {
     let (major, minor) = match git_version
         .trim_start_matches('v')
@@ -445,15 +460,7 @@ fn node_narrows_the_run_and_names_the_unaudited_ones() {
 #[test]
 fn a_cluster_node_without_a_host_is_refused_unless_node_narrows_the_run() {
     let original = fixture("minikube-v1.28.yaml");
-    let nodes = Nodes::start(&[
-        ("cp1", original.clone()),
-        ("cp2", original.clone()),
-        ("cp3", original.clone()),
-    ]);
-    let cluster = ReplayServer::start();
-    cluster.route("GET", "/version", [version("v1.28.3")]);
-    control_plane(&cluster, &["cp1", "cp2", "cp3"]);
-    let kubeconfig = cluster.write_kubeconfig(&nodes.home());
+    let (nodes, _cluster, kubeconfig) = three_in_a_cluster(&original);
     let kube = ["--kubeconfig", kubeconfig.to_str().unwrap()];
 
     let out = nodes.run("enable", Some("static"), &["cp1"], &kube);
@@ -497,15 +504,7 @@ fn a_cluster_node_without_a_host_is_refused_unless_node_narrows_the_run() {
 #[test]
 fn a_host_naming_another_node_is_not_taken_for_the_chosen_one() {
     let original = fixture("minikube-v1.28.yaml");
-    let nodes = Nodes::start(&[
-        ("cp1", original.clone()),
-        ("cp2", original.clone()),
-        ("cp3", original.clone()),
-    ]);
-    let cluster = ReplayServer::start();
-    cluster.route("GET", "/version", [version("v1.28.3")]);
-    control_plane(&cluster, &["cp1", "cp2", "cp3"]);
-    let kubeconfig = cluster.write_kubeconfig(&nodes.home());
+    let (nodes, _cluster, kubeconfig) = three_in_a_cluster(&original);
     let out = nodes.run(
         "enable",
         Some("static"),
