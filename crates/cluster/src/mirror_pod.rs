@@ -15,6 +15,10 @@ pub struct MirrorPod {
     pub config_hash: Option<String>,
     /// The apiserver container's command followed by its args.
     pub command: Vec<String>,
+    /// When the container's previous instance ended (`lastState.terminated.finishedAt`), once
+    /// the kubelet has restarted it: for 10 minutes after a restart, the kubelet's crash
+    /// back-off delays the next start of this pod.
+    pub last_restart: Option<std::time::SystemTime>,
 }
 
 impl Cluster {
@@ -62,6 +66,20 @@ pub(crate) fn mirror_pod_of(pod: &Pod) -> Option<MirrorPod> {
                 .as_deref()
                 .is_some_and(|i| i.contains("kube-apiserver"))
     })?;
+    let last_restart = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|statuses| statuses.iter().find(|s| s.name == container.name))
+        .and_then(|s| {
+            s.last_state
+                .as_ref()?
+                .terminated
+                .as_ref()?
+                .finished_at
+                .as_ref()
+        })
+        .map(|time| std::time::SystemTime::from(time.0));
     let command = container
         .command
         .iter()
@@ -73,5 +91,50 @@ pub(crate) fn mirror_pod_of(pod: &Pod) -> Option<MirrorPod> {
         name: pod.metadata.name.clone().unwrap_or_default(),
         config_hash: annotations.get(CONFIG_HASH).cloned(),
         command,
+        last_restart,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mirror pod as the kubelet reports it after restarting the container once (the shape
+    /// of a v1.20 kubelet's status; the real-node test reads one from a real kubelet).
+    fn restarted_pod(finished_at: Option<&str>) -> Pod {
+        let last_state = match finished_at {
+            Some(at) => {
+                serde_json::json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": "2026-12-01T17:20:00Z", "finishedAt": at}})
+            }
+            None => serde_json::json!({}),
+        };
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "kube-apiserver-cp1",
+                "namespace": "kube-system",
+                "annotations": {CONFIG_MIRROR: "3f2a", CONFIG_HASH: "3f2a"}
+            },
+            "spec": {"containers": [
+                {"name": "kube-apiserver", "command": ["kube-apiserver", "--secure-port=6443"]}
+            ]},
+            "status": {"containerStatuses": [
+                {"name": "other", "ready": true, "restartCount": 0, "image": "x", "imageID": "",
+                 "lastState": {"terminated": {"exitCode": 1, "finishedAt": "2026-12-01T17:00:00Z"}}},
+                {"name": "kube-apiserver", "ready": true, "restartCount": 1, "image": "x", "imageID": "",
+                 "lastState": last_state}
+            ]}
+        }))
+        .expect("a pod")
+    }
+
+    #[test]
+    fn the_last_restart_is_the_apiserver_containers_previous_end() {
+        let pod = mirror_pod_of(&restarted_pod(Some("2026-12-01T17:25:41Z"))).expect("mirror");
+        let expected =
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_796_145_941);
+        assert_eq!(pod.last_restart, Some(expected));
+        assert_eq!(pod.command, ["kube-apiserver", "--secure-port=6443"]);
+        let never = mirror_pod_of(&restarted_pod(None)).expect("mirror");
+        assert_eq!(never.last_restart, None);
+    }
 }

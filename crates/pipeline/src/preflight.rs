@@ -173,11 +173,17 @@ pub fn run(args: &EnableArgs) -> Result<(Preflight, String)> {
         _ => None,
     };
     if let (Some(kube), false) = (&kube, args.restart.no_wait) {
+        let now = std::time::SystemTime::now();
         for plan in &mut plans {
-            plan.old_hash = wait::mirror_hash(
+            let pod = wait::mirror_pod(
                 kube,
                 plan.target.in_cluster.then_some(plan.target.name.as_str()),
             );
+            warnings.extend(
+                pod.as_ref()
+                    .and_then(|pod| wait::recent_restart_warning(pod, now)),
+            );
+            plan.old_hash = pod.and_then(|pod| pod.config_hash);
         }
     }
     let probe = match (&kube, multi) {

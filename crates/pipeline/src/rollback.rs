@@ -10,6 +10,10 @@ use crate::node::Node;
 use crate::report::Steps;
 use crate::wait::{self, CrashWatch, Expect, Health, PodLogs, RestartArgs, Restarted};
 
+/// Restoring the manifest of a pod the kubelet stopped moments before counts as a restart of
+/// that pod (its UID comes from the content), which arms the kubelet's crash back-off for it.
+const BACKOFF_ARMED: &str = "for the next 10 minutes, the kubelet's crash back-off for the restored manifest is armed: should another change fail before then, its rollback waits 10 s or more (doubling with each restart) before the API server starts again";
+
 /// A manifest change the kubelet is about to act on.
 pub struct ManifestChange<'a> {
     pub node: &'a Node,
@@ -105,6 +109,7 @@ pub fn wait_or_roll_back(
         )?;
         Ok(((), format!("previous manifest restored; {summary}")))
     })?;
+    steps.warn(BACKOFF_ARMED);
     bail!(
         "{} failed and was rolled back: {}",
         change.command,

@@ -3,7 +3,7 @@
 //! running command must carry (or no longer carry) our flags, so an old process still answering
 //! is never mistaken for success.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use cluster::Readiness;
 
@@ -103,10 +103,42 @@ impl<'a> Health<'a> {
 }
 
 pub fn mirror_hash(kube: &Kube, node_name: Option<&str>) -> Option<String> {
+    mirror_pod(kube, node_name).and_then(|pod| pod.config_hash)
+}
+
+pub fn mirror_pod(kube: &Kube, node_name: Option<&str>) -> Option<cluster::MirrorPod> {
     kube.block_on(kube.cluster.apiserver_mirror_pod(node_name))
         .ok()
         .flatten()
-        .and_then(|pod| pod.config_hash)
+}
+
+/// How long the kubelet remembers a container's restart: its crash back-off entries expire
+/// twice the 5-minute maximum back-off after the last restart.
+const KUBELET_BACKOFF_MEMORY: Duration = Duration::from_secs(600);
+
+/// A warning when the kubelet restarted this API server less than 10 minutes ago (a rollback
+/// or a disable restores a manifest, and with it a pod UID, that ran minutes before). Should
+/// this change fail, the restored pod waits out the crash back-off that restart left: 10 s,
+/// doubling with each restart, on top of the usual downtime.
+pub fn recent_restart_warning(pod: &cluster::MirrorPod, now: SystemTime) -> Option<String> {
+    let since = now.duration_since(pod.last_restart?).unwrap_or_default();
+    let left = KUBELET_BACKOFF_MEMORY
+        .checked_sub(since)
+        .filter(|left| !left.is_zero())?;
+    Some(format!(
+        "the kubelet restarted {} {} ago; for {} more, its crash back-off (10 s, doubling with each restart) delays the next start of that manifest: if this change fails, the rollback waits it out and the API server stays down that much longer",
+        pod.name,
+        minutes_seconds(since),
+        minutes_seconds(left)
+    ))
+}
+
+fn minutes_seconds(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs / 60 {
+        0 => format!("{secs}s"),
+        m => format!("{m}m{:02}s", secs % 60),
+    }
 }
 
 /// Lists, for each kube-apiserver pod log under /var/log/pods written since the manifest
@@ -278,6 +310,34 @@ fn check_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(last_restart: Option<SystemTime>) -> cluster::MirrorPod {
+        cluster::MirrorPod {
+            name: "kube-apiserver-cp1".into(),
+            config_hash: Some("3f2a".into()),
+            command: vec!["kube-apiserver".into()],
+            last_restart,
+        }
+    }
+
+    #[test]
+    fn a_restart_in_the_last_ten_minutes_is_warned_about() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(recent_restart_warning(&pod(None), now), None);
+        let old = now - Duration::from_secs(600);
+        assert_eq!(recent_restart_warning(&pod(Some(old)), now), None);
+        let warning = recent_restart_warning(&pod(Some(now - Duration::from_secs(130))), now)
+            .expect("a restart 130 s ago");
+        assert!(
+            warning
+                .starts_with("the kubelet restarted kube-apiserver-cp1 2m10s ago; for 7m50s more"),
+            "{warning}"
+        );
+        // A node clock ahead of ours: the restart counts as just now.
+        let ahead = now + Duration::from_secs(5);
+        let warning = recent_restart_warning(&pod(Some(ahead)), now).expect("warned");
+        assert!(warning.contains(" 0s ago; for 10m00s more"), "{warning}");
+    }
 
     #[test]
     fn pod_logs_say_when_the_new_server_died() {

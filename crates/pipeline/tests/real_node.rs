@@ -143,7 +143,7 @@ fn static_enable_then_disable_on_a_real_node() {
 /// Starts a ready node, runs `enable` with `args` (plus a Falco inside the node), which must
 /// fail, and checks that the original manifest is back and ready; returns what it printed and
 /// how long it took.
-fn enable_rolled_back(label: &str, args: &[&str]) -> Option<(String, Duration)> {
+fn enable_rolled_back(label: &str, args: &[&str]) -> Option<(RealNode, String, Duration)> {
     let node = RealNode::start()?;
     node.bring_up();
     let home = tempfile::tempdir().unwrap();
@@ -162,24 +162,54 @@ fn enable_rolled_back(label: &str, args: &[&str]) -> Option<(String, Duration)> 
     assert!(text.contains("✗ wait"), "{text}");
     assert!(text.contains("the new API server exited"), "{text}");
     assert!(text.contains("✓ rollback"), "{text}");
+    // The node's API server had not been restarted since it came up.
+    assert!(!text.contains(RESTART_WARNING), "{text}");
     assert_eq!(std::fs::read(node.apiserver_manifest()).unwrap(), original);
     node.wait_for(Duration::from_secs(60), |pod, ready| {
         ready && pod.config_hash == before.config_hash
     });
-    Some((text, took))
+    Some((node, text, took))
 }
+
+/// What the preflight says when the kubelet restarted the API server in the last 10 minutes.
+const RESTART_WARNING: &str = "the kubelet restarted kube-apiserver-";
 
 /// A flag the real API server refuses: the kubelet crash-loops it within a second, and enable
 /// rolls back as soon as the pod's log says so, not after --timeout (180 s by default).
 #[test]
 fn a_failed_enable_is_rolled_back_within_seconds_on_a_real_node() {
-    let Some((text, took)) = enable_rolled_back(
+    let Some((node, text, took)) = enable_rolled_back(
         "a refused flag",
         &["static", "--test-only-batch-max-wait", "5"],
     ) else {
         return;
     };
     assert!(text.contains("--audit-webhook-batch-max-wait"), "{text}");
+    assert!(
+        text.contains("crash back-off for the restored manifest is armed"),
+        "{text}"
+    );
+    // The rollback restarted the original pod, so its crash back-off is armed: the next
+    // enable's preflight says that a second failure would keep the API server down longer.
+    // The kubelet reports the restart in the mirror pod's status within a few seconds.
+    let home = tempfile::tempdir().unwrap();
+    let (falco_url, _events) = node.receiver();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = k8s_audit(
+            &node,
+            home.path(),
+            &["enable", "static", "--dry-run", "--falco-url", &falco_url],
+        );
+        assert_ok(&out);
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains(RESTART_WARNING) {
+            assert!(text.contains("ago; for "), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no back-off warning:\n{text}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
     // Preflight and apply included; the API server's own downtime is within this. The death is
     // seen within a second; the restore then takes the kubelet 9 to 30 s here (it must finish
     // killing the crashed pod and, at times, wait out the old pod's termination). Without the
@@ -192,7 +222,7 @@ fn a_failed_enable_is_rolled_back_within_seconds_on_a_real_node() {
 /// says so.
 #[test]
 fn a_wrong_kube_version_is_rolled_back_fast_on_a_real_node() {
-    let Some((text, took)) = enable_rolled_back(
+    let Some((_node, text, took)) = enable_rolled_back(
         "dynamic flags on 1.20",
         &["dynamic", "--kube-version", "v1.16.15"],
     ) else {
