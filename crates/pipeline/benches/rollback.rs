@@ -1,13 +1,15 @@
 //! `cargo xtask bench rollback`: on the real node (kubelet, containerd, runc), how long the API
 //! server is down because of us. A failed enable (a flag the server refuses): from the manifest
-//! rename until the original server is ready again, the wait plus the rollback. A successful
-//! enable: from the rename until the new server is ready, the wait. Both read from the step
-//! lines `k8s-audit` prints, for several runs; the medians are compared. Each run starts from
-//! an API server the kubelet never restarted (a first failure), then fails the same way again
-//! at once, to show what the kubelet's crash back-off adds to a second failure.
+//! rename until the original server is ready again. A successful enable: from the rename until
+//! the new server is ready. Each is measured twice: by a client sampling `/readyz` every
+//! 100 ms, and by the pipeline's own steps (wait, plus rollback), which also wait for the
+//! kubelet to publish the new mirror pod. Each run starts from an API server the kubelet never
+//! restarted (a first failure), then fails the same way again at once, to show what the
+//! kubelet's crash back-off adds to a second failure; the medians of several runs are printed.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -81,31 +83,72 @@ fn fresh_baseline(node: &RealNode, run_index: usize) -> Result<()> {
     Ok(())
 }
 
-/// Runs an enable that the API server refuses and returns its downtime: the wait plus the
-/// rollback.
-fn failed_enable(
+/// What one enable cost: the API server's downtime as a client sees it (`/readyz` sampled
+/// every 100 ms), and the pipeline's steps that waited (the wait, plus the rollback after a
+/// failure). The steps end later: they also wait for the kubelet to publish the new mirror
+/// pod, which lags after a restart (the kubelet's pod watch reconnects with a back-off).
+struct Outage {
+    down: Duration,
+    steps: Duration,
+}
+
+/// Runs `f` while sampling the node's `/readyz` every 100 ms; returns what `f` returned and
+/// the longest stretch without a ready answer.
+fn with_downtime<T>(node: &RealNode, f: impl FnOnce() -> T) -> (T, Duration) {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let (mut longest, mut down_since) = (Duration::ZERO, None::<Instant>);
+            loop {
+                let stopping = stop.load(Ordering::Relaxed);
+                match (node.node().readyz(), down_since) {
+                    (false, None) => down_since = Some(Instant::now()),
+                    (true, Some(since)) => {
+                        longest = longest.max(since.elapsed());
+                        down_since = None;
+                    }
+                    _ => {}
+                }
+                if stopping {
+                    return longest.max(down_since.map_or(Duration::ZERO, |s| s.elapsed()));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let value = f();
+        stop.store(true, Ordering::Relaxed);
+        (value, sampler.join().expect("the sampler does not panic"))
+    })
+}
+
+/// Runs `enable` with `extra` arguments; `fails` says whether it must fail and roll back.
+fn enable(
     node: &RealNode,
     home: &Path,
     falco: &str,
-    label: &str,
-) -> Result<(Duration, String)> {
-    let (ok, text) = run(
-        node,
-        home,
-        &[
-            "enable",
-            "static",
-            "--falco-url",
-            falco,
-            "--test-only-batch-max-wait",
-            "5",
-        ],
-    )?;
-    match (step_seconds(&text, "wait"), step_seconds(&text, "rollback")) {
-        (Some(wait), Some(rollback)) if !ok => Ok((wait + rollback, text)),
-        _ => bail!("{label}: no failed wait and rollback (ok: {ok}):\n{text}"),
+    extra: &[&str],
+    fails: bool,
+) -> Result<Outage> {
+    let mut argv = vec!["enable", "static", "--falco-url", falco];
+    argv.extend_from_slice(extra);
+    let (ran, down) = with_downtime(node, || run(node, home, &argv));
+    let (ok, text) = ran?;
+    let wait = step_seconds(&text, "wait");
+    let steps = if fails {
+        match (wait, step_seconds(&text, "rollback")) {
+            (Some(wait), Some(rollback)) if !ok => Some(wait + rollback),
+            _ => None,
+        }
+    } else {
+        wait.filter(|_| ok)
+    };
+    match steps {
+        Some(steps) => Ok(Outage { down, steps }),
+        None => bail!("enable {argv:?} (ok: {ok}, expected to fail: {fails}):\n{text}"),
     }
 }
+
+const REFUSED: &[&str] = &["--test-only-batch-max-wait", "5"];
 
 fn main() -> Result<()> {
     let args = Args::parse_from(testkit::bench_args());
@@ -119,60 +162,54 @@ fn main() -> Result<()> {
     );
     let home = tempfile::tempdir()?;
     let (falco, _events) = node.receiver();
-    let (mut first, mut again, mut succeeded) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cases: [(&str, Vec<Outage>); 3] = [
+        ("failed enable (rename -> original ready again)", Vec::new()),
+        (
+            "the same failure again at once (back-off armed)",
+            Vec::new(),
+        ),
+        ("successful enable (rename -> new server ready)", Vec::new()),
+    ];
     for run_index in 0..args.runs {
         fresh_baseline(&node, run_index)?;
-        let (down, _) = failed_enable(&node, home.path(), &falco, "first failure")?;
-        first.push(down);
+        cases[0]
+            .1
+            .push(enable(&node, home.path(), &falco, REFUSED, true)?);
         // The same change again, at once: the rollback restores the pod UID it restored a
         // moment ago, whose crash back-off is now armed (the first rollback said so).
-        let (down, _) = failed_enable(&node, home.path(), &falco, "second failure")?;
-        again.push(down);
-
-        let (ok, text) = run(
+        cases[1]
+            .1
+            .push(enable(&node, home.path(), &falco, REFUSED, true)?);
+        cases[2].1.push(enable(
             &node,
             home.path(),
-            &[
-                "enable",
-                "static",
-                "--falco-url",
-                &falco,
-                "--timeout",
-                "120",
-            ],
-        )?;
-        let Some(wait) = step_seconds(&text, "wait").filter(|_| ok) else {
-            bail!("run {run_index}: the enable failed:\n{text}");
-        };
-        succeeded.push(wait);
+            &falco,
+            &["--timeout", "120"],
+            false,
+        )?);
         let (ok, text) = run(&node, home.path(), &["disable", "--timeout", "120"])?;
         if !ok {
             bail!("run {run_index}: disable failed:\n{text}");
         }
+        let [a, b, c] = [&cases[0].1, &cases[1].1, &cases[2].1].map(|v| &v[run_index]);
         println!(
-            "run {run_index}: failed enable down {:.1?} (again at once: {:.1?}), successful enable down {:.1?}",
-            first[run_index], again[run_index], succeeded[run_index]
+            "run {run_index}: API server down {:.1?} / {:.1?} / {:.1?} (the pipeline's steps {:.1?} / {:.1?} / {:.1?})",
+            a.down, b.down, c.down, a.steps, b.steps, c.steps
         );
     }
-    let runs = args.runs;
-    let (first, again, succeeded) = (
-        median(&mut first),
-        median(&mut again),
-        median(&mut succeeded),
-    );
-    println!("\nAPI server downtime on the real node, median of {runs} runs:");
     println!(
-        "  failed enable (rename -> original ready again)          {:>6.1} s",
-        first.as_secs_f64()
+        "\nOn the real node, median of {} runs:  API server down (/readyz)   pipeline's wait (+ rollback)",
+        args.runs
     );
-    println!(
-        "  the same failure again at once (kubelet back-off armed)  {:>6.1} s",
-        again.as_secs_f64()
-    );
-    println!(
-        "  successful enable (rename -> new server ready)           {:>6.1} s",
-        succeeded.as_secs_f64()
-    );
+    for (label, outages) in &mut cases {
+        let mut down: Vec<Duration> = outages.iter().map(|o| o.down).collect();
+        let mut steps: Vec<Duration> = outages.iter().map(|o| o.steps).collect();
+        println!(
+            "  {label:<50} {:>6.1} s {:>16.1} s",
+            median(&mut down).as_secs_f64(),
+            median(&mut steps).as_secs_f64()
+        );
+    }
     println!(
         "  (before the fail-fast watch, a failed enable waited out --timeout: 180 s by default)"
     );
