@@ -23,10 +23,14 @@ pub const HELD: i32 = 75;
 /// end of input. When the lock's directory does not exist there is no manifest to protect, and
 /// nothing to lock: it only reads.
 pub fn script() -> String {
-    format!("{}{}", crate::reachability::PROBE_FN, LOCK_AND_READ)
+    format!(
+        "{}{LOCK_AND_PROBE}{}{AFTER_READ}",
+        crate::reachability::PROBE_FN,
+        crate::node::READ_SCRIPT
+    )
 }
 
-const LOCK_AND_READ: &str = r#"lock=$1 from=$2 marker=$3 ca=$4; shift 4
+const LOCK_AND_PROBE: &str = r#"lock=$1 from=$2 marker=$3 ca=$4; shift 4
 taken= cafile=
 cleanup() {
   if [ -n "$taken" ]; then rm -rf -- "$lock"; fi
@@ -65,10 +69,9 @@ if [ "$n" -gt 0 ]; then
     shift 4; i=$((i + 1))
   done
 fi
-for f; do
-  if [ -f "$f" ]; then n=$(( $(wc -c < "$f") )) && printf '%s\n' "$n" && head -c "$n" -- "$f" || exit 1
-  else printf -- '-\n'; fi
-done
+"#;
+
+const AFTER_READ: &str = r#"
 printf '%s\n%s\n' "$results" "$marker"
 cat > /dev/null
 "#;

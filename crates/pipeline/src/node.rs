@@ -50,7 +50,7 @@ pub enum Change<'a> {
 
 /// Prints each readable regular file as `<size>\n<bytes>`, and `-\n` for one that is not there.
 /// Exactly the counted bytes: a file still being written (the audit log) grows in between.
-const READ_SCRIPT: &str = r#"for f; do
+pub(crate) const READ_SCRIPT: &str = r#"for f; do
   if [ -f "$f" ]; then n=$(( $(wc -c < "$f") )) && printf '%s\n' "$n" && head -c "$n" -- "$f" || exit 1
   else printf -- '-\n'; fi
 done"#;

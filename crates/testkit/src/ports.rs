@@ -17,22 +17,27 @@ const FLOOR: u16 = 10_000;
 pub fn server_port(addresses: &[Ipv4Addr], taken: &[u16]) -> io::Result<u16> {
     let ceiling = ephemeral_floor().saturating_sub(1).max(FLOOR + 1);
     let span = u64::from(ceiling - FLOOR);
-    for _ in 0..200 {
-        let port = FLOOR + (next_random() % span) as u16;
-        if taken.contains(&port) {
-            continue;
-        }
-        if addresses
-            .iter()
-            .all(|&address| TcpListener::bind((address, port)).is_ok())
-        {
-            return Ok(port);
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AddrInUse,
-        format!("no free port between {FLOOR} and {ceiling} after 200 tries"),
-    ))
+    let candidates = (0..200).map(|_| FLOOR + (next_random() % span) as u16);
+    first_free(candidates, addresses, taken).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("no free port between {FLOOR} and {ceiling} after 200 tries"),
+        )
+    })
+}
+
+/// The first candidate that is not `taken` and that every one of `addresses` can bind.
+fn first_free(
+    candidates: impl IntoIterator<Item = u16>,
+    addresses: &[Ipv4Addr],
+    taken: &[u16],
+) -> Option<u16> {
+    candidates.into_iter().find(|port| {
+        !taken.contains(port)
+            && addresses
+                .iter()
+                .all(|&address| TcpListener::bind((address, *port)).is_ok())
+    })
 }
 
 /// The start of the kernel's ephemeral range (Linux's default when it cannot be read).
@@ -73,9 +78,16 @@ mod tests {
             assert!((FLOOR..floor).contains(&port), "{port}");
             TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
         }
+    }
+
+    #[test]
+    fn a_port_in_use_or_taken_is_passed_over() {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let busy = listener.local_addr().unwrap().port();
-        let other = server_port(&[Ipv4Addr::LOCALHOST], &[busy]).unwrap();
-        assert_ne!(other, busy);
+        let free = server_port(&[Ipv4Addr::LOCALHOST], &[busy]).unwrap();
+        let localhost = [Ipv4Addr::LOCALHOST];
+        assert_eq!(first_free([busy, free], &localhost, &[]), Some(free));
+        assert_eq!(first_free([free], &localhost, &[free]), None);
+        assert_eq!(first_free([busy], &localhost, &[]), None);
     }
 }
