@@ -9,16 +9,6 @@ use base64::engine::general_purpose::STANDARD;
 use crate::error::{AuthAttempt, AuthOutcome};
 use crate::{ConnectOptions, ShipError};
 
-/// A key passphrase; its Debug output never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Passphrase(pub String);
-
-impl std::fmt::Debug for Passphrase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Passphrase(..)")
-    }
-}
-
 /// OpenSSH's default identity files, in the order it tries them.
 const DEFAULT_IDENTITIES: &[&str] = &["id_rsa", "id_ecdsa", "id_ed25519"];
 
@@ -287,13 +277,5 @@ mod tests {
         )
         .unwrap();
         assert!(is_encrypted(&dir.path().join("junk")).is_err());
-    }
-
-    #[test]
-    fn passphrase_is_not_printed() {
-        assert_eq!(
-            format!("{:?}", Passphrase("hunter2".into())),
-            "Passphrase(..)"
-        );
     }
 }

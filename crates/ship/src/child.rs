@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::ops::{Output, sudo_argv};
+use crate::ops::{Output, Until, sudo_argv};
 use crate::quote::command_line;
 use crate::session::{KEEPALIVE, KEEPALIVE_MAX_MISSED, exit_status, millis};
 use crate::{ExecOptions, Session, ShipError};
@@ -23,15 +23,6 @@ pub struct RemoteChild<'s> {
     /// Output read off the channel and not handed out yet.
     stdout: Vec<u8>,
     stderr: Vec<u8>,
-}
-
-/// What [`RemoteChild::read_until_line`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Until {
-    /// The line came; `before` is the output that preceded it.
-    Line { before: Vec<u8> },
-    /// The command ended first (a lock holder that found the lock taken, say).
-    Exited(Output),
 }
 
 impl Session {

@@ -55,6 +55,12 @@ fn paths(files: &[PathBuf]) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShipError {
+    /// The light build (without the `ssh` feature) has no SSH client.
+    #[error(
+        "{host}: this build has no SSH client (crate ship was built without its `ssh` feature); use the full build, `k8s-audit` or `cargo xtask`"
+    )]
+    NotBuilt { host: String },
+
     #[error("invalid destination {input:?}: {reason}")]
     InvalidDestination { input: String, reason: &'static str },
 

@@ -11,14 +11,13 @@
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::session::{Established, KEEPALIVE, Role, establish, millis, would_block};
-use crate::{ConnectOptions, Destination, ShipError, Stats, config};
+use crate::{ConnectOptions, Destination, ShipError, Stats};
 
 /// The jump hosts' sessions, connected in order and ready to carry sessions to the nodes
 /// behind them ([`Session::connect_via`](crate::Session::connect_via)). Dropping the last
@@ -99,16 +98,6 @@ impl Drop for Jump {
             drop(relay);
         }
     }
-}
-
-/// The jump hops the ssh config gives `host` (ProxyJump), empty when none (or `none`), so
-/// callers can share one [`Jump`] among the nodes behind the same hops.
-pub fn jump_hops(host: &str, ssh_config: Option<&Path>) -> Result<Vec<Destination>, ShipError> {
-    let config = config::resolve(host, ssh_config)?;
-    if config.proxy_jump.is_empty() {
-        return Ok(Vec::new());
-    }
-    Destination::parse_jump(&config.proxy_jump.join(","))
 }
 
 /// One hop's session, run by a thread of its own.

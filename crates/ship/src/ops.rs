@@ -29,6 +29,15 @@ impl Output {
     }
 }
 
+/// What [`RemoteChild::read_until_line`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Until {
+    /// The line came; `before` is the output that preceded it.
+    Line { before: Vec<u8> },
+    /// The command ended first (a lock holder that found the lock taken, say).
+    Exited(Output),
+}
+
 /// Exit statuses our scripts use for the failures the caller should tell apart (above what
 /// sudo, sh and coreutils use for their own errors).
 pub(crate) const MISSING: i32 = 91;
@@ -145,6 +154,7 @@ pub(crate) fn script_error(
     }
 }
 
+#[cfg(feature = "ssh")]
 impl Session {
     /// Streams a remote file into `to`.
     pub fn download_to(

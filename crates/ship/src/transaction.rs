@@ -10,6 +10,22 @@ use crate::ops::{INCOMPLETE, script_argv, script_error, split_path};
 use crate::quote::{command_line, quote};
 use crate::{ExecOptions, Session, ShipError};
 
+/// A shell function `sweep DIR`: removes ship's temp files in DIR that nobody has written to
+/// for an hour: the leftovers of an upload whose client was killed, never the temp file of an
+/// upload still running (its data keep its time fresh). Best effort: a find without `-mmin` or
+/// `-maxdepth` removes nothing. The names are this version's `.NAME.ship-TOKEN.tmp` and the
+/// `.ship.XXXXXXXX` of earlier ones.
+macro_rules! sweep_fn {
+    () => {
+        r#"sweep() {
+  case $1 in /*) p=$1 ;; *) p=./$1 ;; esac
+  find "$p" -maxdepth 1 -type f \( -name '.*.ship-????????????????.tmp' -o -name '.ship.????????' -o -name '.ship.????????????????' \) -mmin +60 -exec rm -f -- {} + 2>/dev/null
+}
+"#
+    };
+}
+pub(crate) use sweep_fn;
+
 /// Runs the ops given as arguments: `$1` is `root` (chown what it creates to 0:0 when it runs
 /// as root) or `-`; then `d PATH` (a private directory) and `f|n DIR NAME STAGED MODE SIZE`
 /// (a file; `n` must not replace an existing target). The file contents arrive on stdin in op
@@ -34,7 +50,7 @@ use crate::{ExecOptions, Session, ShipError};
 /// pass is called with exactly the ops as its arguments, so the trap reads the same list
 /// whichever function it fires in.
 pub(crate) const SCRIPT: &str = concat!(
-    crate::upload::sweep_fn!(),
+    sweep_fn!(),
     r#"set -u -C
 umask 077
 owner=$1; shift
@@ -741,6 +757,7 @@ impl ApplyError {
     }
 }
 
+#[cfg(feature = "ssh")]
 impl Session {
     /// Runs `transaction` on the node in one command: two round trips, plus one when it has
     /// data. The whole command line must fit in what a remote shell accepts (96 KiB).

@@ -10,27 +10,11 @@ use crate::quote::{command_line, quote};
 use crate::transaction::{ApplyError, MAX_COMMAND_LINE, SCRIPT, Transaction, staged_name};
 use crate::{ExecOptions, Session, ShipError, Source, UploadOptions};
 
-/// A shell function `sweep DIR`: removes ship's temp files in DIR that nobody has written to
-/// for an hour: the leftovers of an upload whose client was killed, never the temp file of an
-/// upload still running (its data keep its time fresh). Best effort: a find without `-mmin` or
-/// `-maxdepth` removes nothing. The names are this version's `.NAME.ship-TOKEN.tmp` and the
-/// `.ship.XXXXXXXX` of earlier ones.
-macro_rules! sweep_fn {
-    () => {
-        r#"sweep() {
-  case $1 in /*) p=$1 ;; *) p=./$1 ;; esac
-  find "$p" -maxdepth 1 -type f \( -name '.*.ship-????????????????.tmp' -o -name '.ship.????????' -o -name '.ship.????????????????' \) -mmin +60 -exec rm -f -- {} + 2>/dev/null
-}
-"#
-    };
-}
-pub(crate) use sweep_fn;
-
 /// Receives a stream of unknown length into STAGED (a fresh name beside the target, created
 /// exclusively) and prints its size; the client renames it with [`COMMIT`] when that is every
 /// byte it sent. Args: DIR NAME STAGED.
 const STAGE: &str = concat!(
-    sweep_fn!(),
+    crate::transaction::sweep_fn!(),
     r#"set -C
 d=$1 t=$1/$2 s=$1/$3
 if [ ! -d "$d" ]; then echo "ship: $d: no such directory" >&2; exit 91; fi
