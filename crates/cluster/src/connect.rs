@@ -1,7 +1,9 @@
 use std::path::PathBuf;
 
+#[cfg(feature = "client")]
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+#[cfg(feature = "client")]
 use crate::ClusterError;
 
 /// Where to find the cluster: the same inputs kubectl reads.
@@ -14,6 +16,7 @@ pub struct ClusterOptions {
 }
 
 /// A connection to one API server.
+#[cfg(feature = "client")]
 #[derive(Clone)]
 pub struct Cluster {
     pub(crate) client: kube::Client,
@@ -23,6 +26,7 @@ pub struct Cluster {
     server: String,
 }
 
+#[cfg(feature = "client")]
 impl Cluster {
     pub async fn connect(options: &ClusterOptions) -> Result<Self, ClusterError> {
         let kube_options = KubeConfigOptions {

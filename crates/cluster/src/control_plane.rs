@@ -1,9 +1,14 @@
+#[cfg(feature = "client")]
 use std::collections::{BTreeMap, BTreeSet};
 
+#[cfg(feature = "client")]
 use k8s_openapi::api::core::v1::{Node, Pod};
+#[cfg(feature = "client")]
 use kube::{Api, api::ListParams};
 
+#[cfg(feature = "client")]
 use crate::mirror_pod::mirror_pod_of;
+#[cfg(feature = "client")]
 use crate::{Cluster, ClusterError};
 
 /// The labels the kube-apiserver static pods carry: kubeadm and minikube, then kops.
@@ -45,6 +50,7 @@ pub struct ControlPlaneNodes {
     pub labelled_without_pod: Vec<String>,
 }
 
+#[cfg(feature = "client")]
 impl Cluster {
     /// The kube-apiserver mirror pods in kube-system: label component=kube-apiserver (kubeadm,
     /// minikube) or k8s-app=kube-apiserver (kops), only those with the
@@ -86,6 +92,7 @@ impl Cluster {
     }
 }
 
+#[cfg(feature = "client")]
 fn apiserver_pod_of(pod: &Pod) -> Option<ApiServerPod> {
     let mirror = mirror_pod_of(pod)?;
     let node_name = pod
@@ -117,6 +124,7 @@ fn apiserver_pod_of(pod: &Pod) -> Option<ApiServerPod> {
 
 /// The last `--secure-port` wins, as with Go's flag parsing; a value kube-apiserver would
 /// refuse leaves the default, since such a server does not run at all.
+#[cfg(feature = "client")]
 fn secure_port(command: &[String]) -> u16 {
     let mut port = DEFAULT_SECURE_PORT;
     let mut words = command.iter();
@@ -133,7 +141,7 @@ fn secure_port(command: &[String]) -> u16 {
     port
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "client"))]
 mod tests {
     use super::*;
 

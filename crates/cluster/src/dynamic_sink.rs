@@ -1,13 +1,16 @@
+#[cfg(feature = "client")]
 use kube::{
     Api,
     api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams},
 };
 
+#[cfg(feature = "client")]
 use crate::{Cluster, ClusterError};
 
 /// The object name our bundled `audit-sink.yaml.in` uses.
 pub const AUDIT_SINK_NAME: &str = "falco-audit-sink";
 
+#[cfg(feature = "client")]
 const GROUP_VERSION: &str = "auditregistration.k8s.io/v1alpha1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,12 +19,14 @@ pub enum Applied {
     Replaced,
 }
 
+#[cfg(feature = "client")]
 fn audit_sink_api(cluster: &Cluster) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk("auditregistration.k8s.io", "v1alpha1", "AuditSink");
     let resource = ApiResource::from_gvk_with_plural(&gvk, "auditsinks");
     Api::all_with(cluster.client.clone(), &resource)
 }
 
+#[cfg(feature = "client")]
 impl Cluster {
     /// Creates the AuditSink, or replaces it when it exists. Not server-side apply: 1.13-1.15,
     /// exactly the versions that have AuditSink, lack it without a feature gate.

@@ -9,6 +9,7 @@ pub enum ClusterError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[cfg(feature = "client")]
     #[error("cannot reach the API server at {server}: {source}")]
     Unreachable {
         server: String,
@@ -71,6 +72,7 @@ pub enum ClusterError {
         "ConfigMap kube-system/kubeadm-config has no ClusterConfiguration key (its keys: {keys}); expected the one kubeadm writes"
     )]
     KubeadmConfigWithoutKey { keys: String },
+    #[cfg(feature = "client")]
     #[error(
         "cannot set up TLS for the nodes' API servers from the kubeconfig of {server}: {source}"
     )]
@@ -89,6 +91,11 @@ pub enum ClusterError {
         #[source]
         source: std::io::Error,
     },
+    /// What [`crate::Cluster::connect`] answers in a build without the `client` feature.
+    #[error(
+        "this build has no cluster client (built without the `client` feature of crate cluster); use the full build, e.g. `cargo xtask ...` or `k8s-audit`"
+    )]
+    ClientNotBuilt,
     #[error("the AuditSink manifest is not valid YAML: {0}")]
     AuditSinkManifest(#[from] serde_norway::Error),
 }
@@ -96,6 +103,7 @@ pub enum ClusterError {
 impl ClusterError {
     /// Sorts a kube error into "could not connect", "not allowed" and "the server said no",
     /// because each of those needs a different fix from the user.
+    #[cfg(feature = "client")]
     pub(crate) fn from_kube(action: impl Into<String>, server: &str, error: kube::Error) -> Self {
         match error {
             kube::Error::Api(status) => Self::from_status(action, status.code, status.message),
@@ -107,6 +115,7 @@ impl ClusterError {
     }
 
     /// An answer the API server gave with a failing status, sorted as [`Self::from_kube`] does.
+    #[cfg(feature = "client")]
     pub(crate) fn from_status(action: impl Into<String>, code: u16, message: String) -> Self {
         let action = action.into();
         if code == 401 || code == 403 {

@@ -1,7 +1,11 @@
+#[cfg(feature = "client")]
 use k8s_openapi::api::core::v1::{Service, ServicePort};
+#[cfg(feature = "client")]
 use kube::Api;
+#[cfg(feature = "client")]
 use kube::api::ListParams;
 
+#[cfg(feature = "client")]
 use crate::{Cluster, ClusterError};
 
 /// Which Falco receives the events: they listen on different ports and paths.
@@ -98,6 +102,7 @@ pub struct FalcoQuery {
     pub via_node_port: bool,
 }
 
+#[cfg(feature = "client")]
 impl Cluster {
     /// Finds Falco's audit endpoint. With both a namespace and a name, that one Service;
     /// otherwise every Service exposing 9765 or 8765 in the namespaces we may list (all of them,
@@ -234,14 +239,17 @@ impl Cluster {
     }
 }
 
+#[cfg(feature = "client")]
 fn namespace_of(service: &Service) -> String {
     service.metadata.namespace.clone().unwrap_or_default()
 }
 
+#[cfg(feature = "client")]
 fn name_of(service: &Service) -> String {
     service.metadata.name.clone().unwrap_or_default()
 }
 
+#[cfg(feature = "client")]
 fn has_falco_labels(service: &Service) -> bool {
     service.metadata.labels.as_ref().is_some_and(|labels| {
         FALCO_LABELS
@@ -252,6 +260,7 @@ fn has_falco_labels(service: &Service) -> bool {
 
 /// The Service port of the Falco flavour it exposes. The plugin port wins: a Service exposing
 /// both is a Falco >= 0.32 that also kept the old port.
+#[cfg(feature = "client")]
 fn audit_port(service: &Service) -> Option<(FalcoFlavour, &ServicePort)> {
     let ports = service.spec.as_ref()?.ports.as_deref().unwrap_or_default();
     [FalcoFlavour::K8sAuditPlugin, FalcoFlavour::Webserver]
@@ -265,6 +274,7 @@ fn audit_port(service: &Service) -> Option<(FalcoFlavour, &ServicePort)> {
 }
 
 /// `falco/falco-k8saudit-webhook (NodePort, ports 9765→30007/TCP, Falco labels)`.
+#[cfg(feature = "client")]
 fn describe_service(service: &Service) -> String {
     let spec = service.spec.as_ref();
     let kind = spec.and_then(|s| s.type_.as_deref()).unwrap_or("ClusterIP");
@@ -292,6 +302,7 @@ fn describe_service(service: &Service) -> String {
 }
 
 /// The pure half of discovery, separate so that every Service shape can be unit-tested.
+#[cfg(feature = "client")]
 pub(crate) fn endpoint_of(
     service: &Service,
     namespace: &str,
@@ -377,6 +388,7 @@ pub(crate) fn endpoint_of(
     })
 }
 
+#[cfg(feature = "client")]
 fn describe_ports(ports: &[ServicePort]) -> String {
     if ports.is_empty() {
         return "none".into();
@@ -391,7 +403,7 @@ fn describe_ports(ports: &[ServicePort]) -> String {
         .join(", ")
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "client"))]
 mod tests {
     use super::*;
 

@@ -1,3 +1,4 @@
+#[cfg(feature = "client")]
 use crate::{Cluster, ClusterError};
 
 /// One look at the API server's health endpoint.
@@ -10,6 +11,7 @@ pub enum Readiness {
     Unreachable(String),
 }
 
+#[cfg(feature = "client")]
 impl Cluster {
     /// `GET /readyz`, falling back to `/healthz` on servers older than 1.16 that lack it.
     /// Never fails: every outcome is a state the caller's wait loop understands.
@@ -36,6 +38,7 @@ impl Cluster {
     }
 }
 
+#[cfg(feature = "client")]
 fn classify(error: ClusterError) -> Readiness {
     match error {
         ClusterError::Unreachable { source, .. } => Readiness::Unreachable(source.to_string()),

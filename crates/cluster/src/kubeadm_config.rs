@@ -2,10 +2,14 @@
 //! `kubeadm upgrade` and `kubeadm join --control-plane` regenerate the static pod manifests
 //! from. Read with its resourceVersion, and written back only if nobody changed it since.
 
+#[cfg(feature = "client")]
 use k8s_openapi::api::core::v1::ConfigMap;
+#[cfg(feature = "client")]
 use kube::Api;
+#[cfg(feature = "client")]
 use kube::api::{Patch, PatchParams};
 
+#[cfg(feature = "client")]
 use crate::{Cluster, ClusterError};
 
 pub const KUBEADM_CONFIG_NAMESPACE: &str = "kube-system";
@@ -20,10 +24,12 @@ pub struct KubeadmConfig {
     pub resource_version: String,
 }
 
+#[cfg(feature = "client")]
 fn what() -> String {
     format!("ConfigMap {KUBEADM_CONFIG_NAMESPACE}/{KUBEADM_CONFIG_NAME}")
 }
 
+#[cfg(feature = "client")]
 impl Cluster {
     fn kubeadm_config_api(&self) -> Api<ConfigMap> {
         Api::namespaced(self.client.clone(), KUBEADM_CONFIG_NAMESPACE)

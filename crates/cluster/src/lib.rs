@@ -2,6 +2,10 @@
 //! API server runs, whether it is ready, what the kubelet's mirror pod says, the AuditSink object,
 //! and Falco's logs. Every call is one or two plain requests, so the crate can be tested against a
 //! server that replays recorded API responses.
+//!
+//! The client is the `client` feature (on by default). Without it the crate keeps the same
+//! public API, but [`Cluster`] and [`NodeProbe`] cannot be built: [`Cluster::connect`] answers
+//! [`ClusterError::ClientNotBuilt`] (see `offline.rs`).
 
 mod connect;
 mod control_plane;
@@ -12,10 +16,15 @@ mod health;
 mod kubeadm_config;
 mod logs;
 mod mirror_pod;
+#[cfg(feature = "client")]
 mod node_probe;
+#[cfg(not(feature = "client"))]
+mod offline;
 mod probe;
 
-pub use connect::{Cluster, ClusterOptions};
+#[cfg(feature = "client")]
+pub use connect::Cluster;
+pub use connect::ClusterOptions;
 pub use control_plane::{
     APISERVER_POD_SELECTORS, ApiServerPod, CONTROL_PLANE_NODE_LABELS, ControlPlaneNodes,
     DEFAULT_SECURE_PORT,
@@ -32,5 +41,8 @@ pub use kubeadm_config::{
 };
 pub use logs::PodLog;
 pub use mirror_pod::MirrorPod;
+#[cfg(feature = "client")]
 pub use node_probe::NodeProbe;
+#[cfg(not(feature = "client"))]
+pub use offline::{Cluster, NodeProbe};
 pub use probe::ProbeConfigMap;

@@ -1,10 +1,14 @@
+#[cfg(feature = "client")]
 use futures::{AsyncBufReadExt, TryStreamExt};
+#[cfg(feature = "client")]
 use k8s_openapi::api::core::v1::Pod;
+#[cfg(feature = "client")]
 use kube::{
     Api,
     api::{ListParams, LogParams},
 };
 
+#[cfg(feature = "client")]
 use crate::{Cluster, ClusterError};
 
 /// The recent log of one pod.
@@ -15,6 +19,7 @@ pub struct PodLog {
     pub text: String,
 }
 
+#[cfg(feature = "client")]
 impl Cluster {
     /// The pods matching `selector`, each with the container whose log to read: the chart's
     /// Falco pods carry sidecars (falcoctl), and the API server refuses a log request without

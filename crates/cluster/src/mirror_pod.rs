@@ -1,9 +1,14 @@
+#[cfg(feature = "client")]
 use k8s_openapi::api::core::v1::Pod;
+#[cfg(feature = "client")]
 use kube::{Api, api::ListParams};
 
+#[cfg(feature = "client")]
 use crate::{Cluster, ClusterError};
 
+#[cfg(feature = "client")]
 const CONFIG_HASH: &str = "kubernetes.io/config.hash";
+#[cfg(feature = "client")]
 const CONFIG_MIRROR: &str = "kubernetes.io/config.mirror";
 
 /// What the kubelet reports about the static kube-apiserver pod it runs.
@@ -21,6 +26,7 @@ pub struct MirrorPod {
     pub last_restart: Option<std::time::SystemTime>,
 }
 
+#[cfg(feature = "client")]
 impl Cluster {
     /// The mirror pod of the static kube-apiserver: `kube-apiserver-<node>` when `node` is
     /// given, otherwise the only one (several control-plane nodes need `node`).
@@ -55,6 +61,7 @@ impl Cluster {
     }
 }
 
+#[cfg(feature = "client")]
 pub(crate) fn mirror_pod_of(pod: &Pod) -> Option<MirrorPod> {
     let annotations = pod.metadata.annotations.as_ref()?;
     if !annotations.contains_key(CONFIG_MIRROR) {
@@ -95,7 +102,7 @@ pub(crate) fn mirror_pod_of(pod: &Pod) -> Option<MirrorPod> {
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "client"))]
 mod tests {
     use super::*;
 

@@ -1,11 +1,15 @@
+#[cfg(feature = "client")]
 use std::collections::BTreeMap;
 
+#[cfg(feature = "client")]
 use k8s_openapi::api::core::v1::ConfigMap;
+#[cfg(feature = "client")]
 use kube::{
     Api,
     api::{DeleteParams, ObjectMeta, PostParams},
 };
 
+#[cfg(feature = "client")]
 use crate::{Cluster, ClusterError};
 
 /// A uniquely named ConfigMap whose create and delete must show up as audit events.
@@ -15,6 +19,7 @@ pub struct ProbeConfigMap {
     pub name: String,
 }
 
+#[cfg(feature = "client")]
 impl ProbeConfigMap {
     /// The object both ways of creating the probe send: labelled as ours, so a leftover is
     /// easy to find and delete.
@@ -39,6 +44,7 @@ impl ProbeConfigMap {
     }
 }
 
+#[cfg(feature = "client")]
 impl Cluster {
     pub async fn create_and_delete_probe(
         &self,
