@@ -11,6 +11,23 @@ const TOOLS: &[&str] = &["render", "patch-apiserver", "ship", "audit-sink"];
 const COMPOSERS: &[&str] = &["pipeline", "xtask"];
 /// Where `kube` may be a direct dependency (it is most of a clean build).
 const KUBE_USERS: &[&str] = &["cluster", "testkit", "e2e"];
+/// What the `remote` feature of the pipeline brings, and `cargo xtask` (the light build, so that
+/// a first `cargo xtask demo` builds quickly) must not link.
+const HEAVY: &[&str] = &[
+    "ssh2",
+    "libssh2-sys",
+    "openssl-sys",
+    "openssl-src",
+    "kube",
+    "kube-client",
+    "k8s-openapi",
+    "tokio",
+    "rustls",
+    "ring",
+    "hyper",
+    "audit-sink",
+    "testkit",
+];
 
 struct Dependency {
     name: String,
@@ -137,4 +154,34 @@ fn architecture_md_names_every_crate() {
             "ARCHITECTURE.md does not mention {dir} (package {package})"
         );
     }
+}
+
+#[test]
+fn cargo_xtask_links_the_light_build() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["tree", "-p", "xtask", "-e", "normal", "--prefix", "none"])
+        .args(["--format", "{p}", "--offline"])
+        .current_dir(root())
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let linked: BTreeSet<&str> = tree
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert!(
+        linked.contains("pipeline") && linked.contains("clap"),
+        "{tree}"
+    );
+    let heavy: Vec<&&str> = HEAVY.iter().filter(|h| linked.contains(**h)).collect();
+    assert!(
+        heavy.is_empty(),
+        "cargo xtask links {heavy:?}; the product commands that need them run the full k8s-audit binary"
+    );
 }

@@ -16,6 +16,7 @@ pub enum PipelineError {
     Cluster(#[from] cluster::ClusterError),
     #[error(transparent)]
     Render(#[from] render::RenderError),
+    #[cfg(feature = "remote")]
     #[error(transparent)]
     Sink(#[from] audit_sink::ServeError),
     #[error(transparent)]
@@ -35,6 +36,13 @@ pub enum PipelineError {
 impl PipelineError {
     pub fn failed(message: impl Display) -> PipelineError {
         PipelineError::Failed(message.to_string())
+    }
+
+    /// What the light build (without the `remote` feature) cannot do.
+    pub fn not_built(what: &str) -> PipelineError {
+        PipelineError::Failed(format!(
+            "{what} needs SSH or the cluster, which this light build of the pipeline leaves out (the `remote` feature); run it with `k8s-audit` or `cargo xtask`"
+        ))
     }
 
     /// The message and its causes on one line, `outer: inner: cause`, each cause said once.

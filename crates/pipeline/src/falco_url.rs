@@ -8,9 +8,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use base64::Engine;
-use tokio_rustls::rustls::RootCertStore;
-use tokio_rustls::rustls::pki_types::CertificateDer;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
 
 use crate::error::{Context, PipelineError, Result};
 
@@ -97,7 +94,7 @@ impl FalcoTls {
         let ca_pem = match ca_file {
             Some(path) => {
                 let pem = read("--falco-ca-file", path)?;
-                check_ca(&pem).map_err(|why| {
+                pem_check::ca(&pem).map_err(|why| {
                     PipelineError::failed(format!("--falco-ca-file {}: {why}", path.display()))
                 })?;
                 Some(pem)
@@ -109,13 +106,11 @@ impl FalcoTls {
             (Some(cert), Some(key)) => {
                 let cert_pem = read("--falco-client-cert", cert)?;
                 let key_pem = read("--falco-client-key", key)?;
-                // audit-sink's own check: a chain, a key, and the key signs for the chain.
-                audit_sink::TlsConfig::from_pem(&cert_pem, &key_pem, None).map_err(|e| {
+                pem_check::client(&cert_pem, &key_pem).map_err(|why| {
                     PipelineError::failed(format!(
-                        "--falco-client-cert {} with --falco-client-key {}: {}",
+                        "--falco-client-cert {} with --falco-client-key {}: {why}",
                         cert.display(),
                         key.display(),
-                        report(&e)
                     ))
                 })?;
                 Some(ClientCert { cert_pem, key_pem })
@@ -140,36 +135,65 @@ impl FalcoTls {
     }
 }
 
-/// An error and its causes on one line.
-fn report(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(&format!(": {e}"));
-        cause = e.source();
+/// The TLS files are checked with rustls, the TLS stack audit-sink serves with; the light build
+/// (without the `remote` feature) has none, and refuses them rather than pass them unchecked.
+#[cfg(feature = "remote")]
+mod pem_check {
+    use tokio_rustls::rustls::RootCertStore;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+
+    /// audit-sink's own check: a chain, a key, and the key signs for the chain.
+    pub fn client(cert_pem: &[u8], key_pem: &[u8]) -> Result<(), String> {
+        audit_sink::TlsConfig::from_pem(cert_pem, key_pem, None)
+            .map(drop)
+            .map_err(|e| report(&e))
     }
-    text
+
+    /// An error and its causes on one line.
+    fn report(error: &dyn std::error::Error) -> String {
+        let mut text = error.to_string();
+        let mut cause = error.source();
+        while let Some(e) = cause {
+            text.push_str(&format!(": {e}"));
+            cause = e.source();
+        }
+        text
+    }
+
+    /// At least one certificate, and every certificate one that rustls can trust as a root.
+    pub fn ca(pem: &[u8]) -> Result<(), String> {
+        let mut roots = RootCertStore::empty();
+        for (n, cert) in CertificateDer::pem_slice_iter(pem).enumerate() {
+            let cert = cert.map_err(|e| format!("invalid PEM ({e})"))?;
+            roots.add(cert).map_err(|e| {
+                format!(
+                    "certificate {} is not a valid X.509 certificate ({e})",
+                    n + 1
+                )
+            })?;
+        }
+        if roots.is_empty() {
+            return Err(
+                "no certificate found; expected a PEM file with a \"-----BEGIN CERTIFICATE-----\" block"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
 }
 
-/// At least one certificate, and every certificate one that rustls can trust as a root.
-fn check_ca(pem: &[u8]) -> Result<(), String> {
-    let mut roots = RootCertStore::empty();
-    for (n, cert) in CertificateDer::pem_slice_iter(pem).enumerate() {
-        let cert = cert.map_err(|e| format!("invalid PEM ({e})"))?;
-        roots.add(cert).map_err(|e| {
-            format!(
-                "certificate {} is not a valid X.509 certificate ({e})",
-                n + 1
-            )
-        })?;
+#[cfg(not(feature = "remote"))]
+mod pem_check {
+    const NOT_BUILT: &str = "this light build cannot check TLS files (no rustls; the `remote` feature); use `k8s-audit` or `cargo xtask`";
+
+    pub fn client(_cert_pem: &[u8], _key_pem: &[u8]) -> Result<(), String> {
+        Err(NOT_BUILT.into())
     }
-    if roots.is_empty() {
-        return Err(
-            "no certificate found; expected a PEM file with a \"-----BEGIN CERTIFICATE-----\" block"
-                .into(),
-        );
+
+    pub fn ca(_pem: &[u8]) -> Result<(), String> {
+        Err(NOT_BUILT.into())
     }
-    Ok(())
 }
 
 impl FalcoUrl {

@@ -112,8 +112,13 @@ fn show_tree(dir: &Path, root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs a product command line in-process, as a user would type it after `cargo xtask`.
+/// Runs a product command line in-process, as a user would type it after `cargo xtask`. This
+/// binary links the pipeline's light build, which runs the local variant only; that is all the
+/// demo needs, and why its first build is quick.
 fn run_args<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<()> {
     let cli = pipeline::Cli::try_parse_from(std::iter::once("cargo xtask").chain(args))?;
-    crate::run_product(cli.command)
+    let terminal = pipeline::report::Terminal::new(cli.command.verbose());
+    pipeline::run(cli.command, &terminal).map_err(|e| anyhow::anyhow!(e.report()))?;
+    ensure!(!terminal.output_failed(), "writing standard output failed");
+    Ok(())
 }

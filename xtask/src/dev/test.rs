@@ -1,6 +1,8 @@
 //! `cargo xtask test`: every test, on a fresh machine too. It installs the Debian packages the
 //! tests run (sshd, sudo, GNU envsubst, etcd, Go for the real kube-apiserver), builds that
-//! kube-apiserver once per machine, then runs `cargo test --workspace`.
+//! kube-apiserver once per machine, then runs `cargo test --workspace`, and last the demo:
+//! `cargo test` builds the pipeline with every feature, and only this binary runs its light
+//! build.
 
 use anyhow::Result;
 use xshell::{Shell, cmd};
@@ -19,7 +21,7 @@ pub fn packages() -> Vec<&'static str> {
 pub fn run(sh: &Shell) -> Result<()> {
     install_and_build(sh)?;
     cmd!(sh, "cargo test --workspace").run()?;
-    Ok(())
+    super::demo::run()
 }
 
 /// What every test run needs first: the Debian packages and the real kube-apiserver.
