@@ -34,26 +34,27 @@ struct Dependency {
     dev: bool,
 }
 
-/// Each workspace package and its declared dependencies.
-fn workspace() -> BTreeMap<String, Vec<Dependency>> {
+/// What `cargo ARGS --offline` prints, run at the root.
+fn cargo(args: &[&str]) -> Vec<u8> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--offline",
-        ])
+        .args(args)
+        .arg("--offline")
         .current_dir(root())
         .output()
-        .expect("cargo metadata runs");
+        .expect("cargo runs");
     assert!(
         out.status.success(),
-        "{}",
+        "cargo {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    out.stdout
+}
+
+/// Each workspace package and its declared dependencies.
+fn workspace() -> BTreeMap<String, Vec<Dependency>> {
+    let out = cargo(&["metadata", "--format-version", "1", "--no-deps"]);
+    let metadata: serde_json::Value = serde_json::from_slice(&out).unwrap();
     metadata["packages"]
         .as_array()
         .unwrap()
@@ -158,19 +159,10 @@ fn architecture_md_names_every_crate() {
 
 #[test]
 fn cargo_xtask_links_the_light_build() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["tree", "-p", "xtask", "-e", "normal", "--prefix", "none"])
-        .args(["--format", "{p}", "--offline"])
-        .current_dir(root())
-        .output()
-        .expect("cargo tree runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tree = String::from_utf8_lossy(&out.stdout);
+    let out = cargo(&[
+        "tree", "-p", "xtask", "-e", "normal", "--prefix", "none", "--format", "{p}",
+    ]);
+    let tree = String::from_utf8_lossy(&out);
     let linked: BTreeSet<&str> = tree
         .lines()
         .filter_map(|line| line.split_whitespace().next())
