@@ -3,8 +3,8 @@
 //! and Falco's logs. Every call is one or two plain requests, so the crate can be tested against a
 //! server that replays recorded API responses.
 //!
-//! The client is the `client` feature (on by default). Without it the crate keeps the same
-//! public API, but [`Cluster`] and [`NodeProbe`] cannot be built: [`Cluster::connect`] answers
+//! The client is the `client` feature (on by default). Without it the crate keeps its types and
+//! the methods the pipeline calls, but [`Cluster`] and [`NodeProbe`] cannot be built: [`Cluster::connect`] answers
 //! [`ClusterError::ClientNotBuilt`] (see `offline.rs`).
 
 mod connect;

@@ -4,15 +4,17 @@
 //! Why it exists: a caller that never talks to a cluster (the pipeline run against a local
 //! sandbox node by `cargo xtask demo`) still names these types and calls their methods, and
 //! the client behind them (kube, k8s-openapi, tokio, rustls, hyper) is most of its build time.
-//! So the light build keeps every public name and signature, and the plain data types are the
-//! same ones, but `Cluster` and `NodeProbe` hold [`Infallible`]: no value of them can exist.
+//! So the light build keeps the methods its callers use (the pipeline's), with the same
+//! signatures, and the plain data types are the same ones, but `Cluster` and `NodeProbe` hold
+//! [`Infallible`]: no value of them can exist.
 //! [`Cluster::connect`], their only way in, answers [`ClusterError::ClientNotBuilt`], and every
 //! method body is a match on the impossible value, so none of them can run (or panic).
 //! A caller that must hand back something of its own where it holds one writes
 //! `match cluster.never() {}`.
 //!
 //! Keep this file in step with the `impl Cluster` blocks of the other modules and with
-//! `node_probe.rs`: the same methods, arguments, return types, `async` where they are.
+//! `node_probe.rs`: the same arguments, return types, `async` where they are (the pipeline's
+//! light build, `cargo xtask`, fails to compile when they drift).
 
 use std::convert::Infallible;
 use std::io::{self, Read, Write};
@@ -64,15 +66,6 @@ impl Cluster {
     }
 
     pub async fn find_falco(&self, _query: &FalcoQuery) -> Result<FalcoEndpoint, ClusterError> {
-        match self.never {}
-    }
-
-    pub async fn falco_endpoint(
-        &self,
-        _namespace: &str,
-        _name: &str,
-        _via_node_port: bool,
-    ) -> Result<FalcoEndpoint, ClusterError> {
         match self.never {}
     }
 
@@ -135,11 +128,6 @@ pub struct NodeProbe {
 }
 
 impl NodeProbe {
-    /// No `NodeProbe` can exist in this build; `match probe.never() {}` says so to the compiler.
-    pub fn never(&self) -> Infallible {
-        self.never
-    }
-
     pub fn readiness<S: Read + Write>(
         &self,
         _host: &str,
