@@ -143,17 +143,21 @@ fn minutes_seconds(d: Duration) -> String {
 
 /// Lists, for each kube-apiserver pod log under /var/log/pods written since the manifest
 /// changed (`$1`) and not of the old pod (`$2`, its UID is the config hash), the log file
-/// (`N.log`, one per container instance) and its last fatal line: cobra's `Error: ` or a klog `F`
-/// line on stderr. `none` when the node keeps no /var/log/pods.
-const CRASH_SCRIPT: &str = r#"m=$1 old=$2
+/// (`N.log`, one per container instance) and its last line matching [`FATAL`] (`$3`).
+/// `none` when the node keeps no /var/log/pods.
+const CRASH_SCRIPT: &str = r#"m=$1 old=$2 fatal=$3
 [ -d /var/log/pods ] || { echo none; exit 0; }
 find /var/log/pods -path '*/kube-system_kube-apiserver-*/kube-apiserver/*.log' -newer "$m" 2>/dev/null |
 while IFS= read -r f; do
   pod=${f%/kube-apiserver/*}; uid=${pod##*_}
   [ "$uid" = "$old" ] && continue
   echo "log $uid ${f##*/}"
-  grep -E ' stderr F (Error: |F[0-9]{4} )' "$f" | tail -n 1 | sed 's/^/fatal /'
+  grep -E "$fatal" "$f" | tail -n 1 | sed 's/^/fatal /'
 done"#;
+
+/// The CRI log lines of a server that is dying (grep -E): cobra's `Error: `, a klog `F` line,
+/// a Go panic or runtime fatal error, on stderr.
+const FATAL: &str = " stderr F (Error: |F[0-9]{4} |panic: |fatal error: )";
 
 /// Watches the node, through the same session, for the new API server dying before it is
 /// ready: the kubelet's pod log says so within a second, long before any timeout.
@@ -185,6 +189,7 @@ impl CrashWatch<'_> {
             "k8s-audit-watch",
             &manifest,
             self.old_hash.unwrap_or(""),
+            FATAL,
         ]) else {
             // A failed look is no evidence either way; the next one may work.
             return PodLogs::Quiet;
@@ -202,15 +207,17 @@ fn read_pod_logs(text: &str) -> PodLogs {
         let message = fatal.split_once(" F ").map_or(fatal, |(_, m)| m);
         return PodLogs::Died(message.trim().to_string());
     }
-    // One log file per container instance: two written since the change mean it died and
-    // was restarted (a pod UID seen before, as a restored manifest's is, starts at N.log).
+    // One log file per container instance. Three written since the change mean it died twice
+    // without a fatal line. Two are not enough: a pod UID seen before (a restored manifest's)
+    // can get an instance the kubelet replaces within seconds, with no error, before the one
+    // that comes up (seen on the real node: 0.log appended, then 1.log 5 s later, ready).
     let mut started: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("log "))
         .filter_map(|l| l.split_once(' ').map(|(uid, _)| uid))
         .collect();
     started.sort_unstable();
-    match started.windows(2).find(|w| w[0] == w[1]) {
+    match started.windows(3).find(|w| w[0] == w[2]) {
         Some(pair) => PodLogs::Died(format!(
             "the kubelet restarted it (pod {} under /var/log/pods)",
             pair[0]
@@ -348,11 +355,69 @@ mod tests {
             read_pod_logs("log 3f2a 0.log\nfatal 2026-12-01T12:00:00.1Z stderr F Error: invalid argument \"5\" for \"--audit-webhook-batch-max-wait\" flag: time: missing unit\n"),
             PodLogs::Died("Error: invalid argument \"5\" for \"--audit-webhook-batch-max-wait\" flag: time: missing unit".into())
         );
-        // A restored manifest's pod UID was seen before: its first new log is not 0.log.
+        // A restored manifest's pod UID was seen before: its first new log is not 0.log, and
+        // the kubelet may replace its first instance at once, as the real node did.
         assert_eq!(read_pod_logs("log 3f2a 1.log\n"), PodLogs::Quiet);
         assert_eq!(
-            read_pod_logs("log 3f2a 1.log\nlog 3f2a 2.log\n"),
+            read_pod_logs("log 3f2a 0.log\nlog 3f2a 1.log\n"),
+            PodLogs::Quiet
+        );
+        assert_eq!(
+            read_pod_logs("log 3f2a 1.log\nlog 3f2a 2.log\nlog 3f2a 3.log\n"),
             PodLogs::Died("the kubelet restarted it (pod 3f2a under /var/log/pods)".into())
         );
+        assert_eq!(
+            read_pod_logs("log 3f2a 0.log\nlog 9b1c 0.log\nlog 3f2a 1.log\n"),
+            PodLogs::Quiet
+        );
+    }
+
+    /// FATAL, run through grep -E as the node runs it, on lines as the CRI writes them.
+    #[test]
+    fn fatal_lines_are_what_a_dying_server_writes() {
+        let lines = [
+            (
+                "2026-12-01T12:00:00.1Z stderr F Error: unknown flag: --audit-bogus",
+                true,
+            ),
+            (
+                "2026-12-01T12:00:00.1Z stderr F F1201 12:00:00.1 1 server.go:1] etcd is gone",
+                true,
+            ),
+            (
+                "2026-12-01T12:00:00.1Z stderr F panic: runtime error: invalid memory address",
+                true,
+            ),
+            (
+                "2026-12-01T12:00:00.1Z stderr F fatal error: concurrent map writes",
+                true,
+            ),
+            (
+                "2026-12-01T12:00:00.1Z stderr F I1201 12:00:00.1 1 server.go:1] Error: not fatal",
+                false,
+            ),
+            (
+                "2026-12-01T12:00:00.1Z stderr F E1201 12:00:00.1 1 controller.go:1] panic: quoted",
+                false,
+            ),
+            ("2026-12-01T12:00:00.1Z stdout F Error: on stdout", false),
+        ];
+        for (line, fatal) in lines {
+            let matched = std::process::Command::new("grep")
+                .args(["-qE", FATAL])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .and_then(|mut grep| {
+                    use std::io::Write;
+                    grep.stdin
+                        .take()
+                        .unwrap()
+                        .write_all(format!("{line}\n").as_bytes())?;
+                    grep.wait()
+                })
+                .unwrap()
+                .success();
+            assert_eq!(matched, fatal, "{line}");
+        }
     }
 }
